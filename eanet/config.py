@@ -1,0 +1,204 @@
+"""Typed configuration: the schema behind every Hydra config group, and its validation.
+
+Hydra composes `conf/` on top of these dataclasses (registered in the ConfigStore as
+`eanet_schema`), so a typo'd key or a value of the wrong type fails while the config is composed.
+`validate` then checks what types cannot express (divisibility, ranges, registry names) and runs
+at start-up, before any data is loaded: every error names the key and what would be valid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work. The message names the key, the value and what is valid."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "ea"  # short name used in run names and reports
+    attention: str = "external"  # registry key in eanet.model.ATTENTION_TYPES
+    patch_size: int = 2
+    embedding_dim: int = 64
+    mlp_dim: int = 64
+    num_blocks: int = 8
+    num_heads: int = 4
+    dim_coefficient: int = 4  # external attention only: width multiplier and memory size divisor
+    attention_dropout: float = 0.2
+    projection_dropout: float = 0.2
+    mlp_dropout: float = 0.2
+
+
+@dataclass
+class AugmentationConfig:
+    # The seed's augmentation; active only in training (Keras' random layers are identity at inference).
+    horizontal_flip: bool = True
+    rotation: float = 0.1  # fraction of 2*pi
+    contrast: float = 0.1
+    zoom: float = 0.2
+
+
+@dataclass
+class DataConfig:
+    name: str = "cifar100"  # registry key in eanet.data.DATASETS
+    # Local copy of CIFAR-100: the official python tarball, its extracted folder, or an .npz with
+    # x_train/y_train/x_test/y_test. None means Keras' own download.
+    path: Optional[str] = None
+    image_size: int = 32  # images are resized to this if it differs from the data set's size
+    num_classes: int = 100
+    validation_split: float = 0.2  # taken from the shuffled training set
+    train_size: Optional[int] = None  # use only this many training images (before the split)
+    test_size: Optional[int] = None  # evaluate on only this many test images
+    # synthetic data set only
+    synthetic_train_size: int = 512
+    synthetic_test_size: int = 128
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"  # registry key in eanet.train.OPTIMIZERS
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 50
+    batch_size: int = 128
+    label_smoothing: float = 0.1
+    # Limits for quick runs; None means the whole split.
+    steps_per_epoch: Optional[int] = None
+    validation_steps: Optional[int] = None
+    test_steps: Optional[int] = None
+    verbose: str = "auto"  # Keras fit verbosity: auto, 0, 1 or 2
+
+
+@dataclass
+class TrackingConfig:
+    # None: MLFLOW_TRACKING_URI if set, else MLflow's default (sqlite:///mlflow.db in the working dir).
+    tracking_uri: Optional[str] = None
+    experiment_name: str = "eanet"
+    log_model: bool = True  # save the trained model (.keras) as an artifact
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def register_configs() -> None:
+    """Make the schema available to `conf/config.yaml` (its defaults list starts with it)."""
+    ConfigStore.instance().store(name="eanet_schema", node=Config)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _positive(cfg_section: Any, prefix: str, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg_section, name)
+        _require(
+            value is not None and value > 0,
+            f"Expected {prefix}.{name} to be a positive integer. Received: {prefix}.{name}={value}",
+        )
+
+
+def _fraction(cfg_section: Any, prefix: str, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg_section, name)
+        _require(
+            0.0 <= value < 1.0,
+            f"Expected {prefix}.{name} in [0, 1). Received: {prefix}.{name}={value}",
+        )
+
+
+def _known(value: str, key: str, valid: Any) -> None:
+    _require(
+        value in valid,
+        f"Unknown {key}={value!r}. Valid values: {', '.join(sorted(valid))}",
+    )
+
+
+def validate(cfg: DictConfig | Config) -> Config:
+    """Check every setting that types alone cannot; return the typed config.
+
+    Raises ConfigError naming the first offending key. Cheap: imports the registries only.
+    """
+    # Registries live beside the code they select; importing them here keeps one source of truth.
+    from eanet.data import DATASETS
+    from eanet.model import ATTENTION_TYPES
+    from eanet.train import OPTIMIZERS
+
+    if isinstance(cfg, DictConfig):
+        typed = OmegaConf.to_object(cfg)
+    else:
+        typed = cfg
+    m, d, o, t = typed.model, typed.data, typed.optimizer, typed.trainer
+
+    _known(m.attention, "model.attention", ATTENTION_TYPES)
+    _known(d.name, "data.name", DATASETS)
+    _known(o.name, "optimizer.name", OPTIMIZERS)
+
+    _positive(m, "model", "patch_size", "embedding_dim", "mlp_dim", "num_blocks", "num_heads",
+              "dim_coefficient")
+    _positive(d, "data", "image_size", "num_classes", "synthetic_train_size", "synthetic_test_size")
+    for name in ("train_size", "test_size"):
+        if getattr(d, name) is not None:
+            _positive(d, "data", name)
+    _positive(t, "trainer", "epochs", "batch_size")
+    for name in ("steps_per_epoch", "validation_steps", "test_steps"):
+        if getattr(t, name) is not None:
+            _positive(t, "trainer", name)
+
+    _require(
+        d.image_size % m.patch_size == 0,
+        f"Expected data.image_size divisible by model.patch_size. "
+        f"Received: data.image_size={d.image_size}, model.patch_size={m.patch_size}",
+    )
+    _require(
+        m.embedding_dim % m.num_heads == 0,
+        f"Expected model.embedding_dim divisible by model.num_heads. "
+        f"Received: model.embedding_dim={m.embedding_dim}, model.num_heads={m.num_heads}",
+    )
+    if m.attention == "external":
+        # The memory has S = embedding_dim // dim_coefficient slots; each of the
+        # num_heads * dim_coefficient heads has width embedding_dim // num_heads.
+        _require(
+            m.embedding_dim % m.dim_coefficient == 0,
+            f"Expected model.embedding_dim divisible by model.dim_coefficient. "
+            f"Received: model.embedding_dim={m.embedding_dim}, "
+            f"model.dim_coefficient={m.dim_coefficient}",
+        )
+
+    _fraction(m, "model", "attention_dropout", "projection_dropout", "mlp_dropout")
+    _fraction(d, "data", "validation_split")
+    _fraction(t, "trainer", "label_smoothing")
+    a = d.augmentation
+    for name in ("rotation", "contrast", "zoom"):
+        _require(
+            0.0 <= getattr(a, name) < 1.0,
+            f"Expected data.augmentation.{name} in [0, 1). "
+            f"Received: data.augmentation.{name}={getattr(a, name)}",
+        )
+    _require(o.learning_rate > 0, f"Expected optimizer.learning_rate > 0. "
+             f"Received: optimizer.learning_rate={o.learning_rate}")
+    _require(o.weight_decay >= 0, f"Expected optimizer.weight_decay >= 0. "
+             f"Received: optimizer.weight_decay={o.weight_decay}")
+    _require(0.0 <= o.momentum < 1.0, f"Expected optimizer.momentum in [0, 1). "
+             f"Received: optimizer.momentum={o.momentum}")
+    _known(str(t.verbose), "trainer.verbose", {"auto", "0", "1", "2"})
+    return typed

@@ -1,0 +1,103 @@
+"""Model assembly: images → augmentation → patches → embedding → transformer blocks → classifier.
+
+The attention type is the only difference between EANet and its ViT baseline; it comes from the
+`ATTENTION_TYPES` registry. At the seed configuration (32×32 images, patch 2, D=64, 8 blocks,
+4 heads, dc=4, 100 classes) EANet has 361,380 trainable parameters and ViT 623,268.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import keras
+import numpy as np
+from keras import layers
+
+from eanet.config import AugmentationConfig, ModelConfig
+from eanet.layers import (ClassifierHead, ExternalAttention, PatchEmbedding, PatchExtract,
+                          SelfAttention, TransformerBlock)
+
+
+def _external_attention(cfg: ModelConfig, name: str) -> layers.Layer:
+    return ExternalAttention(cfg.embedding_dim, cfg.num_heads, cfg.dim_coefficient,
+                             cfg.attention_dropout, cfg.projection_dropout, name=name)
+
+
+def _self_attention(cfg: ModelConfig, name: str) -> layers.Layer:
+    return SelfAttention(cfg.embedding_dim, cfg.num_heads, cfg.attention_dropout, name=name)
+
+
+# model.attention → a factory of the attention layer of one block.
+ATTENTION_TYPES: dict[str, Callable[[ModelConfig, str], layers.Layer]] = {
+    "external": _external_attention,
+    "self": _self_attention,
+}
+
+
+def attention_factory(attention: str) -> Callable[[ModelConfig, str], layers.Layer]:
+    try:
+        return ATTENTION_TYPES[attention]
+    except KeyError:
+        raise ValueError(f"Unknown attention type {attention!r}. "
+                         f"Valid values: {', '.join(sorted(ATTENTION_TYPES))}") from None
+
+
+def build_augmentation(cfg: AugmentationConfig, mean: Sequence[float], variance: Sequence[float],
+                       seed: Optional[int] = None) -> keras.Sequential:
+    """The seed's input stage: per-channel normalisation, then random augmentation.
+
+    Normalisation statistics come from the training split (the seed's `adapt`), passed in as
+    numbers so the layer serializes with them. The random layers act only when training=True.
+    """
+    stages = [layers.Normalization(mean=list(mean), variance=list(variance), name="normalization")]
+    if cfg.horizontal_flip:
+        stages.append(layers.RandomFlip("horizontal", seed=seed, name="flip"))
+    if cfg.rotation > 0:
+        stages.append(layers.RandomRotation(cfg.rotation, seed=seed, name="rotation"))
+    if cfg.contrast > 0:
+        stages.append(layers.RandomContrast(cfg.contrast, seed=seed, name="contrast"))
+    if cfg.zoom > 0:
+        stages.append(layers.RandomZoom(cfg.zoom, cfg.zoom, seed=seed, name="zoom"))
+    return keras.Sequential(stages, name="augmentation")
+
+
+def build_model(cfg: ModelConfig, image_size: int, num_classes: int,
+                augmentation: Optional[keras.Sequential] = None) -> keras.Model:
+    """The classifier for `image_size`×`image_size` RGB images (float pixels in [0, 255])."""
+    make_attention = attention_factory(cfg.attention)
+    num_patches = (image_size // cfg.patch_size) ** 2
+
+    images = keras.Input((image_size, image_size, 3), name="images")
+    x = augmentation(images) if augmentation is not None else images
+    x = PatchExtract(cfg.patch_size, name="patches")(x)  # (B, N, P*P*3)
+    x = PatchEmbedding(num_patches, cfg.embedding_dim, name="patch_embedding")(x)  # (B, N, D)
+    for i in range(cfg.num_blocks):
+        x = TransformerBlock(make_attention(cfg, f"attention_{i}"), cfg.embedding_dim,
+                             cfg.mlp_dim, cfg.mlp_dropout, name=f"block_{i}")(x)
+    probabilities = ClassifierHead(num_classes, name="head")(x)  # (B, num_classes)
+    return keras.Model(images, probabilities, name=f"{cfg.name}_classifier")
+
+
+def _count(weights) -> int:
+    return int(sum(np.prod(w.shape) for w in weights))
+
+
+def count_parameters(model: keras.Model) -> dict[str, int]:
+    """Parameter counts, total and by component: the comparison EANet is about.
+
+    `attention`, `mlp` and `norm` sum over all blocks; the components add up to `trainable`.
+    """
+    counts = {"total": _count(model.weights), "trainable": _count(model.trainable_weights),
+              "non_trainable": _count(model.non_trainable_weights),
+              "patch_embedding": 0, "attention": 0, "mlp": 0, "norm": 0, "head": 0}
+    for layer in model.layers:
+        if isinstance(layer, PatchEmbedding):
+            counts["patch_embedding"] += _count(layer.trainable_weights)
+        elif isinstance(layer, TransformerBlock):
+            counts["attention"] += _count(layer.attention.trainable_weights)
+            counts["mlp"] += _count(layer.mlp_hidden.trainable_weights
+                                    + layer.mlp_output.trainable_weights)
+            counts["norm"] += _count(layer.attention_norm.trainable_weights
+                                     + layer.mlp_norm.trainable_weights)
+        elif isinstance(layer, ClassifierHead):
+            counts["head"] += _count(layer.trainable_weights)
+    return counts

@@ -10,7 +10,7 @@ manager that ends the run as FINISHED, FAILED or KILLED) and its Keras callback.
   throughput_img_per_s, and param_count_{total,trainable,patch_embedding,attention,mlp,norm,head};
 - artifacts: config.yaml (resolved), hydra/ (Hydra's .hydra folder), model/model.keras,
   history.csv, learning_curves.png;
-- tags: eanet.model, eanet.overrides, eanet.sweep_id, eanet.job_num, mlflow.source.git.commit.
+- tags: eanet.run_type=train, eanet.model, eanet.overrides, eanet.sweep_id, eanet.job_num, mlflow.source.git.commit.
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ TAG_OVERRIDES = "eanet.overrides"
 TAG_SWEEP = "eanet.sweep_id"
 TAG_JOB_NUM = "eanet.job_num"
 TAG_ERROR = "eanet.error"
+TAG_RUN_TYPE = "eanet.run_type"  # "train" for a training run; other kinds (e.g. a sweep report) differ
 
 
 def run_name(cfg: Config) -> str:
@@ -128,7 +129,7 @@ class TrackedRun:
 
     def __enter__(self) -> "TrackedRun":
         exp_id = experiment_id(self.cfg.tracking)
-        tags = {TAG_MODEL: self.cfg.model.name,
+        tags = {TAG_RUN_TYPE: "train", TAG_MODEL: self.cfg.model.name,
                 TAG_OVERRIDES: " ".join(self.context.get("overrides", []))}
         if "sweep_id" in self.context:
             tags[TAG_SWEEP] = self.context["sweep_id"]

@@ -14,6 +14,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # trainer.precision
+
+
 class ConfigError(ValueError):
     """A setting that cannot work. The message names the key, the value and what is valid."""
 
@@ -78,6 +81,10 @@ class TrainerConfig:
     validation_steps: Optional[int] = None
     test_steps: Optional[int] = None
     verbose: str = "auto"  # Keras fit verbosity: auto, 0, 1 or 2
+    # Speed switches (measure them with `python -m eanet.bench`); the defaults are the seed's.
+    precision: str = "float32"  # a Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16
+    jit_compile: Optional[bool] = None  # XLA; None lets Keras decide (on GPU when the model allows)
+    steps_per_execution: int = 1  # training steps per compiled call
 
 
 @dataclass
@@ -201,4 +208,6 @@ def validate(cfg: DictConfig | Config) -> Config:
     _require(0.0 <= o.momentum < 1.0, f"Expected optimizer.momentum in [0, 1). "
              f"Received: optimizer.momentum={o.momentum}")
     _known(str(t.verbose), "trainer.verbose", {"auto", "0", "1", "2"})
+    _known(t.precision, "trainer.precision", PRECISIONS)
+    _positive(t, "trainer", "steps_per_execution")
     return typed

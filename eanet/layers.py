@@ -127,7 +127,41 @@ class ExternalAttention(layers.Layer):
         attention = attention / (self.epsilon + ops.sum(attention, axis=-1, keepdims=True))  # over S
         return ops.cast(attention, self.compute_dtype)
 
+    def folded_weights(self):
+        """The four projections as two: (D → G*S) to the scores, (G*S → D) from the attention.
+
+        Linear maps compose, so projecting to the heads and then to the key memory M_k is one
+        matrix, W_in·M_k per head; reading the value memory M_v and projecting back is one
+        matrix, M_v·W_out per head. Same parameters and same function, but the (B, N, G, d)
+        head tensors, and the two matmuls on them, are never computed.
+        """
+        g, d, s, dim = self.total_heads, self.head_dim, self.memory_size, self.embedding_dim
+        cast = lambda w: ops.cast(w, self.compute_dtype)  # noqa: E731
+        w_in = ops.reshape(cast(self.input_projection.kernel), (dim * g, d))
+        m_k = cast(self.memory_key.kernel)  # (d, S)
+        score_kernel = ops.reshape(ops.matmul(w_in, m_k), (dim, g * s))  # (D, G*S)
+        score_bias = ops.reshape(  # b_in·M_k + b_k per head → (G*S,)
+            ops.matmul(ops.reshape(cast(self.input_projection.bias), (g, d)), m_k)
+            + cast(self.memory_key.bias), (g * s,))
+        m_v = cast(self.memory_value.kernel)  # (S, d)
+        w_out = ops.reshape(cast(self.output_projection.kernel), (g, d, dim))
+        read_kernel = ops.reshape(ops.matmul(m_v, w_out), (g * s, dim))  # (G*S, D)
+        read_bias = (cast(self.output_projection.bias)  # b_out + Σ_g b_v·W_out[g] → (D,)
+                     + ops.matmul(cast(self.memory_value.bias), ops.sum(w_out, axis=0)))
+        return score_kernel, score_bias, read_kernel, read_bias
+
     def call(self, x, training=None):
+        _, num_patches, _ = x.shape
+        score_kernel, score_bias, read_kernel, read_bias = self.folded_weights()
+        scores = ops.matmul(x, score_kernel) + score_bias  # (B, N, G*S)
+        scores = ops.reshape(scores, (-1, num_patches, self.total_heads, self.memory_size))
+        attention = self.normalize(scores)  # (B, N, G, S)
+        attention = self.attention_dropout_layer(attention, training=training)
+        attention = ops.reshape(attention, (-1, num_patches, self.total_heads * self.memory_size))
+        x = ops.matmul(attention, read_kernel) + read_bias  # (B, N, D)
+        return self.projection_dropout_layer(x, training=training)
+
+    def call_unfolded(self, x, training=None):
         _, num_patches, _ = x.shape
         x = self.input_projection(x)  # (B, N, D*dc)
         # Heads stay on axis 2: M_k and M_v are shared by the heads, so the memory reads are plain

@@ -39,12 +39,20 @@ def build_optimizer(cfg: OptimizerConfig) -> keras.optimizers.Optimizer:
                          f"Valid values: {', '.join(sorted(OPTIMIZERS))}") from None
 
 
+def set_precision(cfg: Config) -> None:
+    """The dtype policy of every layer built after this (global in Keras, so set per run)."""
+    keras.mixed_precision.set_global_policy(cfg.trainer.precision)
+
+
 def compile_model(model: keras.Model, cfg: Config) -> keras.Model:
+    t = cfg.trainer
     model.compile(
         optimizer=build_optimizer(cfg.optimizer),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.trainer.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
                  keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")],
+        jit_compile="auto" if t.jit_compile is None else t.jit_compile,
+        steps_per_execution=t.steps_per_execution,
     )
     return model
 
@@ -59,6 +67,7 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
     t = cfg.trainer
     keras.backend.clear_session()  # sweep jobs share a process: free the previous job's graphs
     keras.utils.set_random_seed(cfg.seed)
+    set_precision(cfg)
 
     # Data: uint8 arrays; a seeded validation split of the training set; test kept apart.
     data = load_dataset(cfg.data, cfg.seed)

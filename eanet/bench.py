@@ -1,0 +1,249 @@
+"""`python -m eanet.bench`: how fast and how lean eanet trains, on the config a run would use.
+
+    python -m eanet.bench                                   EANet training throughput, seed config
+    python -m eanet.bench model=vit trainer.batch_size=64   the same for ViT at batch 64
+    python -m eanet.bench bench.mode=scaling bench.out=experiments/scaling
+    python -m eanet.bench bench.mode=overhead data.path=../shared/data/cifar100.npz
+    python -m eanet.bench bench.mode=all
+
+The app composes the same `conf/` as `eanet.run` (conf/bench.yaml = config.yaml + a `bench`
+section), so every override of a run applies here too. Modes:
+- throughput: median training-step time after warm-up, images/s, peak resident (and GPU) memory;
+  the procedure of `../shared/bench/seed_throughput.py` (model.fit on uint8 images, a per-batch
+  timer), so the two can be compared side by side (`python -m eanet.bench_compare`).
+- scaling: cost per image and memory of external vs self-attention as the number of patches grows,
+  with fitted growth exponents (eanet.scaling).
+- overhead: where a real run's wall time goes outside fit/evaluate (eanet.overhead).
+Each measurement prints one JSON line (prefixed `BENCH `) and a table; bench.out=<dir> writes CSVs
+(and the scaling plot) there.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+_IMPORT_START = time.perf_counter()
+
+import hydra  # noqa: E402
+from hydra.core.config_store import ConfigStore  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from eanet.config import Config, ConfigError, validate  # noqa: E402
+
+log = logging.getLogger("eanet.bench")
+
+MODES = ("throughput", "scaling", "overhead", "all")
+
+
+@dataclass
+class ScalingSettings:
+    # Each (image_size, patch_size) pair gives N = (image_size / patch_size)^2 patches.
+    image_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    patch_size: int = 2
+    attentions: list[str] = field(default_factory=lambda: ["external", "self"])
+    # Self-attention's (B, heads, N, N) scores outgrow a small machine: at 4,096 patches one image
+    # needs several GB to train. Points above this many patches are skipped for it.
+    max_self_attention_patches: int = 1024
+    batch_size: int = 4
+    steps: int = 5
+    warmup: int = 2
+
+
+@dataclass
+class BenchSettings:
+    mode: str = "throughput"  # throughput | scaling | overhead | all
+    steps: int = 12  # timed training steps after warm-up
+    warmup: int = 3
+    out: Optional[str] = None  # folder for CSV/PNG results; None prints only
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+
+
+@dataclass
+class BenchConfig(Config):
+    bench: BenchSettings = field(default_factory=BenchSettings)
+
+
+def register_configs() -> None:
+    """The run's schema extended by `bench`, under the name config.yaml's defaults list uses.
+
+    conf/bench.yaml starts from config.yaml, whose first default is `eanet_schema`; registering
+    the extended schema under that name (in this process only) keeps one composition for both
+    apps, with every key typed.
+    """
+    ConfigStore.instance().store(name="eanet_schema", node=BenchConfig)
+
+
+def validate_bench(cfg: BenchConfig) -> None:
+    b, s = cfg.bench, cfg.bench.scaling
+    if b.mode not in MODES:
+        raise ConfigError(f"Unknown bench.mode={b.mode!r}. Valid values: {', '.join(MODES)}")
+    for name in ("steps", "warmup"):
+        if getattr(b, name) < (1 if name == "steps" else 0):
+            raise ConfigError(f"Expected bench.{name} >= {1 if name == 'steps' else 0}. "
+                              f"Received: bench.{name}={getattr(b, name)}")
+    for name in ("batch_size", "steps", "patch_size", "max_self_attention_patches"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"Expected bench.scaling.{name} > 0. "
+                              f"Received: bench.scaling.{name}={getattr(s, name)}")
+    from eanet.model import ATTENTION_TYPES
+
+    for attention in s.attentions:
+        if attention not in ATTENTION_TYPES:
+            raise ConfigError(f"Unknown attention {attention!r} in bench.scaling.attentions. "
+                              f"Valid values: {', '.join(sorted(ATTENTION_TYPES))}")
+    for size in s.image_sizes:
+        if size % s.patch_size:
+            raise ConfigError(f"Expected every bench.scaling.image_sizes divisible by "
+                              f"bench.scaling.patch_size. Received: {size} and {s.patch_size}")
+
+
+# --- throughput --------------------------------------------------------------------------------
+
+def build_training(cfg: Config, x, y, num_classes: int):
+    """The compiled model and training pipeline `eanet.train.train` builds for images x, labels y."""
+    from eanet.data import channel_statistics, make_dataset
+    from eanet.model import build_augmentation, build_model
+    from eanet.train import compile_model, set_precision
+
+    t, image_size = cfg.trainer, cfg.data.image_size
+    set_precision(cfg)
+    train_ds = make_dataset(x, y, num_classes, t.batch_size, image_size, training=True,
+                            seed=cfg.seed, repeat=True)
+    mean, variance = channel_statistics(x)
+    augmentation = build_augmentation(cfg.data.augmentation, mean, variance, seed=cfg.seed)
+    model = compile_model(build_model(cfg.model, image_size, num_classes, augmentation), cfg)
+    return model, train_ds
+
+
+def measure_throughput(cfg: Config, steps: int, warmup: int) -> dict[str, Any]:
+    """Median training-step time of the model `eanet.run` would train, on random uint8 images.
+
+    The seed benchmark's procedure: (warmup + steps) batches of random images, one epoch of
+    model.fit, per-batch timer, median of the steps after warm-up. The data go through the run's
+    own tf.data pipeline and the model is compiled by the run's own `compile_model`.
+    """
+    import keras
+    import numpy as np
+
+    from eanet.measure import StepTimer, median, peak_gpu_mb, peak_rss_mb, reset_gpu_peak
+    from eanet.model import count_parameters
+
+    t, d = cfg.trainer, cfg.data
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg.seed)
+    n = t.batch_size * (steps + warmup)
+    rng = np.random.default_rng(cfg.seed)
+    x = rng.integers(0, 256, size=(n, d.image_size, d.image_size, 3), dtype=np.uint8)
+    y = rng.integers(0, d.num_classes, size=(n,))
+    model, train_ds = build_training(cfg, x, y, d.num_classes)
+    counts = count_parameters(model)
+
+    timer = StepTimer()
+    reset_gpu_peak()
+    model.fit(train_ds, epochs=1, steps_per_epoch=steps + warmup, callbacks=[timer], verbose=0)
+    step = timer.median_step_s(warmup)
+    return {
+        "measurement": "throughput", "implementation": "eanet", "model": cfg.model.name,
+        "attention": cfg.model.attention, "batch": t.batch_size, "image_size": d.image_size,
+        "patch_size": cfg.model.patch_size, "precision": t.precision,
+        "trainable_params": counts["trainable"], "total_params": counts["total"],
+        "median_step_s": round(step, 4), "img_per_s": round(t.batch_size / step, 2),
+        "first_step_s": round(timer.step_times[0], 3), "steps_timed": len(timer.step_times) - warmup,
+        "loop_gap_s": round(median(timer.gaps[warmup:]), 5),
+        "peak_rss_mb": round(peak_rss_mb(), 1), "peak_gpu_mb": peak_gpu_mb(),
+    }
+
+
+# --- output ------------------------------------------------------------------------------------
+
+def emit(record: dict[str, Any]) -> None:
+    """One measurement as one JSON line, prefixed so scripts can pick it out of the log."""
+    print("BENCH " + json.dumps(record), flush=True)
+
+
+def print_table(records: list[dict[str, Any]], columns: list[str]) -> None:
+    rows = [[_format(r.get(c)) for c in columns] for r in records]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    for row in rows:
+        print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
+    sys.stdout.flush()
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def write_csv(records: list[dict[str, Any]], path: Path) -> None:
+    import pandas as pd
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(records).to_csv(path, index=False)
+    log.info("wrote %s", path)
+
+
+THROUGHPUT_COLUMNS = ["model", "batch", "precision", "trainable_params", "median_step_s",
+                      "img_per_s", "first_step_s", "peak_rss_mb", "peak_gpu_mb"]
+
+
+def run_bench(cfg: BenchConfig, raw_cfg: DictConfig) -> list[dict[str, Any]]:
+    b = cfg.bench
+    out = Path(b.out) if b.out else None
+    records: list[dict[str, Any]] = []
+    if b.mode in ("overhead", "all"):
+        # First, so its start-up and first-step figures are those of a fresh process.
+        from eanet.overhead import OVERHEAD_COLUMNS, measure_overhead
+
+        record = measure_overhead(cfg, raw_cfg, b.steps, b.warmup, import_s=_IMPORT_S)
+        emit(record)
+        print_table([record], OVERHEAD_COLUMNS)
+        records.append(record)
+        if out:
+            write_csv([record], out / "overhead.csv")
+    if b.mode in ("throughput", "all"):
+        record = measure_throughput(cfg, b.steps, b.warmup)
+        emit(record)
+        print_table([record], THROUGHPUT_COLUMNS)
+        records.append(record)
+        if out:
+            write_csv([record], out / "throughput.csv")
+    if b.mode in ("scaling", "all"):
+        from eanet.scaling import SCALING_COLUMNS, measure_scaling, plot_scaling
+
+        points, fits = measure_scaling(cfg)
+        print_table(points, SCALING_COLUMNS)
+        for fit in fits:
+            emit(fit)
+        print_table(fits, ["attention", "quantity", "exponent", "points"])
+        records.extend(points + fits)
+        if out:
+            write_csv(points, out / "scaling.csv")
+            write_csv(fits, out / "scaling_exponents.csv")
+            plot_scaling(points, fits, out / "scaling.png")
+    return records
+
+
+_IMPORT_S = time.perf_counter() - _IMPORT_START
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+def main(cfg: DictConfig) -> None:
+    try:
+        typed = validate(cfg)
+        validate_bench(typed)
+    except ConfigError as error:
+        sys.exit(f"eanet.bench: {error}")
+    log.info("bench %s\n%s", typed.bench.mode, OmegaConf.to_yaml(cfg.bench))
+    run_bench(typed, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Training throughput of eanet against the seed implementation, alternating A B A B.
+
+    python -m eanet.bench_compare                          seed vs eanet, EANet, batch 128
+    python -m eanet.bench_compare --attention self         the same for ViT
+    python -m eanet.bench_compare --rounds 3 seed eanet "eanet trainer.precision=mixed_bfloat16"
+
+Each contender is `seed` (../shared/bench/seed_throughput.py, `--seed-bench` to point elsewhere)
+or `eanet` followed by Hydra overrides for `python -m eanet.bench`. Every round runs each
+contender once, in its own process, in the order given; on a shared machine the load drifts, so
+only medians over rounds and ratios to the first contender measured in the same session mean
+anything. Peak resident memory is read per process (os.wait4), the same way for both.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SEED_BENCH = ROOT.parent / "shared" / "bench" / "seed_throughput.py"
+MODEL_OF_ATTENTION = {"external": "ea", "self": "vit"}
+
+
+def command(contender: str, args: argparse.Namespace, out_dir: str) -> list[str]:
+    name, *overrides = shlex.split(contender)
+    common = ["--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
+              "--image-size", str(args.image_size), "--patch-size", str(args.patch_size)]
+    if name == "seed":
+        if overrides:
+            raise SystemExit(f"bench_compare: the seed takes no overrides. Received: {contender!r}")
+        return [sys.executable, str(args.seed_bench), "--attention", args.attention, *common]
+    if name == "eanet":
+        return [sys.executable, "-m", "eanet.bench", "bench.mode=throughput",
+                f"model={MODEL_OF_ATTENTION[args.attention]}", f"trainer.batch_size={args.batch}",
+                f"bench.steps={args.steps}", f"bench.warmup={args.warmup}",
+                f"data.image_size={args.image_size}", f"model.patch_size={args.patch_size}",
+                f"hydra.run.dir={out_dir}", "hydra.output_subdir=null", *overrides]
+    raise SystemExit(f"bench_compare: unknown contender {name!r}. Valid: seed, eanet [overrides]")
+
+
+def run_once(cmd: list[str]) -> dict:
+    """Run one benchmark process; its JSON line plus the process' own peak resident memory."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"bench_compare: {' '.join(cmd)} failed ({process.returncode}):\n"
+                         f"{output[-3000:]}")
+    lines = [line.removeprefix("BENCH ") for line in output.splitlines()
+             if line.startswith("{") or line.startswith("BENCH {")]
+    record = json.loads(lines[-1])
+    record["process_peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    return record
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("contenders", nargs="*", default=["seed", "eanet"],
+                        help="'seed' or 'eanet [hydra overrides]'; ratios are to the first")
+    parser.add_argument("--attention", choices=sorted(MODEL_OF_ATTENTION), default="external")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--patch-size", type=int, default=2)
+    parser.add_argument("--seed-bench", type=Path, default=DEFAULT_SEED_BENCH)
+    args = parser.parse_args(argv)
+    if any(c.split()[0] == "seed" for c in args.contenders) and not args.seed_bench.is_file():
+        raise SystemExit(f"bench_compare: no seed benchmark at {args.seed_bench} "
+                         "(--seed-bench PATH)")
+
+    results: dict[str, list[dict]] = {c: [] for c in args.contenders}
+    with tempfile.TemporaryDirectory() as out_dir:
+        for round_index in range(args.rounds):
+            for contender in args.contenders:
+                record = run_once(command(contender, args, out_dir))
+                results[contender].append(record)
+                print(f"round {round_index + 1} {contender}: {record['median_step_s']} s/step, "
+                      f"{record['img_per_s']} img/s, peak RSS {record['process_peak_rss_mb']} MB",
+                      flush=True)
+
+    summary = []
+    for contender, records in results.items():
+        step = statistics.median(r["median_step_s"] for r in records)
+        summary.append({"contender": contender, "attention": args.attention, "batch": args.batch,
+                        "rounds": len(records), "trainable_params": records[0]["trainable_params"],
+                        "median_step_s": round(step, 4), "img_per_s": round(args.batch / step, 2),
+                        "peak_rss_mb": statistics.median(r["process_peak_rss_mb"]
+                                                         for r in records),
+                        "step_s_per_round": [r["median_step_s"] for r in records]})
+    base = summary[0]
+    for row in summary:
+        row["throughput_ratio"] = round(base["median_step_s"] / row["median_step_s"], 3)
+        row["memory_ratio"] = round(row["peak_rss_mb"] / base["peak_rss_mb"], 3)
+        print("COMPARE " + json.dumps(row), flush=True)
+    print(f"\n{'contender':40s} {'s/step':>8s} {'img/s':>8s} {'RSS MB':>8s} {'speed×':>7s} {'mem×':>6s}")
+    for row in summary:
+        print(f"{row['contender'][:40]:40s} {row['median_step_s']:8.3f} {row['img_per_s']:8.1f} "
+              f"{row['peak_rss_mb']:8.0f} {row['throughput_ratio']:7.2f} {row['memory_ratio']:6.2f}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Measuring instruments shared by the benchmarks: step timers, memory readings, process clock.
+
+Nothing here trains or builds a model; `eanet.bench` composes these into measurements.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+from typing import Optional
+
+import keras
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux /proc), i.e. since the command was typed."""
+    with open("/proc/self/stat") as f:
+        # Field 22 is the start time in clock ticks after boot; the command name (field 2) may
+        # contain spaces, so count fields from the closing parenthesis.
+        start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def gpu_devices() -> list:
+    import tensorflow as tf
+
+    return tf.config.list_logical_devices("GPU")
+
+
+def reset_gpu_peak() -> None:
+    import tensorflow as tf
+
+    for device in gpu_devices():
+        tf.config.experimental.reset_memory_stats(device.name)
+
+
+def peak_gpu_mb() -> Optional[float]:
+    """Peak GPU memory since the last reset, or None without a GPU."""
+    import tensorflow as tf
+
+    devices = gpu_devices()
+    if not devices:
+        return None
+    return max(tf.config.experimental.get_memory_info(d.name)["peak"] for d in devices) / 2**20
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Per-batch wall time of training steps, as `../shared/bench/seed_throughput.py` measures it.
+
+    `step_times[i]`: from on_train_batch_begin to on_train_batch_end of batch i (the compiled step,
+    including taking its batch from the input pipeline). `gaps[i]`: from the end of batch i to the
+    beginning of batch i+1 (Keras' loop and callbacks: time the device is not stepping).
+    `first_step_end_age_s`: process age when the first step finished.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.step_times: list[float] = []
+        self.gaps: list[float] = []
+        self.first_step_end_age_s: Optional[float] = None
+        self._begin = self._end = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._begin = time.perf_counter()
+        if self._end is not None:
+            self.gaps.append(self._begin - self._end)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._end = time.perf_counter()
+        self.step_times.append(self._end - self._begin)
+        if self.first_step_end_age_s is None:
+            self.first_step_end_age_s = process_age_s()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._end = None  # the gap across epochs holds validation, not a step waiting
+
+    def median_step_s(self, warmup: int) -> float:
+        steady = self.step_times[warmup:]
+        if not steady:
+            raise ValueError(f"Expected more than warmup={warmup} timed steps. "
+                             f"Received: {len(self.step_times)} steps")
+        return statistics.median(steady)
+
+
+def median(values) -> float:
+    return statistics.median(values) if values else float("nan")

@@ -1,0 +1,145 @@
+"""Where a real training run's wall time goes: the framework's own cost, outside fit/evaluate.
+
+`measure_overhead` runs the unmodified `eanet.train.train` on the composed config and times its
+phases by wrapping the functions `train` calls (data loading, pipeline, model build, compile,
+MLflow), `Model.fit` and `Model.evaluate`; whatever is left is `other_s`. It also reports when
+the first training step finished, counted from the start of the process (the command), and how
+long a training step waits for its data: the same trained model is stepped on the run's own
+pipeline and on one cached in-memory batch, alternating; the difference is the input pipeline's
+cost to a step.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import tempfile
+import time
+from collections import defaultdict
+from typing import Any, Callable
+
+from omegaconf import DictConfig, open_dict
+
+from eanet.config import Config
+
+# train()'s callees, grouped into the phases reported.
+PHASES = {
+    "data_s": ("load_dataset", "split_validation", "make_dataset", "channel_statistics"),
+    "model_s": ("build_augmentation", "build_model", "compile_model", "count_parameters"),
+}
+TRACKING_METHODS = ("__enter__", "__exit__", "log_parameter_counts", "log_results",
+                    "log_artifacts")
+
+OVERHEAD_COLUMNS = ["model", "startup_s", "data_s", "model_s", "tracking_s", "fit_s",
+                    "evaluate_s", "other_s", "overhead_fraction", "first_step_age_s",
+                    "median_step_s", "data_wait_fraction", "loop_gap_fraction"]
+
+
+class PhaseClock:
+    """Accumulates wall time per phase for functions wrapped with `timed`."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def timed(self, phase: str, function: Callable) -> Callable:
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[phase] += time.perf_counter() - start
+        return wrapper
+
+
+@contextlib.contextmanager
+def patched(target: Any, name: str, value: Any):
+    original = getattr(target, name)
+    setattr(target, name, value)
+    try:
+        yield original
+    finally:
+        setattr(target, name, original)
+
+
+def measure_overhead(cfg: Config, raw_cfg: DictConfig, steps: int, warmup: int,
+                     import_s: float) -> dict[str, Any]:
+    from eanet.measure import StepTimer, median, process_age_s
+
+    startup_s = process_age_s()  # interpreter, imports, Hydra composition, validation
+    start = time.perf_counter()
+    import_start = time.perf_counter()
+    import keras  # noqa: F401  (TensorFlow loads here, as in eanet.run after validation)
+
+    import eanet.train as train_module
+    from eanet.tracking import TrackedRun
+    tf_import_s = time.perf_counter() - import_start
+
+    clock = PhaseClock()
+    timer = StepTimer()
+    captured: dict[str, Any] = {}
+
+    def capture(key: str, function: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
+            result = function(*args, **kwargs)
+            captured.setdefault(key, result)  # the first call: the training pipeline / the model
+            return result
+        return wrapper
+
+    with tempfile.TemporaryDirectory() as store, contextlib.ExitStack() as patches:
+        if cfg.tracking.tracking_uri is None:  # measure MLflow, but not in the user's own store
+            cfg.tracking.tracking_uri = f"sqlite:///{store}/mlflow.db"
+            with open_dict(raw_cfg):
+                raw_cfg.tracking.tracking_uri = cfg.tracking.tracking_uri
+        for phase, names in PHASES.items():
+            for name in names:
+                function = getattr(train_module, name)
+                if name in ("make_dataset", "build_model"):
+                    function = capture(name, function)
+                patches.enter_context(patched(train_module, name, clock.timed(phase, function)))
+        for name in TRACKING_METHODS:
+            patches.enter_context(patched(TrackedRun, name,
+                                          clock.timed("tracking_s", getattr(TrackedRun, name))))
+        patches.enter_context(patched(keras.Model, "fit", clock.timed("fit_s", keras.Model.fit)))
+        patches.enter_context(patched(keras.Model, "evaluate",
+                                      clock.timed("evaluate_s", keras.Model.evaluate)))
+        patches.enter_context(patched(train_module, "extra_callbacks", lambda: [timer]))
+        train_module.train(cfg, raw_cfg)
+        run_s = time.perf_counter() - start
+
+    step_s = timer.median_step_s(min(warmup, len(timer.step_times) - 1))
+    phases = {k: clock.seconds.get(k, 0.0) for k in ("data_s", "model_s", "tracking_s", "fit_s",
+                                                       "evaluate_s")}
+    other_s = run_s - tf_import_s - sum(phases.values())
+    total_s = startup_s + run_s
+    outside = total_s - phases["fit_s"] - phases["evaluate_s"]
+    wait = data_wait(captured["build_model"], captured["make_dataset"], steps, warmup)
+    record = {
+        "measurement": "overhead", "model": cfg.model.name, "batch": cfg.trainer.batch_size,
+        "python_import_s": round(import_s, 3), "startup_s": round(startup_s, 3),
+        "tf_import_s": round(tf_import_s, 3),
+        **{k: round(v, 3) for k, v in phases.items()}, "other_s": round(other_s, 3),
+        "total_s": round(total_s, 3), "overhead_s": round(outside, 3),
+        "overhead_fraction": round(outside / total_s, 4),
+        "first_step_age_s": round(timer.first_step_end_age_s, 2),
+        "median_step_s": round(step_s, 4),
+        "loop_gap_fraction": round(median(timer.gaps) / step_s, 5) if timer.gaps else 0.0,
+        **wait,
+    }
+    return record
+
+
+def data_wait(model, train_ds, steps: int, warmup: int) -> dict[str, float]:
+    """Step time on the run's pipeline vs on one cached batch, alternating twice; the difference."""
+    from eanet.measure import StepTimer
+
+    cached = train_ds.take(1).cache().repeat()
+    times: dict[str, list[float]] = {"pipeline": [], "cached": []}
+    for _ in range(2):
+        for name, dataset in (("pipeline", train_ds.repeat()), ("cached", cached)):
+            timer = StepTimer()
+            model.fit(dataset, epochs=1, steps_per_epoch=steps + warmup, callbacks=[timer],
+                      verbose=0)
+            times[name].append(timer.median_step_s(warmup))
+    pipeline, cached_s = min(times["pipeline"]), min(times["cached"])
+    return {"pipeline_step_s": round(pipeline, 4), "cached_step_s": round(cached_s, 4),
+            "data_wait_fraction": round((pipeline - cached_s) / pipeline, 4)}

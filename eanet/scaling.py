@@ -1,0 +1,154 @@
+"""External vs self-attention as the number of patches N grows: the paper's O(dSN) vs O(dN²).
+
+For each attention type and image size (N = (image_size / patch_size)²) a fresh process builds the
+model a run would train at that size and measures, per image: the forward pass (inference), the
+training step, and the step's peak resident memory above the built model's. Fresh processes
+because peak memory (ru_maxrss) only ever grows within one. Growth exponents are slopes of
+least-squares lines in log-log (numpy.polyfit): ~1 is linear in N, ~2 quadratic. Fixed costs
+(embedding, head, optimizer) flatten the small-N end, so the slope between the two largest
+points is reported too.
+"""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eanet.config import Config
+
+SCALING_COLUMNS = ["attention", "image_size", "num_patches", "forward_ms_per_image",
+                   "train_ms_per_image", "train_peak_mb", "train_peak_mb_per_image"]
+QUANTITIES = ("forward_ms_per_image", "train_ms_per_image", "train_peak_mb_per_image")
+MODEL_NAMES = {"external": "ea", "self": "vit"}
+
+
+def measure_point(cfg: Config, attention: str, image_size: int) -> dict[str, Any]:
+    """One (attention, image size) point; meant to run in its own process."""
+    import keras
+
+    from eanet.measure import current_rss_mb, peak_rss_mb
+    from eanet.model import build_augmentation, build_model
+    from eanet.train import compile_model, set_precision
+
+    s = cfg.bench.scaling
+    model_cfg = dataclasses.replace(cfg.model, attention=attention, patch_size=s.patch_size,
+                                    name=MODEL_NAMES.get(attention, attention))
+    keras.utils.set_random_seed(cfg.seed)
+    set_precision(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    x = rng.integers(0, 256, (s.batch_size, image_size, image_size, 3)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, cfg.data.num_classes, s.batch_size),
+                                   cfg.data.num_classes)
+    augmentation = build_augmentation(cfg.data.augmentation, [127.5] * 3, [5000.0] * 3,
+                                      seed=cfg.seed)
+    model = compile_model(build_model(model_cfg, image_size, cfg.data.num_classes, augmentation),
+                          cfg)
+
+    def median_ms(step) -> float:
+        times = []
+        for _ in range(s.warmup + s.steps):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        return 1000 * statistics.median(times[s.warmup:]) / s.batch_size
+
+    forward = median_ms(lambda: model.predict_on_batch(x))
+    baseline_mb = current_rss_mb()
+    train = median_ms(lambda: model.train_on_batch(x, y))
+    peak_mb = peak_rss_mb() - baseline_mb
+    return {"measurement": "scaling", "attention": attention, "image_size": image_size,
+            "patch_size": s.patch_size, "num_patches": (image_size // s.patch_size) ** 2,
+            "batch": s.batch_size, "trainable_params": sum(int(np.prod(w.shape))
+                                                           for w in model.trainable_weights),
+            "forward_ms_per_image": round(forward, 3), "train_ms_per_image": round(train, 3),
+            "train_peak_mb": round(peak_mb, 1),
+            "train_peak_mb_per_image": round(peak_mb / s.batch_size, 2)}
+
+
+def _point_in_child(cfg: Config, attention: str, image_size: int, queue) -> None:
+    try:
+        queue.put(measure_point(cfg, attention, image_size))
+    except BaseException as error:  # report, never hang the parent
+        queue.put({"error": f"{type(error).__name__}: {error}"})
+
+
+def measure_scaling(cfg: Config) -> tuple[list[dict], list[dict]]:
+    """All points (each in a fresh spawned process) and the fitted exponents per attention type."""
+    from eanet.bench import emit
+
+    s = cfg.bench.scaling
+    context = multiprocessing.get_context("spawn")
+    points = []
+    for attention in s.attentions:
+        for image_size in s.image_sizes:
+            num_patches = (image_size // s.patch_size) ** 2
+            if attention == "self" and num_patches > s.max_self_attention_patches:
+                continue
+            queue = context.Queue()
+            child = context.Process(target=_point_in_child, args=(cfg, attention, image_size, queue))
+            child.start()
+            point = queue.get()
+            child.join()
+            if "error" in point:
+                raise RuntimeError(f"scaling point {attention} at image_size={image_size} "
+                                   f"failed: {point['error']}")
+            emit(point)
+            points.append(point)
+    return points, fit_exponents(points)
+
+
+def fit_exponents(points: list[dict]) -> list[dict]:
+    fits = []
+    for attention in dict.fromkeys(p["attention"] for p in points):
+        rows = sorted((p for p in points if p["attention"] == attention),
+                      key=lambda p: p["num_patches"])
+        if len(rows) < 2:
+            continue
+        n = np.log([p["num_patches"] for p in rows])
+        for quantity in QUANTITIES:
+            values = np.array([p[quantity] for p in rows], dtype=float)
+            if np.any(values <= 0):
+                continue  # memory below the resolution of ru_maxrss at small sizes
+            slope = np.polyfit(n, np.log(values), 1)[0]
+            last = (np.log(values[-1]) - np.log(values[-2])) / (n[-1] - n[-2])
+            fits.append({"measurement": "scaling_fit", "attention": attention,
+                         "quantity": quantity, "exponent": round(float(slope), 3),
+                         "exponent_last_two": round(float(last), 3),
+                         "points": len(rows), "max_patches": rows[-1]["num_patches"]})
+    return fits
+
+
+def plot_scaling(points: list[dict], fits: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exponent = {(f["attention"], f["quantity"]): f["exponent"] for f in fits}
+    panels = (("forward_ms_per_image", "forward, ms per image"),
+              ("train_ms_per_image", "training step, ms per image"),
+              ("train_peak_mb_per_image", "training peak memory, MB per image"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.5))
+    for ax, (quantity, label) in zip(axes, panels):
+        for attention in dict.fromkeys(p["attention"] for p in points):
+            rows = sorted((p for p in points if p["attention"] == attention and p[quantity] > 0),
+                          key=lambda p: p["num_patches"])
+            if not rows:
+                continue
+            fitted = exponent.get((attention, quantity))
+            name = f"{attention} attention" + (f" (slope {fitted:.2f})" if fitted else "")
+            ax.loglog([p["num_patches"] for p in rows], [p[quantity] for p in rows], "o-",
+                      label=name, base=2)
+        ax.set(xlabel="patches N", ylabel=label, title=label)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.suptitle("EANet (external attention) vs ViT (self-attention): cost as patches grow")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

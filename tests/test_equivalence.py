@@ -1,0 +1,81 @@
+"""eanet's models compute the seed's function: same weights in, same outputs (and gradients) out.
+
+The seed (../shared/bench/seed_reference.py, the Keras example's model) is the reference. Its
+weights are copied into eanet's model in order; shapes must match one to one, which also pins
+the parameter counts and the weight order. Inference mode, because dropout and augmentation
+draw different random numbers in the two implementations.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from eanet.config import AugmentationConfig, ModelConfig
+from eanet.model import build_augmentation, build_model
+ROOT = Path(__file__).resolve().parents[1]
+SEED_REFERENCE = ROOT.parent / "shared" / "bench" / "seed_reference.py"
+SEED_PARAMS = {"external": 361_380, "self": 623_268}
+
+
+@pytest.fixture(scope="module")
+def seed_reference():
+    if not SEED_REFERENCE.is_file():
+        pytest.skip(f"the seed implementation is not at {SEED_REFERENCE}; equivalence needs it")
+    spec = importlib.util.spec_from_file_location("seed_reference", SEED_REFERENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def seed_and_eanet(seed_reference, attention: str):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 32, 32, 3)).astype("float32")
+    keras.utils.set_random_seed(0)
+    seed = seed_reference.get_model(f"{attention}_attention", x_adapt=images)
+    normalization = seed.get_layer("data_augmentation").layers[0]
+    mean = np.asarray(normalization.mean).reshape(-1).tolist()
+    variance = np.asarray(normalization.variance).reshape(-1).tolist()
+    ours = build_model(ModelConfig(attention=attention), 32, 100,
+                       build_augmentation(AugmentationConfig(), mean, variance, seed=0))
+    # Give the seed non-trivial weights everywhere (biases start at zero), then copy them over.
+    for weight in seed.trainable_weights:
+        weight.assign(rng.normal(0, 0.2, weight.shape).astype("float32"))
+    assert [tuple(w.shape) for w in ours.trainable_weights] == \
+        [tuple(w.shape) for w in seed.trainable_weights]
+    for ours_weight, seed_weight in zip(ours.trainable_weights, seed.trainable_weights):
+        ours_weight.assign(seed_weight)
+    return seed, ours, images
+
+
+@pytest.mark.parametrize("attention", ["external", "self"])
+def test_same_parameters_and_outputs_as_the_seed(seed_reference, attention):
+    seed, ours, images = seed_and_eanet(seed_reference, attention)
+    trainable = sum(int(np.prod(w.shape)) for w in ours.trainable_weights)
+    assert trainable == SEED_PARAMS[attention]
+
+    expected = keras.ops.convert_to_numpy(seed(images, training=False))
+    received = keras.ops.convert_to_numpy(ours(images, training=False))
+    assert received.shape == (8, 100)
+    np.testing.assert_allclose(received, expected, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(expected, expected[:1])  # the images are told apart, not a constant
+
+
+def test_same_gradients_as_the_seed_for_external_attention(seed_reference):
+    """The folded projections train the seed's variables exactly as the seed's graph would."""
+    seed, ours, images = seed_and_eanet(seed_reference, "external")
+    labels = keras.utils.to_categorical(np.arange(8) % 100, 100)
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)
+
+    def gradients(model):
+        with tf.GradientTape() as tape:
+            value = loss(labels, model(images, training=False))
+        return [g.numpy() for g in tape.gradient(value, model.trainable_weights)]
+
+    for received, expected in zip(gradients(ours), gradients(seed)):
+        np.testing.assert_allclose(received, expected, rtol=1e-3,
+                                    atol=1e-5 * max(1.0, np.abs(expected).max()))

@@ -153,6 +153,7 @@ def measure_throughput(cfg: Config, steps: int, warmup: int) -> dict[str, Any]:
         "patch_size": cfg.model.patch_size, "precision": t.precision,
         "trainable_params": counts["trainable"], "total_params": counts["total"],
         "median_step_s": round(step, 4), "img_per_s": round(t.batch_size / step, 2),
+        "median_step_cpu_s": round(median(timer.cpu_times[warmup:]), 4),
         "first_step_s": round(timer.step_times[0], 3), "steps_timed": len(timer.step_times) - warmup,
         "loop_gap_s": round(median(timer.gaps[warmup:]), 5),
         "peak_rss_mb": round(peak_rss_mb(), 1), "peak_gpu_mb": peak_gpu_mb(),
@@ -190,7 +191,7 @@ def write_csv(records: list[dict[str, Any]], path: Path) -> None:
 
 
 THROUGHPUT_COLUMNS = ["model", "batch", "precision", "trainable_params", "median_step_s",
-                      "img_per_s", "first_step_s", "peak_rss_mb", "peak_gpu_mb"]
+                      "img_per_s", "median_step_cpu_s", "first_step_s", "peak_rss_mb", "peak_gpu_mb"]
 
 
 def run_bench(cfg: BenchConfig, raw_cfg: DictConfig) -> list[dict[str, Any]]:

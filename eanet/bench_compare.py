@@ -44,9 +44,12 @@ def command(contender: str, args: argparse.Namespace, out_dir: str) -> list[str]
     raise SystemExit(f"bench_compare: unknown contender {name!r}. Valid: seed, eanet [overrides]")
 
 
-def run_once(cmd: list[str]) -> dict:
+def run_once(cmd: list[str], threads: int | None = None) -> dict:
     """Run one benchmark process; its JSON line plus the process' own peak resident memory."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if threads:  # TensorFlow's own thread pools and oneDNN's OpenMP, for both contenders alike
+        env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(threads),
+                   OMP_NUM_THREADS=str(threads))
     process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     output = process.stdout.read()
@@ -73,6 +76,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--patch-size", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="TensorFlow threads per process (default: TensorFlow's choice); "
+                        "1 gives steadier ratios on a machine shared with other work")
     parser.add_argument("--seed-bench", type=Path, default=DEFAULT_SEED_BENCH)
     args = parser.parse_args(argv)
     if any(c.split()[0] == "seed" for c in args.contenders) and not args.seed_bench.is_file():
@@ -83,7 +89,7 @@ def main(argv=None) -> list[dict]:
     with tempfile.TemporaryDirectory() as out_dir:
         for round_index in range(args.rounds):
             for contender in args.contenders:
-                record = run_once(command(contender, args, out_dir))
+                record = run_once(command(contender, args, out_dir), args.threads)
                 results[contender].append(record)
                 print(f"round {round_index + 1} {contender}: {record['median_step_s']} s/step, "
                       f"{record['img_per_s']} img/s, peak RSS {record['process_peak_rss_mb']} MB",

@@ -25,7 +25,14 @@ def process_age_s() -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss is in KiB on Linux)."""
+    """Peak resident memory of this process so far: VmHWM, the high-water mark of its memory.
+
+    Not ru_maxrss, which a process started by fork + exec inherits from its parent.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -63,24 +70,29 @@ class StepTimer(keras.callbacks.Callback):
     `step_times[i]`: from on_train_batch_begin to on_train_batch_end of batch i (the compiled step,
     including taking its batch from the input pipeline). `gaps[i]`: from the end of batch i to the
     beginning of batch i+1 (Keras' loop and callbacks: time the device is not stepping).
+    `cpu_times[i]`: the process' CPU time (all threads) during step i, which on a machine shared
+    with other work says more about the step's cost than wall time does.
     `first_step_end_age_s`: process age when the first step finished.
     """
 
     def __init__(self):
         super().__init__()
         self.step_times: list[float] = []
+        self.cpu_times: list[float] = []
         self.gaps: list[float] = []
         self.first_step_end_age_s: Optional[float] = None
         self._begin = self._end = None
 
     def on_train_batch_begin(self, batch, logs=None):
         self._begin = time.perf_counter()
+        self._cpu_begin = time.process_time()
         if self._end is not None:
             self.gaps.append(self._begin - self._end)
 
     def on_train_batch_end(self, batch, logs=None):
         self._end = time.perf_counter()
         self.step_times.append(self._end - self._begin)
+        self.cpu_times.append(time.process_time() - self._cpu_begin)
         if self.first_step_end_age_s is None:
             self.first_step_end_age_s = process_age_s()
 

@@ -2,7 +2,8 @@
 
 For each attention type and image size (N = (image_size / patch_size)²) a fresh process builds the
 model a run would train at that size and measures, per image: the forward pass (inference), the
-training step, and the step's peak resident memory above the built model's. Fresh processes
+training step, and the training step's peak resident memory above the warmed-up process (the
+traced graph and the optimizer state excluded). Fresh processes
 because peak memory (ru_maxrss) only ever grows within one. Growth exponents are slopes of
 least-squares lines in log-log (numpy.polyfit): ~1 is linear in N, ~2 quadratic. Fixed costs
 (embedding, head, optimizer) flatten the small-N end, so the slope between the two largest
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import statistics
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 from eanet.config import Config
 
 SCALING_COLUMNS = ["attention", "image_size", "num_patches", "forward_ms_per_image",
-                   "train_ms_per_image", "train_peak_mb", "train_peak_mb_per_image"]
+                   "train_ms_per_image", "train_peak_mb", "train_peak_mb_per_image", "process_peak_rss_mb"]
 QUANTITIES = ("forward_ms_per_image", "train_ms_per_image", "train_peak_mb_per_image")
 MODEL_NAMES = {"external": "ea", "self": "vit"}
 
@@ -31,7 +33,7 @@ def measure_point(cfg: Config, attention: str, image_size: int) -> dict[str, Any
     """One (attention, image size) point; meant to run in its own process."""
     import keras
 
-    from eanet.measure import current_rss_mb, peak_rss_mb
+    from eanet.measure import peak_rss_mb
     from eanet.model import build_augmentation, build_model
     from eanet.train import compile_model, set_precision
 
@@ -58,16 +60,54 @@ def measure_point(cfg: Config, attention: str, image_size: int) -> dict[str, Any
         return 1000 * statistics.median(times[s.warmup:]) / s.batch_size
 
     forward = median_ms(lambda: model.predict_on_batch(x))
-    baseline_mb = current_rss_mb()
-    train = median_ms(lambda: model.train_on_batch(x, y))
-    peak_mb = peak_rss_mb() - baseline_mb
+    for _ in range(s.warmup):  # trace the training step; its graph stays in the baseline
+        model.train_on_batch(x, y)
+    with RssSampler() as sampler:
+        train = median_ms(lambda: model.train_on_batch(x, y))
+    peak_mb = sampler.peak_mb - sampler.baseline_mb
     return {"measurement": "scaling", "attention": attention, "image_size": image_size,
             "patch_size": s.patch_size, "num_patches": (image_size // s.patch_size) ** 2,
             "batch": s.batch_size, "trainable_params": sum(int(np.prod(w.shape))
                                                            for w in model.trainable_weights),
             "forward_ms_per_image": round(forward, 3), "train_ms_per_image": round(train, 3),
             "train_peak_mb": round(peak_mb, 1),
-            "train_peak_mb_per_image": round(peak_mb / s.batch_size, 2)}
+            "train_peak_mb_per_image": round(peak_mb / s.batch_size, 2),
+            "process_peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+class RssSampler:
+    """Peak resident memory above the level at entry, sampled every millisecond by a thread.
+
+    TensorFlow releases the GIL while it computes, so the sampler sees the step's peak. Only
+    meaningful when freed tensors go back to the OS: the child process runs with a fixed glibc
+    mmap threshold (`MALLOC_ENV`), so large tensors are mmapped and unmapped when freed.
+    """
+
+    def __enter__(self):
+        import threading
+
+        from eanet.measure import current_rss_mb
+
+        self._read = current_rss_mb
+        self.baseline_mb = self.peak_mb = current_rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.001):
+            self.peak_mb = max(self.peak_mb, self._read())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+
+# glibc would otherwise raise its mmap threshold after the first large free and keep later
+# tensors in its heap, hiding a step's peak from the RSS.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
 def _point_in_child(cfg: Config, attention: str, image_size: int, queue) -> None:
@@ -77,12 +117,24 @@ def _point_in_child(cfg: Config, attention: str, image_size: int, queue) -> None
         queue.put({"error": f"{type(error).__name__}: {error}"})
 
 
+def _result_of(child, queue) -> dict:
+    import queue as queues
+
+    while True:
+        try:
+            return queue.get(timeout=2)
+        except queues.Empty:
+            if not child.is_alive():  # died without a word (killed, out of memory)
+                return {"error": f"the measuring process exited with code {child.exitcode}"}
+
+
 def measure_scaling(cfg: Config) -> tuple[list[dict], list[dict]]:
     """All points (each in a fresh spawned process) and the fitted exponents per attention type."""
     from eanet.bench import emit
 
     s = cfg.bench.scaling
     context = multiprocessing.get_context("spawn")
+    os.environ.update(MALLOC_ENV)  # read by the children's allocator at their start
     points = []
     for attention in s.attentions:
         for image_size in s.image_sizes:
@@ -90,9 +142,10 @@ def measure_scaling(cfg: Config) -> tuple[list[dict], list[dict]]:
             if attention == "self" and num_patches > s.max_self_attention_patches:
                 continue
             queue = context.Queue()
-            child = context.Process(target=_point_in_child, args=(cfg, attention, image_size, queue))
+            child = context.Process(target=_point_in_child, args=(cfg, attention, image_size, queue),
+                                    daemon=True)
             child.start()
-            point = queue.get()
+            point = _result_of(child, queue)
             child.join()
             if "error" in point:
                 raise RuntimeError(f"scaling point {attention} at image_size={image_size} "

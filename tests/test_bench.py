@@ -31,7 +31,7 @@ def run_module(module: str, args: list[str], cwd: Path) -> subprocess.CompletedP
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
 
 
 def records(stdout: str, prefix: str = "BENCH ") -> list[dict]:

@@ -86,7 +86,8 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         start = time.perf_counter()
         history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs,
                             steps_per_epoch=t.steps_per_epoch, validation_steps=t.validation_steps,
-                            callbacks=[run.epoch_logger(), *extra_callbacks()], verbose=verbose)
+                            callbacks=[run.epoch_logger(), *extra_callbacks()], verbose=verbose,
+                            shuffle=False)  # the tf.data pipeline reshuffles every epoch
         train_time = time.perf_counter() - start
 
         test = model.evaluate(test_ds, steps=t.test_steps, return_dict=True, verbose=0)

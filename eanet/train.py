@@ -62,14 +62,14 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         train_time = time.perf_counter() - start
 
         test = model.evaluate(test_ds, steps=t.test_steps, return_dict=True, verbose=0)
-        steps_per_epoch = t.steps_per_epoch or -(-len(splits.y_train) // t.batch_size)
-        images_seen = min(steps_per_epoch * t.batch_size, len(splits.y_train)
-                          if t.steps_per_epoch is None else steps_per_epoch * t.batch_size)
+        images_per_epoch = (t.steps_per_epoch * t.batch_size if t.steps_per_epoch
+                            else len(splits.y_train))
         epochs_run = len(history.history.get("loss", []))
         val_top1 = history.history.get("val_top1", [])
         results = {"test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"],
                    "train_time_s": train_time,
-                   "throughput_img_per_s": images_seen * epochs_run / train_time}
+                   # training images per second of fit, validation passes included
+                   "throughput_img_per_s": images_per_epoch * epochs_run / train_time}
         if val_top1:
             results["best_val_top1"] = max(val_top1)
         run.log_results(results)

@@ -75,6 +75,9 @@ class SweepReport(Callback):
             log.info("Sweep report (%d runs, swept: %s):\n%s", len(report.runs),
                      ", ".join(report.axes) or "model only",
                      display_table(report.table).to_string(index=False))
+            if not report.comparison.empty:
+                log.info("EANet vs ViT:\n%s",
+                         display_table(report.comparison).to_string(index=False))
             log.info("Sweep report written to %s/ and logged to MLflow run %s", report.out,
                      report.run_id)
         except Exception as error:  # never fail a finished sweep over its report

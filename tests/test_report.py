@@ -8,6 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT
@@ -30,10 +31,8 @@ def make_run(client, experiment_id, model, patch_size, seed, metrics, status="FI
               "seed": seed, "data.path": f"/data/copy{seed}.npz", "data.train_size": "None",
               "trainer.epochs": 1, "trainer.verbose": "auto", "data.augmentation.horizontal_flip": True,
               "tracking.tracking_uri": "None", "tracking.experiment_name": "eanet"}
-    for key, value in params.items():
-        client.log_param(run.info.run_id, key, value)
-    for key, value in metrics.items():
-        client.log_metric(run.info.run_id, key, value)
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                     metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
     client.set_terminated(run.info.run_id, status)
     return run.info.run_id
 
@@ -44,11 +43,17 @@ def results(top1, top5, throughput, params, attention):
             "param_count_total": params, "param_count_attention": attention}
 
 
-@pytest.fixture
-def store(tracking_dir):
-    """ea and vit at patch sizes 2 and 4 over seeds; one failed run; one run without test_top5."""
-    client = MlflowClient(tracking_dir)
-    exp = client.create_experiment("eanet")
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """ea and vit at patch sizes 2 and 4 over seeds; one failed run; one run without test_top5.
+
+    Built once for the module (a fresh SQLite store costs seconds); tests only read it, except
+    for the report runs they add, which training-run searches never see.
+    """
+    folder = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("eanet", artifact_location=str(folder / "mlruns"))
     for seed, (top1, top5, speed) in enumerate([(0.40, 0.70, 100), (0.42, 0.72, 110),
                                                 (0.44, 0.74, 120)]):
         make_run(client, exp, "ea", 2, seed, results(top1, top5, speed, 1000, 300))
@@ -65,7 +70,7 @@ def store(tracking_dir):
     # Neither another sweep's runs nor a previous report run may be counted.
     make_run(client, exp, "ea", 8, 0, results(0.9, 0.9, 1, 1, 1), sweep="multirun/other")
     make_run(client, exp, "ea", 2, 0, {}, run_type="report")
-    return tracking_dir
+    return uri
 
 
 def row(table, model, patch_size):

@@ -223,7 +223,9 @@ def main(cfg: DictConfig) -> None:
         report = sweep_report(typed)
     except ReportError as error:
         sys.exit(f"eanet.report: {error}")
-    print(f"{len(report.runs)} runs, swept settings: {', '.join(report.axes) or 'none'}")
+    scope = f"sweep {report.sweep}" if report.sweep else f"experiment {typed.experiment}"
+    print(f"{len(report.runs)} training runs of {scope}; swept settings: "
+          f"{', '.join(report.axes) or 'none (model only)'}")
     from eanet.report_files import display_table
 
     print(display_table(report.table).to_string(index=False))

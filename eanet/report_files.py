@@ -35,7 +35,9 @@ def display_table(frame: pd.DataFrame) -> pd.DataFrame:
     shown = pd.DataFrame(index=frame.index)
     setting_columns = [c for c in frame.columns if "." in c]
     for column in frame.columns:
-        if column in setting_columns or column in ("model", "model_ea", "model_vit"):
+        if column in ("model_ea", "model_vit"):
+            shown[{"model_ea": "EANet", "model_vit": "ViT"}[column]] = frame[column]
+        elif column in setting_columns or column == "model":
             shown[_short(column, setting_columns)] = frame[column].astype(object).where(
                 frame[column].notna(), "")
         elif column in ("n", "n_failed", "n_ea", "n_vit"):

@@ -33,7 +33,8 @@ def make_run(client, experiment_id, model, patch_size, seed, metrics, status="FI
               "tracking.tracking_uri": "None", "tracking.experiment_name": "eanet"}
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
                      metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
-    client.set_terminated(run.info.run_id, status)
+    if status != "RUNNING":  # RUNNING: a job that died without ending its run
+        client.set_terminated(run.info.run_id, status)
     return run.info.run_id
 
 
@@ -45,7 +46,8 @@ def results(top1, top5, throughput, params, attention):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """ea and vit at patch sizes 2 and 4 over seeds; one failed run; one run without test_top5.
+    """ea and vit at patch sizes 2 and 4 over seeds; a failed run, an unfinished one and one
+    without test_top5.
 
     Built once for the module (a fresh SQLite store costs seconds); tests only read it, except
     for the report runs they add, which training-run searches never see.
@@ -57,6 +59,7 @@ def store(tmp_path_factory):
     for seed, (top1, top5, speed) in enumerate([(0.40, 0.70, 100), (0.42, 0.72, 110),
                                                 (0.44, 0.74, 120)]):
         make_run(client, exp, "ea", 2, seed, results(top1, top5, speed, 1000, 300))
+    make_run(client, exp, "ea", 2, 3, {"param_count_total": 1000}, status="RUNNING")
     for seed, (top1, top5) in enumerate([(0.30, 0.60), (0.34, 0.64)]):
         make_run(client, exp, "vit", 2, seed, results(top1, top5, 50, 2000, 800))
     make_run(client, exp, "ea", 4, 0, results(0.50, 0.80, 200, 900, 300))
@@ -86,8 +89,8 @@ def test_report_numbers_files_and_artifacts(store, tmp_path):
     assert list(zip(csv["model"], csv["model.patch_size"])) == [
         ("ea", 2), ("ea", 4), ("vit", 2), ("vit", 4)]
 
-    ea2 = row(csv, "ea", 2)
-    assert (ea2["n"], ea2["n_failed"]) == (3, 0)
+    ea2 = row(csv, "ea", 2)  # the unfinished run: counted as not finished, never averaged
+    assert (ea2["n"], ea2["n_failed"]) == (3, 1)
     assert ea2["test_top1_mean"] == pytest.approx(0.42)
     assert ea2["test_top1_std"] == pytest.approx(0.02)
     assert ea2["test_top1_ci95"] == pytest.approx(T_975_DF2 * 0.02 / math.sqrt(3))
@@ -131,7 +134,7 @@ def test_report_numbers_files_and_artifacts(store, tmp_path):
     report_run = client.get_run(report.run_id)
     assert report_run.data.tags["eanet.run_type"] == "report"
     assert report_run.data.tags["eanet.sweep_id"] == SWEEP
-    assert report_run.data.metrics["n_failed"] == 1
+    assert report_run.data.metrics["n_failed"] == 2
     artifacts = {a.path for a in client.list_artifacts(report.run_id)}
     assert written <= artifacts
 
@@ -139,7 +142,7 @@ def test_report_numbers_files_and_artifacts(store, tmp_path):
 def test_whole_experiment_and_filter(store, tmp_path):
     everything = sweep_report(ReportConfig(sweep=None, tracking_uri=store, out=str(tmp_path / "a"),
                                            log_to_mlflow=False))
-    assert len(everything.runs) == 11 and everything.run_id is None
+    assert len(everything.runs) == 12 and everything.run_id is None
     assert row(everything.table, "ea", 8)["n"] == 1
 
     vit = sweep_report(ReportConfig(sweep=SWEEP, tracking_uri=store, out=str(tmp_path / "v"),
@@ -155,7 +158,7 @@ def test_latest_sweep_is_the_newest_runs_sweep(store, tmp_path):
 @pytest.mark.parametrize("cfg, message", [
     (dict(sweep="multirun/nope"), "No training runs match"),
     (dict(experiment="missing"), "Unknown experiment='missing'"),
-    (dict(metric="test_top3"), "Metric 'test_top3' is missing from every one of the 10"),
+    (dict(metric="test_top3"), "Metric 'test_top3' is missing from every one of the 11"),
     (dict(filter="params.x === 1"), "MLflow rejected the search"),
 ])
 def test_clear_errors(store, tmp_path, cfg, message):

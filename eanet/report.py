@@ -3,7 +3,7 @@
     python -m eanet.report                                  the latest sweep in experiment "eanet"
     python -m eanet.report sweep=multirun/2026-11-25/14-03-00 out=reports/patch
     python -m eanet.report sweep=null experiment=eanet-grid           every training run of it
-    python -m eanet.report sweep=null 'filter="params.`model.patch_size` = '"'"'4'"'"'"'
+    python -m eanet.report "filter='params.model.patch_size = \\"4\\"'"    a filter on top
 
 Reads the training runs (tag eanet.run_type=train) with `mlflow.search_runs`, builds the tables
 of `eanet.results`, writes report.csv (one row per configuration), comparison.csv (EANet vs
@@ -94,9 +94,13 @@ def check_store(tracking_uri: Optional[str]) -> str:
 
 
 def _experiment_id(name: str) -> str:
+    import mlflow
     from mlflow.tracking import MlflowClient
 
-    experiment = MlflowClient().get_experiment_by_name(name)
+    try:
+        experiment = MlflowClient().get_experiment_by_name(name)
+    except mlflow.exceptions.MlflowException as error:  # e.g. a tracking server that is down
+        raise ReportError(f"Cannot read the tracking store {_uri()}: {error.message}") from None
     if experiment is None:
         names = sorted(e.name for e in MlflowClient().search_experiments())
         raise ReportError(f"Unknown experiment={name!r} in {_uri()}. "

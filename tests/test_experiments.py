@@ -43,7 +43,7 @@ def sweep_jobs(study: str, extra=()) -> list[list[str]]:
 
 def test_every_study_is_shipped_with_a_readme():
     shipped = {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
-    assert shipped == set(STUDIES)
+    assert set(STUDIES) <= shipped
     for study in STUDIES:
         text = (CONF_DIR / "experiment" / f"{study}.yaml").read_text()
         assert f"python -m eanet.run -m +experiment={study}" in text and "Expected" in text

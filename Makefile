@@ -26,10 +26,10 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: venv
-	EANET_DATA=$(DATA) $(PY) -m eanet.run -m model=ea,vit $(ARGS)
+	$(if $(DATA),EANET_DATA=$(DATA)) $(PY) -m eanet.run -m model=ea,vit $(ARGS)
 
 quick: venv
-	EANET_DATA=$(DATA) $(PY) -m eanet.run -m model=ea,vit trainer=quick $(ARGS)
+	$(if $(DATA),EANET_DATA=$(DATA)) $(PY) -m eanet.run -m model=ea,vit trainer=quick $(ARGS)
 
 test: venv
 	$(PY) -m pytest -m "not slow" -q

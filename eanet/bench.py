@@ -108,7 +108,8 @@ def build_training(cfg: Config, x, y, num_classes: int):
     """The compiled model and training pipeline `eanet.train.train` builds for images x, labels y."""
     from eanet.data import channel_statistics, make_dataset
     from eanet.model import build_augmentation, build_model
-    from eanet.train import compile_model, set_precision
+    from eanet.optimization import compile_model
+    from eanet.train import set_precision
 
     t, image_size = cfg.trainer, cfg.data.image_size
     set_precision(cfg)
@@ -116,7 +117,8 @@ def build_training(cfg: Config, x, y, num_classes: int):
                             seed=cfg.seed, repeat=True)
     mean, variance = channel_statistics(x)
     augmentation = build_augmentation(cfg.data.augmentation, mean, variance, seed=cfg.seed)
-    model = compile_model(build_model(cfg.model, image_size, num_classes, augmentation), cfg)
+    model = build_model(cfg.model, image_size, num_classes, augmentation)
+    compile_model(model, cfg.optimizer, t, t.steps_per_execution)
     return model, train_ds
 
 

@@ -64,7 +64,7 @@ class DataConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = "adamw"  # registry key in eanet.train.OPTIMIZERS
+    name: str = "adamw"  # registry key in eanet.optimization.OPTIMIZERS
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9  # sgd only
@@ -148,7 +148,7 @@ def validate(cfg: DictConfig | Config) -> Config:
     # Registries live beside the code they select; importing them here keeps one source of truth.
     from eanet.data import DATASETS
     from eanet.model import ATTENTION_TYPES
-    from eanet.train import OPTIMIZERS
+    from eanet.optimization import OPTIMIZERS
 
     if isinstance(cfg, DictConfig):
         typed = OmegaConf.to_object(cfg)

@@ -142,7 +142,7 @@ def _cifar_from_keras() -> tuple:
 
 
 def load_cifar100(cfg: DataConfig, seed: int) -> ImageDataset:
-    if cfg.path is None:
+    if not cfg.path:  # None, or an empty EANET_DATA
         (x_train, y_train), (x_test, y_test) = _cifar_from_keras()
         source = "keras.datasets.cifar100"
     else:

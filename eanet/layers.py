@@ -241,7 +241,8 @@ class TransformerBlock(layers.Layer):
 
     def build(self, input_shape):
         self.attention_norm.build(input_shape)
-        self.attention.build(input_shape)
+        if not self.attention.built:  # a deserialized attention layer arrives built
+            self.attention.build(input_shape)
         self.mlp_norm.build(input_shape)
         self.mlp_hidden.build(input_shape)
         self.mlp_output.build((*input_shape[:-1], self.mlp_dim))

@@ -35,7 +35,8 @@ def measure_point(cfg: Config, attention: str, image_size: int) -> dict[str, Any
 
     from eanet.measure import peak_rss_mb
     from eanet.model import build_augmentation, build_model
-    from eanet.train import compile_model, set_precision
+    from eanet.optimization import compile_model
+    from eanet.train import set_precision
 
     s = cfg.bench.scaling
     model_cfg = dataclasses.replace(cfg.model, attention=attention, patch_size=s.patch_size,
@@ -48,8 +49,8 @@ def measure_point(cfg: Config, attention: str, image_size: int) -> dict[str, Any
                                    cfg.data.num_classes)
     augmentation = build_augmentation(cfg.data.augmentation, [127.5] * 3, [5000.0] * 3,
                                       seed=cfg.seed)
-    model = compile_model(build_model(model_cfg, image_size, cfg.data.num_classes, augmentation),
-                          cfg)
+    model = build_model(model_cfg, image_size, cfg.data.num_classes, augmentation)
+    compile_model(model, cfg.optimizer, cfg.trainer, cfg.trainer.steps_per_execution)
 
     def median_ms(step) -> float:
         times = []

@@ -1,60 +1,27 @@
 """The training procedure, as in the seed: seed → data → model → compile → fit → evaluate → log.
 
-Loss: categorical cross-entropy with label smoothing; metrics: top-1 and top-5 accuracy; the
-optimizer comes from `OPTIMIZERS` (AdamW 1e-3 / wd 1e-4 by default). Returns the best validation
+Loss, metrics and optimizer come from `eanet.optimization` (the seed's: label-smoothed categorical
+cross-entropy, top-1/top-5, AdamW 1e-3 / wd 1e-4). Returns the best validation
 top-1, the metric a sweep optimises (the test set is only evaluated, never selected on).
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
-
 import keras
 from omegaconf import DictConfig
 
-from eanet.config import Config, OptimizerConfig
+from eanet.config import Config
 from eanet.data import channel_statistics, load_dataset, make_dataset, split_validation
 from eanet.model import build_augmentation, build_model, count_parameters
+from eanet.optimization import compile_model
 from eanet.tracking import TrackedRun
 
 log = logging.getLogger(__name__)
 
-# optimizer.name → a Keras optimizer. Keras applies weight decay decoupled (AdamW-style) in all.
-OPTIMIZERS: dict[str, Callable[[OptimizerConfig], keras.optimizers.Optimizer]] = {
-    "adamw": lambda c: keras.optimizers.AdamW(learning_rate=c.learning_rate,
-                                              weight_decay=c.weight_decay),
-    "adam": lambda c: keras.optimizers.Adam(learning_rate=c.learning_rate,
-                                            weight_decay=c.weight_decay or None),
-    "sgd": lambda c: keras.optimizers.SGD(learning_rate=c.learning_rate, momentum=c.momentum,
-                                          nesterov=c.nesterov, weight_decay=c.weight_decay or None),
-}
-
-
-def build_optimizer(cfg: OptimizerConfig) -> keras.optimizers.Optimizer:
-    try:
-        return OPTIMIZERS[cfg.name](cfg)
-    except KeyError:
-        raise ValueError(f"Unknown optimizer.name={cfg.name!r}. "
-                         f"Valid values: {', '.join(sorted(OPTIMIZERS))}") from None
-
-
 def set_precision(cfg: Config) -> None:
     """The dtype policy of every layer built after this (global in Keras, so set per run)."""
     keras.mixed_precision.set_global_policy(cfg.trainer.precision)
-
-
-def compile_model(model: keras.Model, cfg: Config) -> keras.Model:
-    t = cfg.trainer
-    model.compile(
-        optimizer=build_optimizer(cfg.optimizer),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.trainer.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
-                 keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")],
-        jit_compile="auto" if t.jit_compile is None else t.jit_compile,
-        steps_per_execution=t.steps_per_execution,
-    )
-    return model
 
 
 def extra_callbacks() -> list[keras.callbacks.Callback]:
@@ -85,7 +52,8 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
     # Model: normalisation statistics of the training split, the seed's augmentation, then EANet/ViT.
     mean, variance = channel_statistics(splits.x_train)
     augmentation = build_augmentation(cfg.data.augmentation, mean, variance, seed=cfg.seed)
-    model = compile_model(build_model(cfg.model, image_size, num_classes, augmentation), cfg)
+    model = build_model(cfg.model, image_size, num_classes, augmentation)
+    compile_model(model, cfg.optimizer, cfg.trainer, t.steps_per_execution)
     counts = count_parameters(model)
     log.info("model %s: %s", cfg.model.name, counts)
 
@@ -95,18 +63,19 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         start = time.perf_counter()
         history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs,
                             steps_per_epoch=t.steps_per_epoch, validation_steps=t.validation_steps,
-                            callbacks=[run.epoch_logger(), *extra_callbacks()], verbose=verbose)
+                            callbacks=[run.epoch_logger(), *extra_callbacks()], verbose=verbose,
+                            shuffle=False)  # the tf.data pipeline reshuffles every epoch
         train_time = time.perf_counter() - start
 
         test = model.evaluate(test_ds, steps=t.test_steps, return_dict=True, verbose=0)
-        steps_per_epoch = t.steps_per_epoch or -(-len(splits.y_train) // t.batch_size)
-        images_seen = min(steps_per_epoch * t.batch_size, len(splits.y_train)
-                          if t.steps_per_epoch is None else steps_per_epoch * t.batch_size)
+        images_per_epoch = (t.steps_per_epoch * t.batch_size if t.steps_per_epoch
+                            else len(splits.y_train))
         epochs_run = len(history.history.get("loss", []))
         val_top1 = history.history.get("val_top1", [])
         results = {"test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"],
                    "train_time_s": train_time,
-                   "throughput_img_per_s": images_seen * epochs_run / train_time}
+                   # training images per second of fit, validation passes included
+                   "throughput_img_per_s": images_per_epoch * epochs_run / train_time}
         if val_top1:
             results["best_val_top1"] = max(val_top1)
         run.log_results(results)

@@ -1,0 +1,161 @@
+"""Sweep results as tables: MLflow's run frame → typed runs → one row per configuration.
+
+Pure pandas, no MLflow calls (those live in `eanet.report`). The steps:
+
+1. `typed_runs`: the frame of `mlflow.search_runs` with its params typed (MLflow returns every
+   param as a string: "4" → 4, "0.001" → 0.001, "None" → missing, "True" → True).
+2. `swept_settings`: the params that vary across the runs — the sweep axes — leaving out the
+   model (always the first column), `seed` (runs differing only by seed are repeats), paths and
+   bookkeeping.
+3. `configuration_table`: one row per (model, axes) with counts, mean/std/95% interval of the test
+   accuracies over seeds, sizes and speeds. Runs that did not finish are counted, never averaged.
+4. `model_comparison`: EANet beside ViT wherever both exist for the same other settings.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from scipy import stats
+
+MODEL = "model.name"
+ATTENTION = "model.attention"
+FINISHED = "FINISHED"
+
+# Params that never define a configuration: the repeat index, where files are, how runs are logged.
+NOT_SETTINGS_EXACT = {"seed", "data.path", "trainer.verbose"}
+NOT_SETTINGS_PREFIXES = ("tracking.",)
+
+# Settings an attention type ignores: ViT has no external memory, so its dim_coefficient is
+# meaningless and must neither split ViT rows nor count as a swept axis.
+UNUSED_BY_ATTENTION = {"self": ("model.dim_coefficient",)}
+EXTERNAL, SELF = "external", "self"  # the two sides of the EANet-vs-ViT comparison
+
+# Final metrics of a training run (see eanet.tracking) and how the table summarises them.
+ACCURACIES = ("test_top1", "test_top5")  # mean, std and 95% interval over seeds
+MEANS = ("best_val_top1", "train_time_s", "throughput_img_per_s")  # mean over seeds
+SIZES = ("param_count_total", "param_count_attention")  # identical across seeds
+
+
+def _typed(column: pd.Series) -> pd.Series:
+    """A string param column as numbers, booleans or strings; "None" becomes missing."""
+    values = column.astype(object).where(column.notna() & (column != "None"), None)
+    present = values.dropna()
+    if present.empty:
+        return values
+    if present.isin(["True", "False"]).all():
+        return values.map({"True": True, "False": False}).astype("boolean")
+    numbers = pd.to_numeric(present, errors="coerce")
+    if numbers.notna().all():
+        typed = pd.to_numeric(values, errors="coerce")
+        if (typed.dropna() % 1 == 0).all() and not present.str.contains(r"[.eE]").any():
+            return typed.astype("Int64")
+        return typed.astype(float)
+    return values
+
+
+def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Type every `params.*` column and drop the prefix (`params.model.patch_size` → `model.patch_size`).
+
+    Settings unused by a run's attention type (`UNUSED_BY_ATTENTION`) are set missing.
+    """
+    params = {c: c[len("params."):] for c in frame.columns if c.startswith("params.")}
+    runs = frame.drop(columns=list(params)).copy()
+    for column, name in params.items():
+        runs[name] = _typed(frame[column])
+    if ATTENTION in runs:
+        for attention, unused in UNUSED_BY_ATTENTION.items():
+            for name in unused:
+                if name in runs:
+                    runs.loc[runs[ATTENTION] == attention, name] = pd.NA
+    return runs
+
+
+def _is_setting(name: str) -> bool:
+    return (name not in NOT_SETTINGS_EXACT and not name.startswith(NOT_SETTINGS_PREFIXES)
+            and name not in (MODEL, ATTENTION))
+
+
+def swept_settings(runs: pd.DataFrame, params: list[str]) -> list[str]:
+    """The params (among `params`) whose value differs between runs, in config order.
+
+    A setting a run's attention type ignores is compared only among the runs that use it.
+    """
+    ignored = {name: attention for attention, names in UNUSED_BY_ATTENTION.items()
+               for name in names}
+    axes = []
+    for name in params:
+        if not _is_setting(name):
+            continue
+        values = runs[name]
+        if name in ignored and ATTENTION in runs:
+            values = values[runs[ATTENTION] != ignored[name]]
+        if values.astype(object).nunique(dropna=False) > 1:
+            axes.append(name)
+    return axes
+
+
+def _ci95(std: float, n: int) -> float:
+    """Half-width of the 95% t-interval of a mean of n values (missing below 2 values)."""
+    if n < 2 or pd.isna(std):
+        return math.nan
+    return float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
+
+
+def _summarise(group: pd.DataFrame) -> pd.Series:
+    finished = group[group["status"] == FINISHED]
+    row = {"n": len(finished), "n_failed": len(group) - len(finished)}
+    for metric in ACCURACIES:
+        values = finished.get(f"metrics.{metric}", pd.Series(dtype=float)).dropna()
+        std = values.std(ddof=1) if len(values) >= 2 else math.nan
+        row[f"{metric}_mean"] = values.mean() if len(values) else math.nan
+        row[f"{metric}_std"] = std
+        row[f"{metric}_ci95"] = _ci95(std, len(values))
+    for metric in MEANS:
+        values = finished.get(f"metrics.{metric}", pd.Series(dtype=float)).dropna()
+        row[f"{metric}_mean"] = values.mean() if len(values) else math.nan
+    for metric in SIZES:  # logged before training starts, so failed runs have them too
+        values = group.get(f"metrics.{metric}", pd.Series(dtype=float)).dropna()
+        row[metric] = values.max() if len(values) else math.nan
+    return pd.Series(row)
+
+
+def configuration_table(runs: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """One row per configuration (model, then the swept settings), repeats over seeds aggregated."""
+    keys = [MODEL, *axes]
+    table = (runs.groupby(keys, dropna=False, sort=True)[list(runs.columns)]
+             .apply(_summarise).reset_index())
+    table = table.rename(columns={MODEL: "model"})
+    table[["n", "n_failed"]] = table[["n", "n_failed"]].astype(int)
+    return table
+
+
+def model_comparison(runs: pd.DataFrame, table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """EANet (external attention) beside ViT (self-attention) for the same other settings.
+
+    Δ = EANet − ViT (accuracy, as a fraction); ratios are EANet / ViT (parameters, images/s).
+    Settings ViT ignores (dim_coefficient) are kept on the EANet side only, so every EANet
+    memory size is compared with the one ViT of its other settings. Empty when a side is missing.
+    """
+    attention_of = runs.groupby(MODEL)[ATTENTION].first() if ATTENTION in runs else pd.Series()
+    sides = {side: table[table["model"].map(attention_of) == side] for side in (EXTERNAL, SELF)}
+    if any(side.empty for side in sides.values()):
+        return pd.DataFrame()
+    shared = [a for a in axes if a not in UNUSED_BY_ATTENTION[SELF]]
+    own = [a for a in axes if a in UNUSED_BY_ATTENTION[SELF]]
+    values = ["model", "n", "test_top1_mean", "test_top5_mean", "param_count_total",
+              "throughput_img_per_s_mean"]
+    ea = sides[EXTERNAL][shared + own + values]
+    vit = sides[SELF][shared + values]
+    pairs = (ea.merge(vit, on=shared, suffixes=("_ea", "_vit")) if shared
+             else ea.merge(vit, how="cross", suffixes=("_ea", "_vit")))
+    out = pairs[shared + own + ["model_ea", "model_vit", "n_ea", "n_vit"]].copy()
+    out["top1_ea"], out["top1_vit"] = pairs["test_top1_mean_ea"], pairs["test_top1_mean_vit"]
+    out["delta_top1"] = pairs["test_top1_mean_ea"] - pairs["test_top1_mean_vit"]
+    out["top5_ea"], out["top5_vit"] = pairs["test_top5_mean_ea"], pairs["test_top5_mean_vit"]
+    out["delta_top5"] = pairs["test_top5_mean_ea"] - pairs["test_top5_mean_vit"]
+    out["params_ea"], out["params_vit"] = pairs["param_count_total_ea"], pairs["param_count_total_vit"]
+    out["param_ratio"] = pairs["param_count_total_ea"] / pairs["param_count_total_vit"]
+    out["speed_ratio"] = (pairs["throughput_img_per_s_mean_ea"]
+                          / pairs["throughput_img_per_s_mean_vit"])
+    return out.reset_index(drop=True)

@@ -1,0 +1,188 @@
+"""Loaders on tiny files written here in each supported format, including broken and hostile ones."""
+import io
+import os
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+from conftest import REAL_CIFAR
+from eanet.config import DataConfig
+from eanet.data import (DataError, channel_statistics, load_dataset, make_dataset,
+                        split_validation)
+
+
+def _official_batch(n, seed):
+    """A batch in the official python format: channels-first rows of 3072 uint8, fine labels."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 100, n)
+    data = images.transpose(0, 3, 1, 2).reshape(n, 3072)
+    batch = {b"batch_label": b"training batch 1 of 1", b"fine_labels": labels.tolist(),
+             b"coarse_labels": (labels // 5).tolist(), b"data": data,
+             b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
+    return pickle.dumps(batch, protocol=2), images, labels
+
+
+def _write_folder(root):
+    folder = root / "cifar-100-python"
+    folder.mkdir()
+    expected = {}
+    for name, n in (("train", 20), ("test", 8)):
+        raw, images, labels = _official_batch(n, seed=len(name))
+        (folder / name).write_bytes(raw)
+        expected[name] = (images, labels)
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": [b"apple"] * 100}, protocol=2))
+    return folder, expected
+
+
+def _cfg(path, **kwargs):
+    return DataConfig(name="cifar100", path=str(path), **kwargs)
+
+
+def _assert_loaded(data, expected):
+    np.testing.assert_array_equal(data.x_train, expected["train"][0])
+    np.testing.assert_array_equal(data.y_train, expected["train"][1])
+    np.testing.assert_array_equal(data.x_test, expected["test"][0])
+    assert data.x_train.shape == (20, 32, 32, 3) and data.x_train.dtype == np.uint8
+
+
+def test_extracted_folder(tmp_path):
+    folder, expected = _write_folder(tmp_path)
+    _assert_loaded(load_dataset(_cfg(folder), 0), expected)
+    _assert_loaded(load_dataset(_cfg(tmp_path), 0), expected)  # the parent folder works too
+
+
+def test_official_tarball(tmp_path):
+    folder, expected = _write_folder(tmp_path)
+    tarball = tmp_path / "cifar-100-python.tar.gz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        archive.add(folder, arcname="cifar-100-python")
+    _assert_loaded(load_dataset(_cfg(tarball), 0), expected)
+
+
+def test_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+              "y_train": rng.integers(0, 100, 20).astype(np.uint8),
+              "x_test": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+              "y_test": rng.integers(0, 100, 8).astype(np.uint8)}
+    np.savez(tmp_path / "c.npz", **arrays)
+    data = load_dataset(_cfg(tmp_path / "c.npz"), 0)
+    np.testing.assert_array_equal(data.x_train, arrays["x_train"])
+    np.testing.assert_array_equal(data.y_test, arrays["y_test"])
+
+
+def test_subsets_are_seeded_draws(tmp_path):
+    _, expected = _write_folder(tmp_path)
+    a = load_dataset(_cfg(tmp_path, train_size=10, test_size=4), seed=3)
+    b = load_dataset(_cfg(tmp_path, train_size=10, test_size=4), seed=3)
+    assert a.x_train.shape[0] == 10 and a.x_test.shape[0] == 4
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+
+
+def test_npz_missing_arrays_is_a_clear_error(tmp_path):
+    np.savez(tmp_path / "c.npz", x_train=np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(DataError, match=r"lacks \['x_test', 'y_test', 'y_train'\]"):
+        load_dataset(_cfg(tmp_path / "c.npz"), 0)
+
+
+def test_truncated_npz_is_a_clear_error(tmp_path):
+    np.savez(tmp_path / "c.npz", x_train=np.zeros((50, 32, 32, 3), np.uint8))
+    raw = (tmp_path / "c.npz").read_bytes()
+    (tmp_path / "c.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_dataset(_cfg(tmp_path / "c.npz"), 0)
+
+
+def test_truncated_tarball_is_a_clear_error(tmp_path):
+    folder, _ = _write_folder(tmp_path)
+    tarball = tmp_path / "c.tar.gz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        archive.add(folder, arcname="cifar-100-python")
+    raw = tarball.read_bytes()
+    tarball.write_bytes(raw[: len(raw) // 3])
+    with pytest.raises(DataError, match="c.tar.gz"):
+        load_dataset(_cfg(tarball), 0)
+
+
+def test_malformed_batch_is_a_clear_error(tmp_path):
+    folder, _ = _write_folder(tmp_path)
+    (folder / "train").write_bytes(pickle.dumps({b"data": np.zeros((3, 100), np.uint8),
+                                                 b"fine_labels": [0, 1, 2]}, protocol=2))
+    with pytest.raises(DataError, match=r"expected 'data' as uint8 \(n, 3072\)"):
+        load_dataset(_cfg(folder), 0)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder, _ = _write_folder(tmp_path)
+    (folder / "train").write_bytes(pickle.dumps({b"data": _Exploit()}, protocol=2))
+    with pytest.raises(DataError, match="refusing posix.system|refusing os.system"):
+        load_dataset(_cfg(folder), 0)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_missing_path_says_how_to_point_at_a_copy(tmp_path):
+    with pytest.raises(DataError, match="does not exist.*data.path="):
+        load_dataset(_cfg(tmp_path / "nope.npz"), 0)
+
+
+def test_offline_download_says_how_to_point_at_a_copy(monkeypatch):
+    import keras
+
+    def offline(**kwargs):
+        raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.datasets.cifar100, "load_data", offline)
+    with pytest.raises(DataError, match="Could not download CIFAR-100.*data.path=.*EANET_DATA"):
+        load_dataset(DataConfig(name="cifar100", path=None), 0)
+
+
+def test_validation_split_is_shuffled_not_the_tail():
+    from eanet.data import ImageDataset
+
+    labels = np.repeat(np.arange(10), 100)  # sorted by class, like a class-by-class file
+    images = np.zeros((1000, 4, 4, 3), np.uint8)
+    images[:, 0, 0, 0] = np.arange(1000) % 256
+    data = ImageDataset(images, labels, images[:10], labels[:10], 10, "test")
+    splits = split_validation(data, 0.2, seed=0)
+    assert len(splits.y_val) == 200 and len(splits.y_train) == 800
+    assert len(np.unique(splits.y_val)) == 10  # every class, not the last two
+    again = split_validation(data, 0.2, seed=0)
+    np.testing.assert_array_equal(splits.y_val, again.y_val)
+
+
+def test_channel_statistics_match_numpy():
+    images = np.random.default_rng(0).integers(0, 256, (50, 8, 8, 3), dtype=np.uint8)
+    mean, variance = channel_statistics(images)
+    np.testing.assert_allclose(mean, images.reshape(-1, 3).mean(0))
+    np.testing.assert_allclose(variance, images.reshape(-1, 3).astype(float).var(0))
+
+
+def test_pipeline_batches_one_hot_and_resizes():
+    images = np.zeros((10, 8, 8, 3), np.uint8)
+    labels = np.arange(10) % 4
+    batches = list(make_dataset(images, labels, 4, batch_size=4, image_size=16, training=True,
+                                seed=0))
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2]
+    x, y = batches[0]
+    assert x.shape == (4, 16, 16, 3) and x.dtype.name == "float32"
+    assert y.shape == (4, 4) and float(y.numpy().sum()) == 4.0
+
+
+@pytest.mark.real_data
+def test_real_cifar100_copy():
+    if not REAL_CIFAR.exists():
+        pytest.skip(f"the real CIFAR-100 copy is not at {REAL_CIFAR}")
+    data = load_dataset(DataConfig(name="cifar100", path=str(REAL_CIFAR)), 0)
+    assert data.x_train.shape == (50000, 32, 32, 3) and data.x_test.shape == (10000, 32, 32, 3)
+    assert set(np.unique(data.y_train)) == set(range(100))
+    mean, _ = channel_statistics(data.x_train)
+    np.testing.assert_allclose(np.array(mean) / 255, [0.50707516, 0.48654887, 0.44091784], atol=1e-6)

@@ -1,0 +1,148 @@
+"""The shipped studies (conf/experiment) compose, expand to their number of jobs, and every job is
+valid; the sweep-report callback is registered; a tiny multirun ends with a report by itself."""
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from conftest import CONF_DIR, ROOT, TINY, compose_config
+from eanet.callbacks import SweepReport, sweep_job_count
+from eanet.config import validate
+
+# study → (jobs, what varies besides the seed)
+STUDIES = {
+    "seed": (6, {"model": {"ea", "vit"}}),
+    "patch_size": (18, {"model": {"ea", "vit"}, "model.patch_size": {"2", "4", "8"}}),
+    "heads": (24, {"model": {"ea", "vit"}, "model.num_heads": {"1", "2", "4", "8"}}),
+    "dim_coefficient": (12, {"model.dim_coefficient": {"1", "2", "4", "8"}}),
+    "grid": (96, {"model": {"ea"}, "model.patch_size": {"2", "4", "8"},
+                  "model.num_heads": {"1", "2", "4", "8"},
+                  "model.dim_coefficient": {"1", "2", "4", "8"}}),
+}
+
+
+def sweep_jobs(study: str, extra=()) -> list[list[str]]:
+    """The jobs `python -m eanet.run -m +experiment=<study> <extra>` launches, as the basic sweeper
+    makes them: the experiment's hydra.sweeper.params, then the command line (which wins)."""
+    cfg = compose_config([f"+experiment={study}", *extra], return_hydra_config=True)
+    arguments = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+    arguments += [f"+experiment={study}", *extra]
+    overrides = OverridesParser.create().parse_overrides(arguments)
+    [jobs] = BasicSweeper.split_arguments(overrides, max_batch_size=None)
+    return jobs
+
+
+def test_every_study_is_shipped_with_a_readme():
+    shipped = {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
+    assert set(STUDIES) <= shipped
+    for study in STUDIES:
+        text = (CONF_DIR / "experiment" / f"{study}.yaml").read_text()
+        assert f"python -m eanet.run -m +experiment={study}" in text and "Expected" in text
+        readme = (ROOT / "experiments" / study / "README.md").read_text()
+        assert f"+experiment={study}" in readme and "Expected" in readme
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES))
+def test_study_expands_to_valid_jobs(study):
+    jobs = sweep_jobs(study)
+    expected_jobs, varying = STUDIES[study]
+    assert len(jobs) == expected_jobs
+    seen: dict[str, set[str]] = {}
+    composed = {}  # one composition per choice of config groups; values are set on a copy
+    for job in jobs:
+        groups = tuple(o for o in job if o.split("=")[0] in ("model", "+experiment"))
+        if groups not in composed:
+            composed[groups] = compose_config(groups)
+        cfg = copy.deepcopy(composed[groups])
+        for override in job:
+            key, value = override.split("=", 1)
+            seen.setdefault(key, set()).add(value)
+            if override not in groups:
+                OmegaConf.update(cfg, key, value)  # the typed schema converts "4" to 4
+        typed = validate(cfg)  # every job is a valid configuration
+        assert typed.model.attention == {"ea": "external", "vit": "self"}[typed.model.name]
+    for key, values in varying.items():
+        assert seen[key] == values
+    assert len(seen["seed"]) >= 2  # each study repeats over seeds
+
+
+def test_grid_vit_counterpart_from_the_command_line():
+    jobs = sweep_jobs("grid", ["model=vit", "model.dim_coefficient=4"])
+    assert len(jobs) == 24  # command-line values replace the experiment's sweep
+    cfg = compose_config(jobs[0])
+    assert (cfg.model.name, cfg.tracking.experiment_name) == ("vit", "eanet-grid")
+
+
+def test_callback_registered_and_counts_jobs():
+    cfg = compose_config([], return_hydra_config=True)
+    assert cfg.hydra.callbacks.sweep_report._target_ == "eanet.callbacks.SweepReport"
+    assert cfg.hydra.callbacks.sweep_report.enabled is True
+    cfg.hydra.overrides.task = ["+experiment=patch_size", "seed=0"]
+    cfg.hydra.sweeper.params = {"model": "ea,vit", "model.patch_size": "2,4,8"}
+    assert sweep_job_count(cfg) == 6
+
+
+class _Job:
+    def __init__(self, status):
+        self.status = status
+
+
+def test_callback_reports_after_the_last_job_even_when_one_failed(monkeypatch):
+    from hydra.core.utils import JobStatus
+
+    reported = []
+    callback = SweepReport()
+    monkeypatch.setattr(callback, "report", lambda config: reported.append(config))
+    callback.expected_jobs = 3
+    callback.on_job_end(None, _Job(JobStatus.COMPLETED))
+    callback.on_job_end(None, _Job(JobStatus.FAILED))
+    assert reported == []
+    callback.on_job_end("sweep config", _Job(JobStatus.COMPLETED))
+    assert reported == ["sweep config"]  # Hydra will not call on_multirun_end after a failure
+
+
+def test_callback_never_raises(tmp_path, caplog):
+    cfg = compose_config([f"tracking.tracking_uri=sqlite:///{tmp_path / 'none.db'}"],
+                         return_hydra_config=True)
+    SweepReport().on_multirun_end(cfg)  # no store: logged, not raised
+    assert "Sweep report failed: ReportError: Tracking store not found" in caplog.text
+    caplog.clear()
+    SweepReport(enabled=False).on_multirun_end(cfg)
+    assert caplog.text == ""
+
+
+@pytest.mark.slow  # two tiny training jobs in a fresh process: ~1 min alone, 2+ min on a busy CPU
+def test_tiny_multirun_ends_with_a_report(tmp_path):
+    """`python -m eanet.run -m model=ea,vit` (tiny settings) writes and logs its report itself."""
+    sweep_dir = tmp_path / "multirun" / "tiny"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = [sys.executable, "-m", "eanet.run", "-m", "model=ea,vit", *TINY, "trainer.epochs=1",
+               "tracking.log_model=false", f"tracking.tracking_uri={uri}",
+               f"hydra.sweep.dir={sweep_dir}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    table = pd.read_csv(sweep_dir / "report" / "report.csv")
+    assert list(table["model"]) == ["ea", "vit"] and list(table["n"]) == [1, 1]
+    comparison = pd.read_csv(sweep_dir / "report" / "comparison.csv")
+    assert comparison["delta_top1"][0] == pytest.approx(
+        table["test_top1_mean"][0] - table["test_top1_mean"][1])
+
+    client = MlflowClient(uri)
+    [report_run] = client.search_runs(
+        [client.get_experiment_by_name("eanet").experiment_id],
+        "tags.`eanet.run_type` = 'report'")
+    assert report_run.data.tags["eanet.sweep_id"] == str(sweep_dir)
+    artifacts = {a.path for a in client.list_artifacts(report_run.info.run_id)}
+    assert {"report.csv", "report.md", "accuracy_vs_parameters.png"} <= artifacts

@@ -1,0 +1,89 @@
+"""Layer shapes, normalisation, get_config round-trips, and .keras save/load with safe_mode=True."""
+import numpy as np
+import keras
+import pytest
+
+from eanet.config import AugmentationConfig, ModelConfig
+from eanet.layers import (ClassifierHead, ExternalAttention, PatchEmbedding, PatchExtract,
+                          SelfAttention, TransformerBlock)
+from eanet.model import build_augmentation, build_model
+
+
+def test_patch_extract_matches_keras_extract_patches():
+    images = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
+    ours = PatchExtract(2)(images)
+    reference = keras.ops.reshape(keras.ops.image.extract_patches(images, 2), (2, -1, 12))
+    assert ours.shape == (2, 16, 12)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours),
+                                  keras.ops.convert_to_numpy(reference))
+
+
+def test_patch_embedding_shape_and_position_parameters():
+    layer = PatchEmbedding(num_patches=16, embedding_dim=8)
+    out = layer(np.zeros((3, 16, 12), "float32"))
+    assert out.shape == (3, 16, 8)
+    assert layer.count_params() == 12 * 8 + 8 + 16 * 8  # projection + bias + positions
+
+
+def test_external_attention_shape_and_sizes():
+    layer = ExternalAttention(embedding_dim=64, num_heads=4, dim_coefficient=4)
+    out = layer(np.random.default_rng(0).random((2, 16, 64)).astype("float32"))
+    assert out.shape == (2, 16, 64)
+    assert (layer.total_heads, layer.head_dim, layer.memory_size) == (16, 16, 16)
+    # in 64→256, M_k 16→16, M_v 16→16, out 256→64 (each with bias)
+    assert layer.count_params() == (64 * 256 + 256) + (16 * 16 + 16) * 2 + (256 * 64 + 64)
+
+
+def test_external_attention_double_normalisation():
+    layer = ExternalAttention(embedding_dim=16, num_heads=2, dim_coefficient=2)
+    x = np.random.default_rng(1).normal(size=(3, 9, 16)).astype("float32")
+    layer(x)  # build
+    heads = keras.ops.reshape(layer.input_projection(x), (3, 9, layer.total_heads, layer.head_dim))
+    scores = layer.memory_key(heads)  # (B, N, G, S)
+    softmax = keras.ops.convert_to_numpy(keras.ops.softmax(scores, axis=1))
+    np.testing.assert_allclose(softmax.sum(axis=1), 1.0, rtol=1e-5)  # over patches, before L1
+    attention = keras.ops.convert_to_numpy(layer.normalize(scores))
+    np.testing.assert_allclose(attention.sum(axis=-1), 1.0, rtol=1e-5)  # over memory, after L1
+    assert not np.allclose(attention.sum(axis=1), 1.0)  # the L1 step really changed the columns
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"embedding_dim": 64, "num_heads": 5}, "divisible by num_heads"),
+    ({"embedding_dim": 64, "num_heads": 4, "dim_coefficient": 3}, "divisible by dim_coefficient"),
+])
+def test_external_attention_rejects_impossible_sizes(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ExternalAttention(**kwargs)
+
+
+def _roundtrip(layer):
+    clone = layer.__class__.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    return clone
+
+
+def test_get_config_roundtrips():
+    _roundtrip(PatchExtract(4))
+    _roundtrip(PatchEmbedding(16, 8))
+    _roundtrip(ExternalAttention(32, 4, 2, 0.1, 0.2))
+    _roundtrip(SelfAttention(32, 4, 0.1))
+    _roundtrip(ClassifierHead(10))
+    block = _roundtrip(TransformerBlock(ExternalAttention(16, 2, 2), 16, 32, 0.1))
+    assert isinstance(block.attention, ExternalAttention)
+    assert block.attention.dim_coefficient == 2
+
+
+@pytest.mark.parametrize("attention", ["external", "self"])
+def test_keras_file_roundtrip_safe_mode(tmp_path, attention):
+    cfg = ModelConfig(attention=attention, embedding_dim=16, mlp_dim=16, num_blocks=2,
+                      num_heads=2, dim_coefficient=2)
+    augmentation = build_augmentation(AugmentationConfig(), [120.0, 110.0, 100.0],
+                                      [3000.0, 2800.0, 2600.0])
+    model = build_model(cfg, image_size=8, num_classes=5, augmentation=augmentation)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    expected = model.predict(images, verbose=0)
+
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0), expected)
+    assert loaded.count_params() == model.count_params()

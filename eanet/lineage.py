@@ -69,8 +69,10 @@ def log_model_with_signature(model, sample_images: np.ndarray) -> str:
 
     sample = sample_images.astype(np.float32)
     signature = infer_signature(sample, model.predict(sample, verbose=0))
-    info = mlflow.keras.log_model(model, name="model", signature=signature,
-                                  pip_requirements=_requirements())
+    # Named after the run, never "model": MLflow 3 resolves a run's artifact path that equals a
+    # logged model's name to that model, hiding the run's own model/ folder (model.keras).
+    info = mlflow.keras.log_model(model, name=mlflow.active_run().info.run_name,
+                                  signature=signature, pip_requirements=_requirements())
     mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
     return info.model_uri
 

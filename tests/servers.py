@@ -121,7 +121,8 @@ def postgres_cluster():
     try:
         subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c",
                         "CREATE DATABASE mlflow"], check=True, capture_output=True, text=True)
-        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+        # psycopg2 named explicitly: SQLAlchemy 2.1 defaults postgresql:// to psycopg (v3)
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"],
                        capture_output=True, text=True)

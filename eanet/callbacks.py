@@ -3,6 +3,10 @@
 - `SweepProgress`: a line as each sweep job starts and ends — job k of N, time since the sweep
   started, jobs done, and an ETA from the rate so far — on top of Keras' per-epoch progress bar
   (or instead of it, with `quiet=true`).
+- `PrepareTrackingStore`: before any job starts, creates the MLflow store and experiment once, in
+  the sweep's process. Parallel jobs (joblib, Submitit, Ray) that find neither race to create the
+  SQLite tables (alembic "Online migration expected to match one row" seen here with Submitit);
+  an unreachable tracking server fails the sweep at once instead of in every job.
 - `RegisterBestModel`: when the sweep ends, registers the MLflow model of its best finished run
   (highest `best_val_top1`) in MLflow's model registry as `tracking.register_best_as`.
 
@@ -102,6 +106,13 @@ class SweepProgress(Callback):
             log.info("end (%s) %s", job_return.status.name.lower(),
                      progress_line(config.hydra.job.num + 1, sweep["total"],
                                    time.time() - sweep["start"], done))
+
+
+class PrepareTrackingStore(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from eanet.tracking import experiment_id
+
+        experiment_id(config.tracking)
 
 
 class RegisterBestModel(Callback):

@@ -42,8 +42,10 @@ def test_submitit_local_sweep_logs_both_jobs_to_one_experiment(tmp_path):
     runs = sweep_records(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert_one_sweep_of_two(runs, tmp_path)
     assert "Submitit" in result.stdout + result.stderr  # the launcher that ran them
-    # each job ran in a process of its own, with its own Submitit log folder
-    assert len(list((tmp_path / runs[0].data.tags["eanet.sweep_id"] / ".submitit").iterdir())) == 2
+    # each job ran in a process of its own (a Submitit job id each), and printed its progress line
+    logs = sorted((tmp_path / runs[0].data.tags["eanet.sweep_id"] / ".submitit").glob("*/*_log.out"))
+    assert len(logs) == 2 and logs[0].parent.name != logs[1].parent.name
+    assert all(" of 2 | elapsed " in log.read_text() for log in logs)
 
 
 def test_slurm_preset_composes_into_submitits_slurm_launcher(monkeypatch):

@@ -27,8 +27,10 @@ def served_sweep(tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
     with mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts",
                        folder / "server.log") as url:
-        result = run_sweep(folder, "seed=0,1", "tracking=server", f"tracking.experiment_name={EXPERIMENT}",
-                           "tracking.register_best_as=eanet-shared-best", "quiet=true", "trainer.epochs=1",
+        # tracking=server reads the server's address from MLFLOW_TRACKING_URI
+        result = run_sweep(folder, "seed=0,1", "tracking=server",
+                           f"tracking.experiment_name={EXPERIMENT}", "trainer.epochs=1",
+                           "tracking.register_best_as=eanet-shared-best", "quiet=true",
                            env={"MLFLOW_TRACKING_URI": url})
         yield url, result.stdout + result.stderr
 

@@ -78,6 +78,8 @@ class TrainerConfig:
     validation_steps: Optional[int] = None
     test_steps: Optional[int] = None
     verbose: str = "auto"  # Keras fit verbosity: auto, 0, 1 or 2
+    # none, or mirrored: one replica per visible GPU (eanet.distribute); batch_size is per replica
+    distribution: str = "none"
 
 
 @dataclass
@@ -86,6 +88,9 @@ class TrackingConfig:
     tracking_uri: Optional[str] = None
     experiment_name: str = "eanet"
     log_model: bool = True  # save the trained model (.keras) as an artifact
+    # After a sweep, register its best run's model (highest best_val_top1) under this name in
+    # MLflow's model registry (eanet.callbacks.RegisterBestModel). None: register nothing.
+    register_best_as: Optional[str] = None
 
 
 @dataclass
@@ -96,6 +101,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    quiet: bool = False  # batch jobs: no Keras progress bar; one progress line per sweep job
 
 
 def register_configs() -> None:
@@ -140,6 +146,7 @@ def validate(cfg: DictConfig | Config) -> Config:
     """
     # Registries live beside the code they select; importing them here keeps one source of truth.
     from eanet.data import DATASETS
+    from eanet.distribute import DISTRIBUTIONS
     from eanet.model import ATTENTION_TYPES
     from eanet.optimization import OPTIMIZERS
 
@@ -201,4 +208,5 @@ def validate(cfg: DictConfig | Config) -> Config:
     _require(0.0 <= o.momentum < 1.0, f"Expected optimizer.momentum in [0, 1). "
              f"Received: optimizer.momentum={o.momentum}")
     _known(str(t.verbose), "trainer.verbose", {"auto", "0", "1", "2"})
+    _known(t.distribution, "trainer.distribution", DISTRIBUTIONS)
     return typed

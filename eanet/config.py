@@ -86,6 +86,10 @@ class TrackingConfig:
     tracking_uri: Optional[str] = None
     experiment_name: str = "eanet"
     log_model: bool = True  # save the trained model (.keras) as an artifact
+    # Faults and re-runs (eanet.sweep, eanet.checkpoint). None of these changes a run's result.
+    rerun: bool = False  # train again even when this configuration already FINISHED
+    checkpoint_dir: str = "checkpoints"  # per-epoch training state, a folder per config fingerprint
+    keep_checkpoints: bool = False  # keep a FINISHED run's checkpoint instead of removing it
 
 
 @dataclass

@@ -207,7 +207,8 @@ class TransformerBlock(layers.Layer):
 
     def build(self, input_shape):
         self.attention_norm.build(input_shape)
-        self.attention.build(input_shape)
+        if not self.attention.built:  # deserialising the block builds its attention already
+            self.attention.build(input_shape)
         self.mlp_norm.build(input_shape)
         self.mlp_hidden.build(input_shape)
         self.mlp_output.build((*input_shape[:-1], self.mlp_dim))

@@ -13,9 +13,12 @@ from typing import Callable
 import keras
 from omegaconf import DictConfig
 
+from eanet.checkpoint import TrainingCheckpoint
 from eanet.config import Config, OptimizerConfig
 from eanet.data import channel_statistics, load_dataset, make_dataset, split_validation
 from eanet.model import build_augmentation, build_model, count_parameters
+from eanet.faults import StopOnNonFiniteLoss
+from eanet.sweep import plan_run, sync_epoch_metrics
 from eanet.tracking import TrackedRun
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,9 @@ def extra_callbacks() -> list[keras.callbacks.Callback]:
 def train(cfg: Config, raw_cfg: DictConfig) -> float:
     """Train one configuration and record it as one MLflow run; return the best val top-1."""
     t = cfg.trainer
+    plan = plan_run(cfg, raw_cfg)  # skip a configuration that FINISHED; resume an interrupted one
+    if plan.skip:
+        return plan.result
     keras.backend.clear_session()  # sweep jobs share a process: free the previous job's graphs
     keras.utils.set_random_seed(cfg.seed)
 
@@ -80,13 +86,20 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
     counts = count_parameters(model)
     log.info("model %s: %s", cfg.model.name, counts)
 
-    with TrackedRun(cfg, raw_cfg) as run:
-        run.log_parameter_counts(counts)
+    checkpoint = TrainingCheckpoint(plan.checkpoint_dir)
+    with TrackedRun(cfg, raw_cfg, run_id=plan.run_id, tags=plan.tags) as run:
+        initial_epoch = checkpoint.restore(model, run.run_id)
+        sync_epoch_metrics(checkpoint.epoch_metrics)
+        if plan.run_id is None:  # a resumed run has them already
+            run.log_parameter_counts(counts)
         verbose = t.verbose if t.verbose == "auto" else int(t.verbose)
         start = time.perf_counter()
+        # The checkpoint precedes the MLflow logger: an epoch is logged once it can be resumed.
+        callbacks = [StopOnNonFiniteLoss(), checkpoint, run.epoch_logger(), *extra_callbacks()]
         history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs,
-                            steps_per_epoch=t.steps_per_epoch, validation_steps=t.validation_steps,
-                            callbacks=[run.epoch_logger(), *extra_callbacks()], verbose=verbose)
+                            initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
+                            validation_steps=t.validation_steps, callbacks=callbacks,
+                            verbose=verbose)
         train_time = time.perf_counter() - start
 
         test = model.evaluate(test_ds, steps=t.test_steps, return_dict=True, verbose=0)
@@ -94,14 +107,15 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         images_seen = min(steps_per_epoch * t.batch_size, len(splits.y_train)
                           if t.steps_per_epoch is None else steps_per_epoch * t.batch_size)
         epochs_run = len(history.history.get("loss", []))
-        val_top1 = history.history.get("val_top1", [])
+        val_top1 = checkpoint.history.get("val_top1", [])  # every epoch, resumed or not
         results = {"test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"],
                    "train_time_s": train_time,
                    "throughput_img_per_s": images_seen * epochs_run / train_time}
         if val_top1:
             results["best_val_top1"] = max(val_top1)
         run.log_results(results)
-        run.log_artifacts(model, history.history)
+        run.log_artifacts(model, checkpoint.history)
         log.info("%s: test top-1 %.4f, top-5 %.4f (%d epochs, %.1f s)", run.run_id,
                  test["top1"], test["top5"], epochs_run, train_time)
+    checkpoint.finish(keep=cfg.tracking.keep_checkpoints)
     return float(results.get("best_val_top1", test["top1"]))

@@ -26,7 +26,8 @@ def eanet_env() -> dict[str, str]:
 def eanet_command(*overrides: str, script: str | None = None) -> list[str]:
     """`python -m eanet.run TINY… overrides…`, or `python -c script` that ends by calling main."""
     head = [sys.executable, "-c", script] if script else [sys.executable, "-m", "eanet.run"]
-    return [*head, *TINY, *overrides]
+    flags = [o for o in overrides if o.startswith("-")]  # -m must precede the overrides
+    return [*head, *flags, *TINY, *(o for o in overrides if not o.startswith("-"))]
 
 
 def run_eanet(cwd: Path, *overrides: str, script: str | None = None, timeout: int = 600):

@@ -26,8 +26,8 @@ class Crash(keras.callbacks.Callback):
             raise RuntimeError("simulated crash in job 1")
 
 eanet.train.extra_callbacks = lambda: [Crash()]
-from eanet.run import main
-main()
+import runpy
+runpy.run_module("eanet.run", run_name="__main__")  # as `python -m eanet.run` would
 """
 
 

@@ -39,6 +39,7 @@ def test_model_with_lambda_is_refused(tmp_path):
     payload = eval(f"lambda x: (open({str(marker)!r}, 'w'), x)[1]")  # no closure: a literal path
     outputs = keras.layers.Lambda(payload)(inputs)
     keras.Model(inputs, outputs).save(tmp_path / "tampered.keras")
+    marker.unlink()  # building the model ran the lambda; loading must not
     with pytest.raises(ValueError, match="(?i)lambda|unsafe|safe_mode"):
         keras.saving.load_model(tmp_path / "tampered.keras", safe_mode=True)
     assert not marker.exists()

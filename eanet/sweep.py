@@ -141,8 +141,15 @@ class SweepSummary(Callback):
         atexit.register(self.report)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Record the job as unfinished; `on_job_end` overwrites that unless Ctrl-C came first."""
         global _job_outcome
+        from hydra.core.hydra_config import HydraConfig
+
         _job_outcome = None
+        hydra = HydraConfig.get()
+        record = {"job_num": hydra.job.num, "overrides": " ".join(hydra.overrides.task),
+                  "status": "STOPPED", "outcome": "interrupted before it ended", "error": None}
+        (Path(hydra.runtime.output_dir) / "eanet_job.json").write_text(json.dumps(record))
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
@@ -176,12 +183,12 @@ def sweep_summary(sweep_dir: Path) -> str:
     for file in Path(sweep_dir).glob("*/eanet_job.json"):
         records.append(json.loads(file.read_text()))
     records.sort(key=lambda r: r["job_num"] if r["job_num"] is not None else -1)
-    failed = [r for r in records if r["status"] == "FAILED"]
+    failed = [r for r in records if r["status"] != "COMPLETED"]
     # Show what tells the jobs apart, not the overrides they all share.
     shared = set.intersection(*(set(r["overrides"].split()) for r in records)) \
         if len(records) > 1 else set()
     lines = [f"eanet sweep {sweep_dir}: {len(records)} jobs, {len(records) - len(failed)} "
-             f"completed, {len(failed)} failed"]
+             f"completed, {len(failed)} failed or stopped"]
     for r in records:
         what = r["error"] if r["status"] == "FAILED" else r["outcome"] or "done"
         own = " ".join(o for o in r["overrides"].split() if o not in shared)

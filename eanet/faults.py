@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import logging
 import math
 import os
 import signal
@@ -26,7 +25,6 @@ import keras
 
 from eanet.config import ConfigError
 
-log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(ArithmeticError):

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eanet.config import Config
 from eanet.faults import check_tracking_location, store_lock
+from eanet.tracking import flatten, run_name
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ _job_outcome: Optional[str] = None
 
 def fingerprint(raw_cfg: DictConfig | dict) -> str:
     """16 hex digits identifying what a configuration computes."""
-    from eanet.tracking import flatten
-
     tree = OmegaConf.to_container(raw_cfg, resolve=True) if isinstance(raw_cfg, DictConfig) \
         else raw_cfg
     kept = {k: v for k, v in flatten(tree).items()
@@ -100,14 +99,8 @@ def plan_run(cfg: Config, raw_cfg: DictConfig) -> RunPlan:
         _job_outcome = f"resumed run {plan.run_id} (was {run.info.status})"
     else:
         _job_outcome = "new"
-    log.info("%s [fingerprint %s]: %s", run_name_of(cfg), fp, _job_outcome)
+    log.info("%s [fingerprint %s]: %s", run_name(cfg), fp, _job_outcome)
     return plan
-
-
-def run_name_of(cfg: Config) -> str:
-    from eanet.tracking import run_name
-
-    return run_name(cfg)
 
 
 def sync_epoch_metrics(epoch_metrics: list[dict[str, float]]) -> None:

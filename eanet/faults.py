@@ -26,7 +26,6 @@ import keras
 from eanet.config import ConfigError
 
 
-
 class NonFiniteLossError(ArithmeticError):
     """The training loss became NaN or infinite: the run diverged."""
 

@@ -35,11 +35,11 @@ def run_eanet(cwd: Path, *overrides: str, script: str | None = None, timeout: in
                           capture_output=True, text=True, timeout=timeout)
 
 
-def start_eanet(cwd: Path, *overrides: str) -> subprocess.Popen:
-    """In its own process group, so signals sent to it never reach pytest."""
-    return subprocess.Popen(eanet_command(*overrides), cwd=cwd, env=eanet_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+def start_eanet(cwd: Path, *overrides: str, log: Path) -> subprocess.Popen:
+    """In its own process group, so signals sent to it never reach pytest; output to `log`."""
+    with open(log, "w") as output:  # a file, not a pipe: a full pipe would stall the run
+        return subprocess.Popen(eanet_command(*overrides), cwd=cwd, env=eanet_env(),
+                                stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def client_for(folder: Path) -> MlflowClient:

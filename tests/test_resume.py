@@ -32,16 +32,17 @@ def checkpointed_epoch(folder: Path) -> int:
 
 def interrupt_after_epoch(folder: Path, epoch: int, signum: int) -> str:
     """Start the run, send `signum` once `epoch` is checkpointed; return its output."""
-    process = start_eanet(folder, *SCHEDULE)
+    log = folder / f"interrupted-{signal.Signals(signum).name}.log"
+    process = start_eanet(folder, *SCHEDULE, log=log)
     deadline = time.monotonic() + 400
     while checkpointed_epoch(folder) < epoch:
-        assert process.poll() is None, f"run ended before epoch {epoch}:\n{process.stdout.read()}"
+        assert process.poll() is None, f"run ended before epoch {epoch}:\n{log.read_text()}"
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.2)
     process.send_signal(signum)
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode != 0, output
-    return output
+    process.wait(timeout=120)
+    assert process.returncode != 0, log.read_text()
+    return log.read_text()
 
 
 def test_sigterm_then_sigkill_then_resume_completes_history(tmp_path):

@@ -15,7 +15,6 @@ from omegaconf import DictConfig
 
 from eanet.config import ConfigError, register_configs, validate
 from eanet.data import DataError
-from eanet.faults import interrupt_on_sigterm
 
 log = logging.getLogger("eanet")
 
@@ -25,8 +24,10 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    interrupt_on_sigterm()  # a scheduler's SIGTERM ends the MLflow run KILLED, like Ctrl-C
     try:
+        from eanet.faults import interrupt_on_sigterm  # (imports Keras: after composition)
+
+        interrupt_on_sigterm()  # a scheduler's SIGTERM ends the MLflow run KILLED, like Ctrl-C
         typed = validate(cfg)
         from eanet.train import train  # TensorFlow loads only once the config is known good
 

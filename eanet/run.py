@@ -25,11 +25,11 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        from eanet.faults import interrupt_on_sigterm  # (imports Keras: after composition)
+        typed = validate(cfg)
+        from eanet.faults import interrupt_on_sigterm
+        from eanet.train import train  # TensorFlow loads only once the config is known good
 
         interrupt_on_sigterm()  # a scheduler's SIGTERM ends the MLflow run KILLED, like Ctrl-C
-        typed = validate(cfg)
-        from eanet.train import train  # TensorFlow loads only once the config is known good
 
         return train(typed, cfg)
     except (ConfigError, DataError) as error:

@@ -91,6 +91,10 @@ class TrackingConfig:
     # After a sweep, register its best run's model (highest best_val_top1) under this name in
     # MLflow's model registry (eanet.callbacks.RegisterBestModel). None: register nothing.
     register_best_as: Optional[str] = None
+    # Faults and re-runs (eanet.sweep, eanet.checkpoint). None of these changes a run's result.
+    rerun: bool = False  # train again even when this configuration already FINISHED
+    checkpoint_dir: str = "checkpoints"  # per-epoch training state, a folder per config fingerprint
+    keep_checkpoints: bool = False  # keep a FINISHED run's checkpoint instead of removing it
 
 
 @dataclass

@@ -28,6 +28,8 @@ from typing import Any, Optional
 import keras
 import numpy as np
 
+from eanet.tracking import epoch_metrics
+
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.npz"
@@ -88,10 +90,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        metrics = {k: float(v) for k, v in (logs or {}).items()}
-        metrics["epoch_time_s"] = time.perf_counter() - self.epoch_start
-        metrics["learning_rate"] = float(keras.ops.convert_to_numpy(
-            self.model.optimizer.learning_rate))
+        metrics = epoch_metrics(self.model, logs, self.epoch_start)
         del self.epoch_metrics[epoch:]  # the epoch list always ends at the epoch just completed
         self.epoch_metrics.append(metrics)
         self.save(epoch)

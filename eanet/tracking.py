@@ -100,18 +100,22 @@ def experiment_id(cfg: TrackingConfig) -> str:
         return experiment.experiment_id
 
 
+def epoch_metrics(model: keras.Model, logs: Optional[dict], epoch_start: float) -> dict[str, float]:
+    """Keras' per-epoch logs plus the learning rate and the epoch's wall time."""
+    metrics = {k: float(v) for k, v in (logs or {}).items()}
+    metrics["epoch_time_s"] = time.perf_counter() - epoch_start
+    metrics["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    return metrics
+
+
 class EpochLogger(keras.callbacks.Callback):
-    """Logs Keras' per-epoch logs to the active MLflow run, plus learning rate and epoch time."""
+    """Logs `epoch_metrics` to the active MLflow run, one step per epoch."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        metrics = {k: float(v) for k, v in (logs or {}).items()}
-        metrics["epoch_time_s"] = time.perf_counter() - self.epoch_start
-        metrics["learning_rate"] = float(keras.ops.convert_to_numpy(
-            self.model.optimizer.learning_rate))
-        mlflow.log_metrics(metrics, step=epoch)
+        mlflow.log_metrics(epoch_metrics(self.model, logs, self.epoch_start), step=epoch)
 
 
 class TrackedRun:

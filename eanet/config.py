@@ -81,6 +81,8 @@ class TrainerConfig:
     validation_steps: Optional[int] = None
     test_steps: Optional[int] = None
     verbose: str = "auto"  # Keras fit verbosity: auto, 0, 1 or 2
+    # none, or mirrored: one replica per visible GPU (eanet.distribute); batch_size is per replica
+    distribution: str = "none"
     # Speed switches (measure them with `python -m eanet.bench`); the defaults are the seed's.
     precision: str = "float32"  # a Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16
     jit_compile: Optional[bool] = None  # XLA; None lets Keras decide (on GPU when the model allows)
@@ -93,6 +95,13 @@ class TrackingConfig:
     tracking_uri: Optional[str] = None
     experiment_name: str = "eanet"
     log_model: bool = True  # save the trained model (.keras) as an artifact
+    # After a sweep, register its best run's model (highest best_val_top1) under this name in
+    # MLflow's model registry (eanet.callbacks.RegisterBestModel). None: register nothing.
+    register_best_as: Optional[str] = None
+    # Faults and re-runs (eanet.sweep, eanet.checkpoint). None of these changes a run's result.
+    rerun: bool = False  # train again even when this configuration already FINISHED
+    checkpoint_dir: str = "checkpoints"  # per-epoch training state, a folder per config fingerprint
+    keep_checkpoints: bool = False  # keep a FINISHED run's checkpoint instead of removing it
 
 
 @dataclass
@@ -103,6 +112,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    quiet: bool = False  # batch jobs: no Keras progress bar; one progress line per sweep job
 
 
 def register_configs() -> None:
@@ -147,6 +157,7 @@ def validate(cfg: DictConfig | Config) -> Config:
     """
     # Registries live beside the code they select; importing them here keeps one source of truth.
     from eanet.data import DATASETS
+    from eanet.distribute import DISTRIBUTIONS
     from eanet.model import ATTENTION_TYPES
     from eanet.optimization import OPTIMIZERS
 
@@ -208,6 +219,7 @@ def validate(cfg: DictConfig | Config) -> Config:
     _require(0.0 <= o.momentum < 1.0, f"Expected optimizer.momentum in [0, 1). "
              f"Received: optimizer.momentum={o.momentum}")
     _known(str(t.verbose), "trainer.verbose", {"auto", "0", "1", "2"})
+    _known(t.distribution, "trainer.distribution", DISTRIBUTIONS)
     _known(t.precision, "trainer.precision", PRECISIONS)
     _positive(t, "trainer", "steps_per_execution")
     return typed

@@ -127,6 +127,7 @@ def configuration_table(runs: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
              .apply(_summarise).reset_index())
     table = table.rename(columns={MODEL: "model"})
     table[["n", "n_failed"]] = table[["n", "n_failed"]].astype(int)
+    table[list(SIZES)] = table[list(SIZES)].round().astype("Int64")  # counts, not measurements
     return table
 
 

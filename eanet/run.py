@@ -26,8 +26,10 @@ def main(cfg: DictConfig) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         typed = validate(cfg)
+        from eanet.faults import interrupt_on_sigterm
         from eanet.train import train  # TensorFlow loads only once the config is known good
 
+        interrupt_on_sigterm()  # a scheduler's SIGTERM ends the MLflow run KILLED, like Ctrl-C
         return train(typed, cfg)
     except (ConfigError, DataError) as error:
         log.error("%s", error)

@@ -100,18 +100,22 @@ def experiment_id(cfg: TrackingConfig) -> str:
         return experiment.experiment_id
 
 
+def epoch_metrics(model: keras.Model, logs: Optional[dict], epoch_start: float) -> dict[str, float]:
+    """Keras' per-epoch logs plus the learning rate and the epoch's wall time."""
+    metrics = {k: float(v) for k, v in (logs or {}).items()}
+    metrics["epoch_time_s"] = time.perf_counter() - epoch_start
+    metrics["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    return metrics
+
+
 class EpochLogger(keras.callbacks.Callback):
-    """Logs Keras' per-epoch logs to the active MLflow run, plus learning rate and epoch time."""
+    """Logs `epoch_metrics` to the active MLflow run, one step per epoch."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        metrics = {k: float(v) for k, v in (logs or {}).items()}
-        metrics["epoch_time_s"] = time.perf_counter() - self.epoch_start
-        metrics["learning_rate"] = float(keras.ops.convert_to_numpy(
-            self.model.optimizer.learning_rate))
-        mlflow.log_metrics(metrics, step=epoch)
+        mlflow.log_metrics(epoch_metrics(self.model, logs, self.epoch_start), step=epoch)
 
 
 class TrackedRun:
@@ -121,11 +125,14 @@ class TrackedRun:
     error as the `eanet.error` tag and the traceback as `error.txt`).
     """
 
-    def __init__(self, cfg: Config, raw_cfg: DictConfig):
+    def __init__(self, cfg: Config, raw_cfg: DictConfig, run_id: Optional[str] = None,
+                 tags: Optional[dict[str, str]] = None):
         self.cfg = cfg
         self.raw_cfg = raw_cfg
         self.context = hydra_context()
         self.run = None
+        self.resume_run_id = run_id  # continue this (interrupted) run instead of starting one
+        self.extra_tags = tags or {}
 
     def __enter__(self) -> "TrackedRun":
         exp_id = experiment_id(self.cfg.tracking)
@@ -137,6 +144,13 @@ class TrackedRun:
         commit = git_commit()
         if commit:
             tags["mlflow.source.git.commit"] = commit
+        tags.update(self.extra_tags)
+        if self.resume_run_id:
+            # Its params are recorded already; an earlier failure's error no longer applies.
+            self.run = mlflow.start_run(run_id=self.resume_run_id, tags=tags)
+            if TAG_ERROR in self.run.data.tags:
+                MlflowClient().delete_tag(self.resume_run_id, TAG_ERROR)
+            return self
         self.run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(self.cfg), tags=tags)
         params = flatten(OmegaConf.to_container(self.raw_cfg, resolve=True))
         mlflow.log_params({k: ("None" if v is None else v) for k, v in params.items()})

@@ -11,10 +11,15 @@ import time
 import keras
 from omegaconf import DictConfig
 
+from eanet import lineage
+from eanet.checkpoint import TrainingCheckpoint
 from eanet.config import Config
 from eanet.data import channel_statistics, load_dataset, make_dataset, split_validation
+from eanet.distribute import distribution_strategy, global_batch_size
+from eanet.faults import StopOnNonFiniteLoss
 from eanet.model import build_augmentation, build_model, count_parameters
 from eanet.optimization import compile_model
+from eanet.sweep import plan_run, sync_epoch_metrics
 from eanet.tracking import TrackedRun
 
 log = logging.getLogger(__name__)
@@ -32,9 +37,14 @@ def extra_callbacks() -> list[keras.callbacks.Callback]:
 def train(cfg: Config, raw_cfg: DictConfig) -> float:
     """Train one configuration and record it as one MLflow run; return the best val top-1."""
     t = cfg.trainer
+    plan = plan_run(cfg, raw_cfg)  # skip a configuration that FINISHED; resume an interrupted one
+    if plan.skip:
+        return plan.result
     keras.backend.clear_session()  # sweep jobs share a process: free the previous job's graphs
     keras.utils.set_random_seed(cfg.seed)
     set_precision(cfg)
+    strategy = distribution_strategy(t.distribution)  # one device unless trainer.distribution says
+    batch_size = global_batch_size(t.batch_size, strategy)  # t.batch_size is per replica
 
     # Data: uint8 arrays; a seeded validation split of the training set; test kept apart.
     data = load_dataset(cfg.data, cfg.seed)
@@ -42,36 +52,45 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
     image_size, num_classes = cfg.data.image_size, data.num_classes
     log.info("data %s: %d train / %d val / %d test images", data.source, len(splits.y_train),
              len(splits.y_val), len(splits.y_test))
-    train_ds = make_dataset(splits.x_train, splits.y_train, num_classes, t.batch_size, image_size,
+    train_ds = make_dataset(splits.x_train, splits.y_train, num_classes, batch_size, image_size,
                             training=True, seed=cfg.seed, repeat=t.steps_per_epoch is not None)
-    val_ds = (make_dataset(splits.x_val, splits.y_val, num_classes, t.batch_size, image_size,
+    val_ds = (make_dataset(splits.x_val, splits.y_val, num_classes, batch_size, image_size,
                            training=False, seed=cfg.seed) if len(splits.y_val) else None)
-    test_ds = make_dataset(splits.x_test, splits.y_test, num_classes, t.batch_size, image_size,
+    test_ds = make_dataset(splits.x_test, splits.y_test, num_classes, batch_size, image_size,
                            training=False, seed=cfg.seed)
 
     # Model: normalisation statistics of the training split, the seed's augmentation, then EANet/ViT.
     mean, variance = channel_statistics(splits.x_train)
     augmentation = build_augmentation(cfg.data.augmentation, mean, variance, seed=cfg.seed)
-    model = build_model(cfg.model, image_size, num_classes, augmentation)
-    compile_model(model, cfg.optimizer, cfg.trainer, t.steps_per_execution)
+    with strategy.scope():  # variables (model and optimizer) live on every replica
+        model = build_model(cfg.model, image_size, num_classes, augmentation)
+        compile_model(model, cfg.optimizer, cfg.trainer, t.steps_per_execution)
     counts = count_parameters(model)
     log.info("model %s: %s", cfg.model.name, counts)
 
-    with TrackedRun(cfg, raw_cfg) as run:
-        run.log_parameter_counts(counts)
-        verbose = t.verbose if t.verbose == "auto" else int(t.verbose)
+    checkpoint = TrainingCheckpoint(plan.checkpoint_dir)
+    with TrackedRun(cfg, raw_cfg, run_id=plan.run_id, tags=plan.tags) as run:
+        initial_epoch = checkpoint.restore(model, run.run_id)
+        sync_epoch_metrics(checkpoint.epoch_metrics)
+        if plan.run_id is None:  # a resumed run has them already
+            run.log_parameter_counts(counts)
+            lineage.log_datasets(cfg.data.name, data.source, splits)
+            lineage.log_replicas(strategy.num_replicas_in_sync, batch_size)
+        verbose = 0 if cfg.quiet else t.verbose if t.verbose == "auto" else int(t.verbose)
         start = time.perf_counter()
+        # The checkpoint precedes the MLflow logger: an epoch is logged once it can be resumed.
+        callbacks = [StopOnNonFiniteLoss(), checkpoint, run.epoch_logger(), *extra_callbacks()]
         history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs,
-                            steps_per_epoch=t.steps_per_epoch, validation_steps=t.validation_steps,
-                            callbacks=[run.epoch_logger(), *extra_callbacks()], verbose=verbose,
-                            shuffle=False)  # the tf.data pipeline reshuffles every epoch
+                            initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
+                            validation_steps=t.validation_steps, callbacks=callbacks,
+                            verbose=verbose, shuffle=False)  # tf.data reshuffles every epoch
         train_time = time.perf_counter() - start
 
         test = model.evaluate(test_ds, steps=t.test_steps, return_dict=True, verbose=0)
-        images_per_epoch = (t.steps_per_epoch * t.batch_size if t.steps_per_epoch
+        images_per_epoch = (t.steps_per_epoch * batch_size if t.steps_per_epoch
                             else len(splits.y_train))
         epochs_run = len(history.history.get("loss", []))
-        val_top1 = history.history.get("val_top1", [])
+        val_top1 = checkpoint.history.get("val_top1", [])  # every epoch, resumed or not
         results = {"test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"],
                    "train_time_s": train_time,
                    # training images per second of fit, validation passes included
@@ -79,7 +98,10 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         if val_top1:
             results["best_val_top1"] = max(val_top1)
         run.log_results(results)
-        run.log_artifacts(model, history.history)
+        run.log_artifacts(model, checkpoint.history)
+        if cfg.tracking.log_model:
+            lineage.log_model_with_signature(model, splits.x_test[:4])
         log.info("%s: test top-1 %.4f, top-5 %.4f (%d epochs, %.1f s)", run.run_id,
                  test["top1"], test["top5"], epochs_run, train_time)
+    checkpoint.finish(keep=cfg.tracking.keep_checkpoints)
     return float(results.get("best_val_top1", test["top1"]))

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, ROOT, TINY, compose_config
-from eanet.callbacks import SweepReport, sweep_job_count
+from eanet.callbacks import SweepReport, count_jobs
 from eanet.config import validate
 
 # study → (jobs, what varies besides the seed)
@@ -88,7 +88,7 @@ def test_callback_registered_and_counts_jobs():
     assert cfg.hydra.callbacks.sweep_report.enabled is True
     cfg.hydra.overrides.task = ["+experiment=patch_size", "seed=0"]
     cfg.hydra.sweeper.params = {"model": "ea,vit", "model.patch_size": "2,4,8"}
-    assert sweep_job_count(cfg) == 6
+    assert count_jobs(cfg) == 6
 
 
 class _Job:

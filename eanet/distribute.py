@@ -1,0 +1,50 @@
+"""Training on several devices: TensorFlow's distribution strategies, chosen by `trainer.distribution`.
+
+- `none`: TensorFlow's default strategy (one device, as without this module);
+- `mirrored`: `tf.distribute.MirroredStrategy`, synchronous data parallelism — one model replica per
+  visible GPU, gradients all-reduced every step. Without GPUs it mirrors over the logical CPU
+  devices (one, unless the process split the CPU with `tf.config.set_logical_device_configuration`
+  before TensorFlow initialised, which is how the tests run two replicas on a CPU).
+
+`trainer.batch_size` is the batch of one replica: the input pipeline batches
+`batch_size × replicas` images and Keras splits each batch across the replicas, so the per-device
+work, learning rate and metrics mean what they mean on one device (metrics are aggregated over
+the global batch by Keras).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+
+def _default():
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy()
+
+
+def _mirrored():
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+# trainer.distribution → a function returning a tf.distribute.Strategy
+DISTRIBUTIONS: dict[str, Callable] = {
+    "none": _default,
+    "mirrored": _mirrored,
+}
+
+
+def distribution_strategy(name: str):
+    try:
+        factory = DISTRIBUTIONS[name]
+    except KeyError:
+        raise ValueError(f"Unknown trainer.distribution={name!r}. "
+                         f"Valid values: {', '.join(sorted(DISTRIBUTIONS))}") from None
+    return factory()
+
+
+def global_batch_size(per_replica: int, strategy) -> int:
+    return per_replica * strategy.num_replicas_in_sync

@@ -1,0 +1,82 @@
+"""What a run consumed and produced, in the places the MLflow UI shows them.
+
+- the data: each split as an MLflow dataset (`mlflow.log_input`, context training / validation /
+  test) with its name, source and digest — the run page's "Datasets used";
+- the model: an MLflow Keras model with a signature inferred on a few test images (the run page's
+  "Logged models"); loadable with `mlflow.pyfunc.load_model(<eanet.model_uri tag>)` and what the
+  sweep's best-model registration (eanet.callbacks.RegisterBestModel) registers. The plain
+  `model/model.keras` run artifact stays as it was;
+- the devices: how many replicas trained the model (`eanet.replicas` tag, global batch param).
+
+Called by `train` inside a `TrackedRun`; like tracking.py, the only other module that calls MLflow.
+"""
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+from typing import Optional
+
+import mlflow
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TAG_MODEL_URI = "eanet.model_uri"  # models:/<model id> of the run's MLflow model
+TAG_REPLICAS = "eanet.replicas"
+
+# Where a data set's `source` (ImageDataset.source) comes from, when it is not a local path.
+KNOWN_SOURCES = {"keras.datasets.cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"}
+
+
+def log_datasets(data_name: str, source: str, splits) -> None:
+    """One MLflow dataset per split: name `<data.name>/<split>`, digest of the arrays."""
+    for context, images, labels in (("training", splits.x_train, splits.y_train),
+                                    ("validation", splits.x_val, splits.y_val),
+                                    ("test", splits.x_test, splits.y_test)):
+        if not len(labels):
+            continue
+        dataset = _numpy_dataset(images, labels, f"{data_name}/{context}",
+                                 KNOWN_SOURCES.get(source, source))
+        mlflow.log_input(dataset, context=context)
+
+
+def _numpy_dataset(images: np.ndarray, labels: np.ndarray, name: str, source: Optional[str]):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.data.from_numpy(images, targets=labels, name=name, source=source)
+    except MlflowException:
+        # A source MLflow cannot resolve (e.g. "synthetic"): it records the code that made it.
+        return mlflow.data.from_numpy(images, targets=labels, name=name)
+
+
+def _requirements() -> list[str]:
+    """Pinned requirements of the logged model. Given explicitly: MLflow's own inference
+    loads the model in a subprocess and costs ~17 s per run here, against <1 s this way."""
+    pins = []
+    for package in ("keras", "tensorflow", "tensorflow-cpu"):
+        try:
+            pins.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return pins
+
+
+def log_model_with_signature(model, sample_images: np.ndarray) -> str:
+    """Log `model` as an MLflow Keras model whose signature is inferred on `sample_images`
+    (float32, (n, H, W, 3), as the input pipeline feeds it). Returns its `models:/` URI."""
+    from mlflow.models import infer_signature
+
+    sample = sample_images.astype(np.float32)
+    signature = infer_signature(sample, model.predict(sample, verbose=0))
+    # Named after the run, never "model": MLflow 3 resolves a run's artifact path that equals a
+    # logged model's name to that model, hiding the run's own model/ folder (model.keras).
+    info = mlflow.keras.log_model(model, name=mlflow.active_run().info.run_name,
+                                  signature=signature, pip_requirements=_requirements())
+    mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
+    return info.model_uri
+
+
+def log_replicas(replicas: int, global_batch_size: int) -> None:
+    mlflow.set_tag(TAG_REPLICAS, str(replicas))
+    mlflow.log_param("trainer.global_batch_size", global_batch_size)

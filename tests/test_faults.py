@@ -1,0 +1,136 @@
+"""Failures are recorded and contained: a crashing or diverging job does not sink its sweep, and bad
+input (a bad override, a missing data file, an unwritable store, a full disk) leaves the store as it was.
+"""
+from __future__ import annotations
+
+import errno
+import json
+
+import mlflow
+import numpy as np
+import pytest
+
+from conftest import TINY, compose_config
+from eanet.config import ConfigError, validate
+from eanet.data import DataError
+from fault_tools import client_for, metric_steps, run_eanet, store_snapshot, training_runs
+
+# Job 1 of the sweep crashes after its first epoch, through the train.extra_callbacks seam.
+CRASH_JOB_1 = """
+import sys, keras, eanet.train
+from hydra.core.hydra_config import HydraConfig
+
+class Crash(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if HydraConfig.get().job.num == 1:
+            raise RuntimeError("simulated crash in job 1")
+
+eanet.train.extra_callbacks = lambda: [Crash()]
+import runpy
+runpy.run_module("eanet.run", run_name="__main__")  # as `python -m eanet.run` would
+"""
+
+
+def test_sweep_with_crash_and_nan_finishes_the_rest_and_exits_nonzero(tmp_path):
+    # Job 0 is healthy, job 1 crashes, job 2 diverges (a learning rate of 1e30 overflows at once).
+    result = run_eanet(tmp_path, "-m", "optimizer.learning_rate=0.001,0.002,1e30",
+                       "trainer.epochs=3", "tracking.log_model=false", script=CRASH_JOB_1)
+    assert result.returncode != 0
+    runs = {r.data.params["optimizer.learning_rate"]: r for r in training_runs(client_for(tmp_path))}
+    assert runs["0.001"].info.status == "FINISHED"
+    assert runs["0.002"].info.status == "FAILED"
+    assert runs["0.002"].data.tags["eanet.error"] == "RuntimeError: simulated crash in job 1"
+    diverged = runs["1e+30"] if "1e+30" in runs else runs["1e30"]
+    assert diverged.info.status == "FAILED"
+    assert diverged.data.tags["eanet.error"].startswith("NonFiniteLossError: loss became")
+    # Stopped at once: no epoch after the one where the loss broke was trained or logged.
+    assert len(metric_steps(client_for(tmp_path), diverged.info.run_id)) <= 1
+    # The end-of-sweep summary lists both failures with their errors.
+    summary = result.stderr[result.stderr.index("eanet sweep"):]
+    assert "3 jobs, 1 completed, 2 failed" in summary
+    assert "RuntimeError: simulated crash in job 1" in summary
+    assert "NonFiniteLossError: loss became" in summary
+
+
+@pytest.fixture
+def recorded_store(tmp_path, monkeypatch):
+    """A store holding one finished run with params, metrics and an artifact; cwd = its folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.set_experiment("eanet")
+    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name="earlier"):
+        mlflow.log_params({"model.name": "ea", "seed": 0})
+        for epoch in range(3):
+            mlflow.log_metric("loss", 1.0 / (epoch + 1), step=epoch)
+        mlflow.log_text("earlier result", "notes.txt")
+    return tmp_path, uri
+
+
+def test_bad_override_leaves_store_unchanged(recorded_store):
+    folder, _ = recorded_store
+    before = store_snapshot(folder)
+    result = run_eanet(folder, "trainer.epochs=0")
+    assert result.returncode != 0
+    assert "trainer.epochs" in result.stderr
+    unknown = run_eanet(folder, "trainer.epochz=3")
+    assert unknown.returncode != 0 and "epochz" in unknown.stderr
+    assert store_snapshot(folder) == before
+
+
+def train_in_process(*overrides):
+    from eanet.train import train
+
+    cfg = compose_config([*TINY, *overrides])
+    return train(validate(cfg), cfg)
+
+
+def test_missing_data_file_leaves_store_unchanged(recorded_store):
+    folder, uri = recorded_store
+    before = store_snapshot(folder)
+    with pytest.raises(DataError, match="data.path=.*does not exist"):
+        train_in_process("data=cifar100", f"data.path={folder / 'missing.npz'}",
+                         f"tracking.tracking_uri={uri}")
+    assert store_snapshot(folder) == before
+
+
+def test_unwritable_tracking_location_fails_before_training(recorded_store):
+    folder, uri = recorded_store
+    before = store_snapshot(folder)
+    (folder / "a_file").write_text("not a folder")
+    with pytest.raises(ConfigError, match="tracking.tracking_uri=.*a_file"):
+        train_in_process(f"tracking.tracking_uri=sqlite:///{folder / 'a_file' / 'mlflow.db'}")
+    with pytest.raises(ConfigError, match="tracking.checkpoint_dir="):
+        train_in_process(f"tracking.tracking_uri={uri}",
+                         f"tracking.checkpoint_dir={folder / 'a_file' / 'checkpoints'}")
+    assert store_snapshot(folder) == before
+
+
+def test_full_disk_fails_the_run_and_keeps_earlier_work(recorded_store, monkeypatch):
+    folder, uri = recorded_store
+    before = store_snapshot(folder)
+    real_savez, calls = np.savez, []
+
+    def savez_until_disk_full(file, **arrays):  # the second checkpoint hits a full disk mid-write
+        calls.append(1)
+        if len(calls) == 2:
+            file.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_savez(file, **arrays)
+
+    monkeypatch.setattr(np, "savez", savez_until_disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        train_in_process(f"tracking.tracking_uri={uri}", "trainer.epochs=3")
+    after = store_snapshot(folder)
+    for key, value in before.items():  # everything recorded before is intact
+        if key not in ("artifacts", "experiments"):
+            assert after[key] == value
+    assert before["artifacts"].items() <= after["artifacts"].items()
+    failed = [r for r in training_runs(client_for(folder)) if r.info.run_name != "earlier"]
+    assert [r.info.status for r in failed] == ["FAILED"]
+    assert "No space left on device" in failed[0].data.tags["eanet.error"]
+    # The first epoch's checkpoint survived the failed write of the second.
+    [state] = (folder / "checkpoints").glob("*/state.npz")
+    with np.load(state, allow_pickle=False) as archive:
+        assert json.loads(str(archive["meta"]))["epoch"] == 0

@@ -1,0 +1,40 @@
+"""Fingerprints name what a configuration computes; the sweep summary reads the jobs' records."""
+from __future__ import annotations
+
+import json
+
+from conftest import compose_config
+from eanet.sweep import fingerprint, sweep_summary
+
+
+def test_fingerprint_ignores_where_things_go_but_not_what_is_computed():
+    base = fingerprint(compose_config())
+    assert len(base) == 16 and base == fingerprint(compose_config())
+    for same in (["tracking.tracking_uri=sqlite:///elsewhere.db"], ["tracking.rerun=true"],
+                 ["tracking.checkpoint_dir=/tmp/ckpt"], ["trainer.verbose=2"],
+                 ["data.path=/data/cifar100.npz"], ["tracking.experiment_name=other"]):
+        assert fingerprint(compose_config(same)) == base, same
+    for different in (["model.patch_size=4"], ["seed=1"], ["optimizer.learning_rate=0.01"],
+                      ["trainer.epochs=3"], ["model=vit"], ["data.augmentation.zoom=0.0"]):
+        assert fingerprint(compose_config(different)) != base, different
+
+
+def test_sweep_summary_lists_each_job_and_each_failure(tmp_path):
+    records = [
+        {"job_num": 0, "overrides": "trainer=quick seed=0", "status": "COMPLETED",
+         "outcome": "skipped: FINISHED as run abc", "error": None},
+        {"job_num": 1, "overrides": "trainer=quick seed=1", "status": "FAILED", "outcome": "new",
+         "error": "NonFiniteLossError: loss became nan at epoch 0, batch 1"},
+        {"job_num": 2, "overrides": "trainer=quick seed=2", "status": "STOPPED",
+         "outcome": "interrupted before it ended", "error": None},
+    ]
+    for record in records:
+        (tmp_path / str(record["job_num"])).mkdir()
+        (tmp_path / str(record["job_num"]) / "eanet_job.json").write_text(json.dumps(record))
+    lines = sweep_summary(tmp_path).splitlines()
+    assert lines[0].endswith("3 jobs, 1 completed, 2 failed or stopped")
+    assert lines[1:] == [
+        "  #0 COMPLETED seed=0 — skipped: FINISHED as run abc",
+        "  #1 FAILED    seed=1 — NonFiniteLossError: loss became nan at epoch 0, batch 1",
+        "  #2 STOPPED   seed=2 — interrupted before it ended",
+    ]

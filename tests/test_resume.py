@@ -1,0 +1,84 @@
+"""Interrupted runs end KILLED (or stay RUNNING after SIGKILL) and resume in the same MLflow run.
+
+One run is interrupted twice, SIGTERM then SIGKILL, each after a completed epoch, and re-launched
+with the same command each time; it must finish with one point per epoch for every metric.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fault_tools import client_for, metric_steps, run_eanet, start_eanet, training_runs
+
+EPOCHS = 5
+# Epochs of 12 steps: long enough to interrupt mid-epoch, short enough for CI.
+SCHEDULE = [f"trainer.epochs={EPOCHS}", "trainer.steps_per_epoch=12"]
+PER_EPOCH = ["loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "learning_rate",
+             "epoch_time_s"]
+
+
+def checkpointed_epoch(folder: Path) -> int:
+    """The last epoch in the one checkpoint under `folder/checkpoints`, or -1 if none yet."""
+    files = list((folder / "checkpoints").glob("*/state.npz"))
+    if not files:
+        return -1
+    with np.load(files[0], allow_pickle=False) as archive:
+        return json.loads(str(archive["meta"]))["epoch"]
+
+
+def interrupt_after_epoch(folder: Path, epoch: int, signum: int) -> str:
+    """Start the run, send `signum` once `epoch` is checkpointed; return its output."""
+    log = folder / f"interrupted-{signal.Signals(signum).name}.log"
+    process = start_eanet(folder, *SCHEDULE, log=log)
+    deadline = time.monotonic() + 400
+    while checkpointed_epoch(folder) < epoch:
+        assert process.poll() is None, f"run ended before epoch {epoch}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.2)
+    process.send_signal(signum)
+    process.wait(timeout=120)
+    assert process.returncode != 0, log.read_text()
+    return log.read_text()
+
+
+def test_sigterm_then_sigkill_then_resume_completes_history(tmp_path):
+    client = client_for(tmp_path)
+
+    # SIGTERM (a scheduler stopping the job): the run ends KILLED with the reason.
+    interrupt_after_epoch(tmp_path, 0, signal.SIGTERM)
+    [run] = training_runs(client)
+    assert run.info.status == "KILLED"
+    assert "SIGTERM" in run.data.tags["eanet.error"]
+    first_stop = checkpointed_epoch(tmp_path)
+    assert metric_steps(client, run.info.run_id) == list(range(first_stop + 1))
+
+    # Same command: resumes the same run; SIGKILL cannot be caught, so MLflow still says RUNNING.
+    interrupt_after_epoch(tmp_path, first_stop + 1, signal.SIGKILL)
+    [again] = training_runs(client)
+    assert again.info.run_id == run.info.run_id
+    assert again.info.status == "RUNNING"
+    second_stop = checkpointed_epoch(tmp_path)
+    assert second_stop > first_stop
+    # A kill between an epoch's checkpoint and its metrics can leave that last epoch unlogged.
+    steps = metric_steps(client, run.info.run_id)
+    assert steps in (list(range(second_stop + 1)), list(range(second_stop)))
+
+    # Same command again: resumes after the last checkpointed epoch and finishes.
+    finished = run_eanet(tmp_path, *SCHEDULE)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert f"resuming run {run.info.run_id} after epoch {second_stop}" in finished.stdout
+    [done] = training_runs(client)
+    assert done.info.run_id == run.info.run_id
+    assert done.info.status == "FINISHED"
+    assert "eanet.error" not in done.data.tags  # the SIGTERM no longer describes this run
+    for key in PER_EPOCH:  # every epoch exactly once
+        assert metric_steps(client, run.info.run_id, key) == list(range(EPOCHS)), key
+    assert len(client.get_metric_history(run.info.run_id, "param_count_total")) == 1
+    assert "test_top1" in done.data.metrics and "best_val_top1" in done.data.metrics
+    history = Path(client.download_artifacts(run.info.run_id, "history.csv", str(tmp_path)))
+    assert len(history.read_text().strip().splitlines()) == 1 + EPOCHS
+    assert not (tmp_path / "checkpoints" / done.data.tags["eanet.fingerprint"]).exists()

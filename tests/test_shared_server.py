@@ -1,0 +1,191 @@
+"""A team's tracking server: a tiny 2-job sweep logs over HTTP to a real `mlflow server`
+(SQLite backend, artifacts served by the server), read back over HTTP with MlflowClient; the same
+store opened in the MLflow UI in headless Chromium (`browser` marker); a PostgreSQL backend
+(`postgres` marker).
+
+One sweep serves the module (module-scoped fixture): it costs ~40 s of CPU.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from servers import mlflow_server, postgres_bin, postgres_cluster, run_sweep
+
+IN_CI = bool(os.environ.get("CI"))
+EXPERIMENT = "eanet-shared"
+
+
+@pytest.fixture(scope="module")
+def served_sweep(tmp_path_factory):
+    """(server URL, sweep stdout) after `-m seed=0,1 tracking=server` against a fresh server."""
+    folder = tmp_path_factory.mktemp("server")
+    with mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts",
+                       folder / "server.log") as url:
+        # tracking=server reads the server's address from MLFLOW_TRACKING_URI
+        result = run_sweep(folder, "seed=0,1", "tracking=server",
+                           f"tracking.experiment_name={EXPERIMENT}", "trainer.epochs=1",
+                           "tracking.register_best_as=eanet-shared-best", "quiet=true",
+                           env={"MLFLOW_TRACKING_URI": url})
+        yield url, result.stdout + result.stderr
+
+
+def sweep_runs(url: str):
+    client = MlflowClient(tracking_uri=url)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, f"no experiment {EXPERIMENT} on {url}"
+    return client, experiment, client.search_runs([experiment.experiment_id],
+                                                  order_by=["attributes.run_name ASC"])
+
+
+def test_sweep_logs_to_the_server_over_http(served_sweep):
+    url, _ = served_sweep
+    client, experiment, runs = sweep_runs(url)
+    assert [r.info.run_name for r in runs] == ["ea-p2-h2-dc2-s0", "ea-p2-h2-dc2-s1"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags["eanet.sweep_id"] for r in runs}) == 1  # one sweep
+    for run in runs:
+        assert run.data.params["tracking.tracking_uri"] == url  # env var → tracking=server
+        assert {"test_top1", "best_val_top1", "param_count_total"} <= set(run.data.metrics)
+        # artifacts went to the server (proxied), not to a local folder
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        top = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "history.csv", "learning_curves.png", "model"} <= top
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == \
+            ["model/model.keras"]
+
+
+def test_runs_record_datasets_and_a_signed_model(served_sweep):
+    import mlflow
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    url, _ = served_sweep
+    client, _, runs = sweep_runs(url)
+    for run in runs:
+        inputs = {d.tags[0].value: d.dataset for d in run.inputs.dataset_inputs}
+        assert set(inputs) == {"training", "validation", "test"}
+        assert inputs["training"].name == "synthetic/training" and inputs["training"].digest
+        assert run.data.tags["eanet.replicas"] == "1"
+        with _use_tracking_uri(url):  # not set_tracking_uri: it would outlive this test
+            info = mlflow.models.get_model_info(run.data.tags["eanet.model_uri"])
+        assert info.name == run.info.run_name
+        signature = info.signature.to_dict()
+        assert "[-1, 8, 8, 3]" in signature["inputs"] and "[-1, 4]" in signature["outputs"]
+
+
+def test_best_model_of_the_sweep_is_registered(served_sweep):
+    url, _ = served_sweep
+    client, _, runs = sweep_runs(url)
+    best = max(runs, key=lambda r: r.data.metrics["best_val_top1"])
+    versions = client.search_model_versions("name = 'eanet-shared-best'")
+    assert len(versions) == 1
+    assert versions[0].tags["eanet.run_id"] == best.info.run_id
+    assert versions[0].source == best.data.tags["eanet.model_uri"]
+
+
+def test_each_sweep_job_prints_a_progress_line(served_sweep):
+    _, output = served_sweep
+    assert "start job 1 of 2 |" in output and "start job 2 of 2 |" in output
+    assert "end (completed) job 2 of 2 |" in output and "2 done | ETA 0m00s" in output
+    assert "━━━━" not in output  # quiet=true: no Keras progress bar
+
+
+# --- the MLflow UI in a real browser -------------------------------------------------------------
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+@pytest.mark.browser
+def test_mlflow_ui_shows_the_sweep(served_sweep, tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None and not IN_CI:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium); "
+                    "in CI (CI set) this test fails instead")
+    assert chromium, "chromium must be installed in CI (.ci/run installs it)"
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    url, _ = served_sweep
+    _, experiment, runs = sweep_runs(url)
+    exp = experiment.experiment_id
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tempfile.mkdtemp(dir=tmp_path), headless=True, executable_path=chromium,
+            args=CHROMIUM_ARGS, viewport={"width": 1920, "height": 1080})
+        try:
+            page = context.new_page()
+            # The experiment's runs table lists both runs by name ...
+            page.goto(f"{url}/#/experiments/{exp}/runs")
+            for run in runs:
+                page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=90_000)
+            # ... and shows a metric and the parameter count once their columns are added.
+            page.get_by_role("button", name="Columns").click()
+            search = page.get_by_placeholder("Search columns")
+            for column in ("test_top1", "param_count_total"):
+                search.fill(column)
+                page.get_by_text(column, exact=True).first.click()
+            page.keyboard.press("Escape")
+            page.get_by_role("columnheader", name="param_count_total").first.wait_for()
+            total = str(int(runs[0].data.metrics["param_count_total"]))
+            page.get_by_role("gridcell", name=total, exact=True).first.wait_for()
+            page.get_by_role("columnheader", name="test_top1").first.wait_for()
+            page.screenshot(path=shots / "runs.png")
+
+            # A run page: its metrics (param counts included), params and datasets.
+            run = runs[0]
+            page.goto(f"{url}/#/experiments/{exp}/runs/{run.info.run_id}")
+            page.get_by_text("param_count_attention", exact=True).first.wait_for(timeout=60_000)
+            overview = page.inner_text("body")
+            for text in ("test_top1", "best_val_top1", "model.patch_size", "synthetic/training",
+                         "Metrics (", "Parameters ("):
+                assert text in overview, f"{text!r} not on the run page"
+            page.screenshot(path=shots / "run.png", full_page=True)
+
+            # Its artifacts: config, model, learning curves, history.
+            page.goto(f"{url}/#/experiments/{exp}/runs/{run.info.run_id}/artifacts")
+            page.get_by_text("learning_curves.png", exact=True).first.wait_for(timeout=60_000)
+            artifacts = page.inner_text("body")
+            for name in ("config.yaml", "model", "learning_curves.png", "history.csv", "hydra"):
+                assert name in artifacts.split("\n"), f"artifact {name} not listed"
+            page.get_by_text("learning_curves.png", exact=True).first.click()
+            page.wait_for_timeout(1500)  # the preview loads the image through the server
+            page.screenshot(path=shots / "artifacts.png")
+        finally:
+            context.close()
+    print(f"\nMLflow UI screenshots: {shots}")
+    assert sorted(p.name for p in shots.iterdir()) == ["artifacts.png", "run.png", "runs.png"]
+
+
+# --- PostgreSQL backend store --------------------------------------------------------------------
+
+@pytest.mark.postgres
+def test_server_on_a_postgres_backend(tmp_path):
+    pytest.importorskip("psycopg2", reason="pip install psycopg2-binary (eanet[postgres])")
+    if postgres_bin("initdb") is None and not IN_CI:
+        pytest.skip("PostgreSQL server not installed (apt-get install -y postgresql)")
+    start = time.monotonic()
+    with postgres_cluster() as database, \
+            mlflow_server(database, tmp_path / "artifacts", tmp_path / "server.log") as url:
+        run_sweep(tmp_path, "seed=0", "tracking=server", "trainer.epochs=1",
+                  "tracking.log_model=false", env={"MLFLOW_TRACKING_URI": url})
+        client = MlflowClient(tracking_uri=url)
+        experiment = client.get_experiment_by_name("eanet")
+        (run,) = client.search_runs([experiment.experiment_id])
+        assert run.info.status == "FINISHED" and run.info.run_name == "ea-p2-h2-dc2-s0"
+        assert run.data.tags["eanet.sweep_id"] and "test_top1" in run.data.metrics
+        # the run is in PostgreSQL itself
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(database)
+        with engine.connect() as connection:
+            names = connection.execute(sqlalchemy.text("SELECT name FROM runs")).scalars().all()
+        engine.dispose()
+        assert names == ["ea-p2-h2-dc2-s0"]
+    print(f"\nPostgreSQL-backed server: {time.monotonic() - start:.0f} s")

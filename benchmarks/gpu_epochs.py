@@ -64,8 +64,9 @@ def main() -> None:
 
     register_configs()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        raw = compose("config", overrides=[f"data.path={args.data}",
-                                           f"trainer.epochs={args.epochs}", *args.overrides])
+        raw = compose("config", overrides=[
+            f"data.path={args.data}", f"trainer.epochs={args.epochs}",
+            f"trainer.steps_per_execution={args.steps_per_execution}", *args.overrides])
     cfg = validate(raw)
     keras.mixed_precision.set_global_policy(args.precision)
     keras.utils.set_random_seed(cfg.seed)
@@ -83,7 +84,7 @@ def main() -> None:
     else:
         model = build_model(cfg.model, cfg.data.image_size, data.num_classes,
                             build_augmentation(cfg.data.augmentation, mean, variance, seed=cfg.seed))
-    compile_model(model, cfg.optimizer, cfg.trainer, args.steps_per_execution)
+    compile_model(model, cfg.optimizer, cfg.trainer)
 
     def one_hot(labels):
         return keras.utils.to_categorical(labels, data.num_classes)

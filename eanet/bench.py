@@ -118,7 +118,7 @@ def build_training(cfg: Config, x, y, num_classes: int):
     mean, variance = channel_statistics(x)
     augmentation = build_augmentation(cfg.data.augmentation, mean, variance, seed=cfg.seed)
     model = build_model(cfg.model, image_size, num_classes, augmentation)
-    compile_model(model, cfg.optimizer, t, t.steps_per_execution)
+    compile_model(model, cfg.optimizer, t)
     return model, train_ds
 
 

@@ -29,15 +29,15 @@ def build_optimizer(cfg: OptimizerConfig) -> keras.optimizers.Optimizer:
                          f"Valid values: {', '.join(sorted(OPTIMIZERS))}") from None
 
 
-def compile_model(model: keras.Model, optimizer: OptimizerConfig, trainer: TrainerConfig,
-                  steps_per_execution: int = 1) -> keras.Model:
+def compile_model(model: keras.Model, optimizer: OptimizerConfig,
+                  trainer: TrainerConfig) -> keras.Model:
     """The seed's objective: categorical cross-entropy with label smoothing; top-1 and top-5."""
     model.compile(
         optimizer=build_optimizer(optimizer),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=trainer.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
                  keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")],
-        steps_per_execution=steps_per_execution,
+        steps_per_execution=trainer.steps_per_execution,
         # trainer.jit_compile: None lets Keras decide (XLA on a GPU when every layer allows it)
         jit_compile="auto" if trainer.jit_compile is None else trainer.jit_compile,
     )

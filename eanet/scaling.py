@@ -50,7 +50,7 @@ def measure_point(cfg: Config, attention: str, image_size: int) -> dict[str, Any
     augmentation = build_augmentation(cfg.data.augmentation, [127.5] * 3, [5000.0] * 3,
                                       seed=cfg.seed)
     model = build_model(model_cfg, image_size, cfg.data.num_classes, augmentation)
-    compile_model(model, cfg.optimizer, cfg.trainer, cfg.trainer.steps_per_execution)
+    compile_model(model, cfg.optimizer, cfg.trainer)
 
     def median_ms(step) -> float:
         times = []

@@ -64,7 +64,7 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
     augmentation = build_augmentation(cfg.data.augmentation, mean, variance, seed=cfg.seed)
     with strategy.scope():  # variables (model and optimizer) live on every replica
         model = build_model(cfg.model, image_size, num_classes, augmentation)
-        compile_model(model, cfg.optimizer, cfg.trainer, t.steps_per_execution)
+        compile_model(model, cfg.optimizer, cfg.trainer)
     counts = count_parameters(model)
     log.info("model %s: %s", cfg.model.name, counts)
 

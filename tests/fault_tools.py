@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # conftest.TINY as command-line overrides, plus a shorter schedule for the sweep tests.
 from conftest import TINY  # noqa: E402
 
+# Training runs only: every sweep also records a report run (eanet.run_type=report).
+TRAINING_RUNS = "tags.`eanet.run_type` = 'train'"
+
 
 def eanet_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
@@ -50,7 +53,7 @@ def training_runs(client: MlflowClient, experiment: str = "eanet") -> list:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    return client.search_runs([exp.experiment_id], run_view_type=ViewType.ACTIVE_ONLY,
+    return client.search_runs([exp.experiment_id], TRAINING_RUNS, run_view_type=ViewType.ACTIVE_ONLY,
                               order_by=["attributes.start_time ASC"])
 
 

@@ -16,12 +16,16 @@ from mlflow.tracking import MlflowClient
 from conftest import compose_config
 from servers import run_sweep
 
+# Training runs only: every sweep also records a report run (eanet.run_type=report).
+TRAINING_RUNS = "tags.`eanet.run_type` = 'train'"
+
 
 def sweep_records(store: str) -> list:
     client = MlflowClient(tracking_uri=store)
     experiment = client.get_experiment_by_name("eanet")
     assert experiment is not None, f"no experiment 'eanet' in {store}"
-    return client.search_runs([experiment.experiment_id], order_by=["attributes.run_name ASC"])
+    return client.search_runs([experiment.experiment_id], TRAINING_RUNS,
+                              order_by=["attributes.run_name ASC"])
 
 
 def assert_one_sweep_of_two(runs: list, cwd: Path) -> None:

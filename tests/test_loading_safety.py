@@ -14,13 +14,14 @@ from eanet.checkpoint import TrainingCheckpoint
 from eanet.config import validate
 from eanet.data import DataError, _read_cifar_batch
 from eanet.model import build_augmentation, build_model
-from eanet.train import compile_model
+from eanet.optimization import compile_model
 
 
 def tiny_model():
     cfg = validate(compose_config(TINY))
     augmentation = build_augmentation(cfg.data.augmentation, [0.0] * 3, [1.0] * 3, seed=0)
-    return cfg, compile_model(build_model(cfg.model, 8, 4, augmentation), cfg)
+    return cfg, compile_model(build_model(cfg.model, 8, 4, augmentation), cfg.optimizer,
+                              cfg.trainer)
 
 
 def test_eanet_model_loads_in_safe_mode(tmp_path):

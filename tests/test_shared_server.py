@@ -17,6 +17,9 @@ from mlflow.tracking import MlflowClient
 
 from servers import mlflow_server, postgres_bin, postgres_cluster, run_sweep
 
+# Training runs only: every sweep also records a report run (eanet.run_type=report).
+TRAINING_RUNS = "tags.`eanet.run_type` = 'train'"
+
 IN_CI = bool(os.environ.get("CI"))
 EXPERIMENT = "eanet-shared"
 
@@ -39,7 +42,7 @@ def sweep_runs(url: str):
     client = MlflowClient(tracking_uri=url)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     assert experiment is not None, f"no experiment {EXPERIMENT} on {url}"
-    return client, experiment, client.search_runs([experiment.experiment_id],
+    return client, experiment, client.search_runs([experiment.experiment_id], TRAINING_RUNS,
                                                   order_by=["attributes.run_name ASC"])
 
 
@@ -177,7 +180,7 @@ def test_server_on_a_postgres_backend(tmp_path):
                   "tracking.log_model=false", env={"MLFLOW_TRACKING_URI": url})
         client = MlflowClient(tracking_uri=url)
         experiment = client.get_experiment_by_name("eanet")
-        (run,) = client.search_runs([experiment.experiment_id])
+        (run,) = client.search_runs([experiment.experiment_id], TRAINING_RUNS)
         assert run.info.status == "FINISHED" and run.info.run_name == "ea-p2-h2-dc2-s0"
         assert run.data.tags["eanet.sweep_id"] and "test_top1" in run.data.metrics
         # the run is in PostgreSQL itself
@@ -187,5 +190,6 @@ def test_server_on_a_postgres_backend(tmp_path):
         with engine.connect() as connection:
             names = connection.execute(sqlalchemy.text("SELECT name FROM runs")).scalars().all()
         engine.dispose()
-        assert names == ["ea-p2-h2-dc2-s0"]
+        training = [name for name in names if not name.startswith("report-")]  # + the sweep report
+        assert training == ["ea-p2-h2-dc2-s0"] and len(names) == 2
     print(f"\nPostgreSQL-backed server: {time.monotonic() - start:.0f} s")

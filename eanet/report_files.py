@@ -105,6 +105,13 @@ def _plot_accuracy_vs_parameters(runs: pd.DataFrame, metric: str, path: Path) ->
         ax.scatter(group.get("metrics.param_count_total"), 100 * group[f"metrics.{metric}"],
                    label=model, alpha=0.8)
     ax.set(xlabel="parameters", ylabel=f"{metric} (%)", title=f"{metric} vs parameters (each run)")
+    return _save(fig, ax, path)
+
+
+def _save(fig, ax, path: Path) -> Path:
+    """The finish both plots share: grid, model legend, tight layout, PNG."""
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
     ax.legend(title="model")
     fig.tight_layout()
@@ -134,12 +141,7 @@ def _plot_accuracy_vs_setting(runs: pd.DataFrame, axis: str, others: list[str], 
     note = " (mean over seeds and other settings)" if others else " (mean ± std over seeds)"
     ax.set(xlabel=axis, ylabel=f"{metric} (%)", title=f"{metric} vs {axis}{note}")
     ax.title.set_fontsize(9)
-    ax.grid(alpha=0.3)
-    ax.legend(title="model")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def write_files(out: Path, runs: pd.DataFrame, table: pd.DataFrame, comparison: pd.DataFrame,

@@ -196,6 +196,16 @@ THROUGHPUT_COLUMNS = ["model", "batch", "precision", "trainable_params", "median
                       "img_per_s", "median_step_cpu_s", "first_step_s", "peak_rss_mb", "peak_gpu_mb"]
 
 
+def _publish(record: dict[str, Any], columns, out: Optional[Path],
+             csv_name: str) -> dict[str, Any]:
+    """One measurement: its JSON line, its table, and its CSV under bench.out."""
+    emit(record)
+    print_table([record], columns)
+    if out:
+        write_csv([record], out / csv_name)
+    return record
+
+
 def run_bench(cfg: BenchConfig, raw_cfg: DictConfig) -> list[dict[str, Any]]:
     b = cfg.bench
     out = Path(b.out) if b.out else None
@@ -205,18 +215,10 @@ def run_bench(cfg: BenchConfig, raw_cfg: DictConfig) -> list[dict[str, Any]]:
         from eanet.overhead import OVERHEAD_COLUMNS, measure_overhead
 
         record = measure_overhead(cfg, raw_cfg, b.steps, b.warmup, import_s=_IMPORT_S)
-        emit(record)
-        print_table([record], OVERHEAD_COLUMNS)
-        records.append(record)
-        if out:
-            write_csv([record], out / "overhead.csv")
+        records.append(_publish(record, OVERHEAD_COLUMNS, out, "overhead.csv"))
     if b.mode in ("throughput", "all"):
         record = measure_throughput(cfg, b.steps, b.warmup)
-        emit(record)
-        print_table([record], THROUGHPUT_COLUMNS)
-        records.append(record)
-        if out:
-            write_csv([record], out / "throughput.csv")
+        records.append(_publish(record, THROUGHPUT_COLUMNS, out, "throughput.csv"))
     if b.mode in ("scaling", "all"):
         from eanet.scaling import SCALING_COLUMNS, measure_scaling, plot_scaling
 

@@ -3,9 +3,12 @@
     python -m eanet.bench_compare                          seed vs eanet, EANet, batch 128
     python -m eanet.bench_compare --attention self         the same for ViT
     python -m eanet.bench_compare --rounds 3 seed eanet "eanet trainer.precision=mixed_bfloat16"
+    python -m eanet.bench_compare seed "TF_ENABLE_ONEDNN_OPTS=1 seed" eanet "TF_ENABLE_ONEDNN_OPTS=0 eanet"
 
 Each contender is `seed` (../shared/bench/seed_throughput.py, `--seed-bench` to point elsewhere)
-or `eanet` followed by Hydra overrides for `python -m eanet.bench`. Every round runs each
+or `eanet` followed by Hydra overrides for `python -m eanet.bench`, either optionally preceded by
+environment assignments as in a shell (`TF_ENABLE_ONEDNN_OPTS=0 eanet`: eanet turns TensorFlow's
+oneDNN kernels on unless told otherwise, the seed runs with TensorFlow's default). Every round runs each
 contender once, in its own process, in the order given; on a shared machine the load drifts, so
 only medians over rounds and ratios to the first contender measured in the same session mean
 anything. Peak resident memory is read per process (os.wait4), the same way for both.
@@ -22,13 +25,27 @@ import sys
 import tempfile
 from pathlib import Path
 
+from eanet import ONEDNN_CHOSEN_BY_USER
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SEED_BENCH = ROOT.parent / "shared" / "bench" / "seed_throughput.py"
 MODEL_OF_ATTENTION = {"external": "ea", "self": "vit"}
 
 
+def split_contender(contender: str) -> tuple[dict[str, str], str, list[str]]:
+    """'VAR=1 eanet model.x=2' → ({'VAR': '1'}, 'eanet', ['model.x=2'])."""
+    words = shlex.split(contender)
+    env = {}
+    while words and "=" in words[0] and words[0].split("=", 1)[0].isidentifier():
+        key, value = words.pop(0).split("=", 1)
+        env[key] = value
+    if not words:
+        raise SystemExit(f"bench_compare: no contender in {contender!r}. Valid: seed, eanet [overrides]")
+    return env, words[0], words[1:]
+
+
 def command(contender: str, args: argparse.Namespace, out_dir: str) -> list[str]:
-    name, *overrides = shlex.split(contender)
+    _, name, overrides = split_contender(contender)
     common = ["--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
               "--image-size", str(args.image_size), "--patch-size", str(args.patch_size)]
     if name == "seed":
@@ -44,9 +61,13 @@ def command(contender: str, args: argparse.Namespace, out_dir: str) -> list[str]
     raise SystemExit(f"bench_compare: unknown contender {name!r}. Valid: seed, eanet [overrides]")
 
 
-def run_once(cmd: list[str], threads: int | None = None) -> dict:
+def run_once(cmd: list[str], threads: int | None = None,
+             extra_env: dict[str, str] | None = None) -> dict:
     """Run one benchmark process; its JSON line plus the process' own peak resident memory."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if not ONEDNN_CHOSEN_BY_USER:  # importing eanet set it here; each contender keeps its default
+        env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    env.update(extra_env or {})
     if threads:  # TensorFlow's own thread pools and oneDNN's OpenMP, for both contenders alike
         env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(threads),
                    OMP_NUM_THREADS=str(threads))
@@ -81,7 +102,7 @@ def main(argv=None) -> list[dict]:
                         "1 gives steadier ratios on a machine shared with other work")
     parser.add_argument("--seed-bench", type=Path, default=DEFAULT_SEED_BENCH)
     args = parser.parse_args(argv)
-    if any(c.split()[0] == "seed" for c in args.contenders) and not args.seed_bench.is_file():
+    if any(split_contender(c)[1] == "seed" for c in args.contenders) and not args.seed_bench.is_file():
         raise SystemExit(f"bench_compare: no seed benchmark at {args.seed_bench} "
                          "(--seed-bench PATH)")
 
@@ -89,7 +110,8 @@ def main(argv=None) -> list[dict]:
     with tempfile.TemporaryDirectory() as out_dir:
         for round_index in range(args.rounds):
             for contender in args.contenders:
-                record = run_once(command(contender, args, out_dir), args.threads)
+                record = run_once(command(contender, args, out_dir), args.threads,
+                                  split_contender(contender)[0])
                 results[contender].append(record)
                 print(f"round {round_index + 1} {contender}: {record['median_step_s']} s/step, "
                       f"{record['img_per_s']} img/s, peak RSS {record['process_peak_rss_mb']} MB",

@@ -71,6 +71,33 @@ class PatchEmbedding(layers.Layer):
                 "embedding_dim": self.embedding_dim}
 
 
+def double_normalization(scores, epsilon):
+    """EANet's double normalisation of (B, G, S, N) scores, with its gradient written out.
+
+    Forward: p = softmax(scores) over N (last axis), q = p / (epsilon + sum_S p) over S (axis 2).
+    Backward, from the upstream gradient dq:
+        dp = (dq - sum_S(dq * q)) / (epsilon + sum_S p)      (the L1 step)
+        dscores = p * (dp - sum_N(dp * p))                   (the softmax)
+    The same values as differentiating the two steps op by op (tests/test_layers.py checks
+    both against that), with fewer passes over the large tensors.
+    """
+
+    @ops.custom_gradient
+    def normalize(scores):
+        p = ops.softmax(scores, axis=-1)
+        norm = epsilon + ops.sum(p, axis=2, keepdims=True)  # (B, G, 1, N)
+        q = p / norm
+
+        def grad(*args, upstream=None):
+            dq = args[0] if upstream is None else upstream
+            dp = (dq - ops.sum(dq * q, axis=2, keepdims=True)) / norm
+            return p * (dp - ops.sum(dp * p, axis=-1, keepdims=True))
+
+        return q, grad
+
+    return normalize(scores)
+
+
 @register
 class ExternalAttention(layers.Layer):
     """Multi-head external attention: two small learnable memories instead of keys/values from x.
@@ -119,14 +146,15 @@ class ExternalAttention(layers.Layer):
         self.output_projection.build((batch, num_patches, self.embedding_dim * self.dim_coefficient))
 
     def normalize(self, scores):
-        """Double normalisation of (B, N, G, S) scores, in float32 (eps 1e-9 underflows in fp16).
+        """Double normalisation of (B, G, S, N) scores, in float32 (eps 1e-9 underflows in fp16).
 
-        Softmax over the patch axis N makes each memory slot a distribution over patches; the L1
-        step then makes each patch's weights over the S slots sum to 1.
+        Softmax over the patch axis N (the last axis: no transposes) makes each memory slot a
+        distribution over patches; the L1 step over the S slots (axis 2) then makes each
+        patch's weights sum to 1. Forward and backward are written out as one function
+        (`double_normalization`): TensorFlow's own gradient of the two steps keeps and re-reads
+        more (B, G, S, N) tensors; this one reuses the softmax p and the result q only.
         """
-        scores = ops.cast(scores, "float32")
-        attention = ops.softmax(scores, axis=1)  # over N
-        attention = attention / (self.epsilon + ops.sum(attention, axis=-1, keepdims=True))  # over S
+        attention = double_normalization(ops.cast(scores, "float32"), self.epsilon)
         return ops.cast(attention, self.compute_dtype)
 
     def folded_weights(self):
@@ -154,13 +182,18 @@ class ExternalAttention(layers.Layer):
 
     def call(self, x, training=None):
         _, num_patches, _ = x.shape
+        g, s = self.total_heads, self.memory_size
         score_kernel, score_bias, read_kernel, read_bias = self.folded_weights()
-        scores = ops.matmul(x, score_kernel) + score_bias  # (B, N, G*S)
-        scores = ops.reshape(scores, (-1, num_patches, self.total_heads, self.memory_size))
-        attention = self.normalize(scores)  # (B, N, G, S)
+        # Patches on the last axis, so the softmax over them needs no transpose of the large
+        # (B, G, S, N) tensors; only the small (B, N, D) input and output are transposed.
+        x_t = ops.transpose(x, (0, 2, 1))  # (B, D, N)
+        scores = ops.matmul(ops.transpose(score_kernel), x_t)  # (B, G*S, N)
+        scores = scores + ops.reshape(score_bias, (g * s, 1))
+        attention = self.normalize(ops.reshape(scores, (-1, g, s, num_patches)))  # (B, G, S, N)
         attention = self.attention_dropout_layer(attention, training=training)
-        attention = ops.reshape(attention, (-1, num_patches, self.total_heads * self.memory_size))
-        x = ops.matmul(attention, read_kernel) + read_bias  # (B, N, D)
+        attention = ops.reshape(attention, (-1, g * s, num_patches))  # (B, G*S, N)
+        x_t = ops.matmul(ops.transpose(read_kernel), attention)  # (B, D, N)
+        x = ops.transpose(x_t, (0, 2, 1)) + read_bias  # (B, N, D)
         return self.projection_dropout_layer(x, training=training)
 
     def compute_output_shape(self, input_shape):

@@ -15,6 +15,7 @@ manager that ends the run as FINISHED, FAILED or KILLED) and its Keras callback.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import tempfile
 import time
@@ -36,6 +37,7 @@ TAG_OVERRIDES = "eanet.overrides"
 TAG_SWEEP = "eanet.sweep_id"
 TAG_JOB_NUM = "eanet.job_num"
 TAG_ERROR = "eanet.error"
+TAG_ONEDNN = "eanet.onednn"  # TF_ENABLE_ONEDNN_OPTS as the run saw it: CPU kernels differ in speed
 TAG_RUN_TYPE = "eanet.run_type"  # "train" for a training run; other kinds (e.g. a sweep report) differ
 
 
@@ -137,7 +139,8 @@ class TrackedRun:
     def __enter__(self) -> "TrackedRun":
         exp_id = experiment_id(self.cfg.tracking)
         tags = {TAG_RUN_TYPE: "train", TAG_MODEL: self.cfg.model.name,
-                TAG_OVERRIDES: " ".join(self.context.get("overrides", []))}
+                TAG_OVERRIDES: " ".join(self.context.get("overrides", [])),
+                TAG_ONEDNN: os.environ.get("TF_ENABLE_ONEDNN_OPTS", "")}
         if "sweep_id" in self.context:
             tags[TAG_SWEEP] = self.context["sweep_id"]
             tags[TAG_JOB_NUM] = str(self.context["job_num"])

@@ -5,6 +5,7 @@ import pytest
 
 from eanet.config import AugmentationConfig, ModelConfig
 from eanet.layers import (ClassifierHead, ExternalAttention, PatchEmbedding, PatchExtract,
+                          double_normalization,
                           SelfAttention, TransformerBlock)
 from eanet.model import build_augmentation, build_model
 
@@ -39,12 +40,33 @@ def test_external_attention_double_normalisation():
     x = np.random.default_rng(1).normal(size=(3, 9, 16)).astype("float32")
     layer(x)  # build
     heads = keras.ops.reshape(layer.input_projection(x), (3, 9, layer.total_heads, layer.head_dim))
-    scores = layer.memory_key(heads)  # (B, N, G, S)
-    softmax = keras.ops.convert_to_numpy(keras.ops.softmax(scores, axis=1))
-    np.testing.assert_allclose(softmax.sum(axis=1), 1.0, rtol=1e-5)  # over patches, before L1
+    scores = keras.ops.transpose(layer.memory_key(heads), (0, 2, 3, 1))  # (B, G, S, N)
+    softmax = keras.ops.convert_to_numpy(keras.ops.softmax(scores, axis=-1))
+    np.testing.assert_allclose(softmax.sum(axis=-1), 1.0, rtol=1e-5)  # over patches, before L1
     attention = keras.ops.convert_to_numpy(layer.normalize(scores))
-    np.testing.assert_allclose(attention.sum(axis=-1), 1.0, rtol=1e-5)  # over memory, after L1
-    assert not np.allclose(attention.sum(axis=1), 1.0)  # the L1 step really changed the columns
+    np.testing.assert_allclose(attention.sum(axis=2), 1.0, rtol=1e-5)  # over memory, after L1
+    assert not np.allclose(attention.sum(axis=-1), 1.0)  # the L1 step really changed the columns
+
+
+def test_double_normalization_gradient_matches_op_by_op():
+    import tensorflow as tf
+
+    scores = tf.constant(np.random.default_rng(2).normal(size=(2, 3, 4, 5)) * 3, tf.float32)
+    upstream = tf.constant(np.random.default_rng(3).normal(size=(2, 3, 4, 5)), tf.float32)
+
+    def op_by_op(s):
+        p = tf.nn.softmax(s, axis=-1)
+        return p / (1e-9 + tf.reduce_sum(p, axis=2, keepdims=True))
+
+    grads = []
+    for normalize in (op_by_op, lambda s: double_normalization(s, 1e-9)):
+        with tf.GradientTape() as tape:
+            tape.watch(scores)
+            out = normalize(scores)
+        grads.append((out.numpy(), tape.gradient(out, scores, output_gradients=upstream).numpy()))
+    np.testing.assert_allclose(grads[1][0], grads[0][0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grads[1][1], grads[0][1], rtol=1e-4, atol=1e-6)
+    assert np.abs(grads[0][1]).max() > 1e-3  # the gradient is not trivially zero
 
 
 @pytest.mark.parametrize("kwargs, message", [

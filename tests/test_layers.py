@@ -5,7 +5,7 @@ import pytest
 
 from eanet.config import AugmentationConfig, ModelConfig
 from eanet.layers import (ClassifierHead, ExternalAttention, PatchEmbedding, PatchExtract,
-                          double_normalization,
+                          Dropout, LayerNormalization, double_normalization,
                           SelfAttention, TransformerBlock)
 from eanet.model import build_augmentation, build_model
 
@@ -109,3 +109,41 @@ def test_keras_file_roundtrip_safe_mode(tmp_path, attention):
     loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     np.testing.assert_array_equal(loaded.predict(images, verbose=0), expected)
     assert loaded.count_params() == model.count_params()
+
+
+def test_layer_normalization_matches_keras_with_gradients():
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(4).normal(size=(2, 5, 8)) * 3 + 1, tf.float32)
+    upstream = tf.constant(np.random.default_rng(5).normal(size=(2, 5, 8)), tf.float32)
+    ours, theirs = LayerNormalization(epsilon=1e-5), keras.layers.LayerNormalization(epsilon=1e-5)
+    for layer in (ours, theirs):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 2.0, 8).astype("float32"))
+        layer.beta.assign(np.linspace(-1.0, 1.0, 8).astype("float32"))
+    results = []
+    for layer in (ours, theirs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        grads = tape.gradient(y, [x, layer.gamma, layer.beta], output_gradients=upstream)
+        results.append([y.numpy()] + [g.numpy() for g in grads])
+    for mine, reference in zip(*results):
+        np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-5)
+    assert [w.shape for w in ours.weights] == [w.shape for w in theirs.weights]
+
+
+def test_dropout_rate_scale_and_seed():
+    x = np.ones((64, 256, 16), "float32")
+    layer = Dropout(0.2, seed=7)
+    y = keras.ops.convert_to_numpy(layer(x, training=True))
+    kept = y != 0
+    assert abs(1 - kept.mean() - 0.2) < 0.005  # drop probability is the rate
+    np.testing.assert_allclose(y[kept], 65536 / (65536 - 13107), rtol=1e-6)  # kept ones scaled
+    assert abs(y.mean() - 1.0) < 0.01  # expectation preserved
+    again = keras.ops.convert_to_numpy(Dropout(0.2, seed=7)(x, training=True))
+    np.testing.assert_array_equal(y, again)  # same seed, same mask
+    assert not np.array_equal(kept, keras.ops.convert_to_numpy(layer(x, training=True)) != 0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
+    odd = keras.ops.convert_to_numpy(layer(np.ones((3, 5), "float32"), training=True))
+    assert odd.shape == (3, 5)  # an odd number of elements uses half of the last draw

@@ -49,6 +49,16 @@ class EpochClock(keras.callbacks.Callback):
                           **{k: round(float(v), 4) for k, v in (logs or {}).items()}}), flush=True)
 
 
+def augmentation_on(cfg) -> bool:
+    """The seed model has one switch for all of its augmentation layers; map our four onto it."""
+    a = cfg.data.augmentation
+    on = [a.horizontal_flip, a.rotation > 0, a.contrast > 0, a.zoom > 0]
+    if any(on) and not all(on):
+        raise SystemExit("gpu_epochs: the seed implementation augments all or nothing; "
+                         "set all of data.augmentation.* on or all off")
+    return all(on)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="CIFAR-100 copy (.npz, tarball or folder)")
@@ -80,7 +90,8 @@ def main() -> None:
 
         model = get_model(f"{cfg.model.attention}_attention", image_size=cfg.data.image_size,
                           patch_size=cfg.model.patch_size, num_classes=data.num_classes,
-                          x_adapt=splits.x_train[:5000].astype("float32"))
+                          x_adapt=splits.x_train[:5000].astype("float32"),
+                          augment=augmentation_on(cfg))
     else:
         model = build_model(cfg.model, cfg.data.image_size, data.num_classes,
                             build_augmentation(cfg.data.augmentation, mean, variance, seed=cfg.seed))

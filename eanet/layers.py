@@ -168,7 +168,7 @@ def double_normalization(scores, epsilon):
         def grad(*args, upstream=None):
             dq = args[0] if upstream is None else upstream
             dp = (dq - ops.sum(dq * q, axis=2, keepdims=True)) / norm
-            return p * (dp - ops.sum(dp * p, axis=-1, keepdims=True))
+            return (p * (dp - ops.sum(dp * p, axis=-1, keepdims=True)),)  # one per input (JAX)
 
         return q, grad
 

@@ -114,3 +114,25 @@ def test_compare_with_the_seed_prints_ratios(tmp_path):
     assert seed["throughput_ratio"] == 1.0
     assert seed["trainable_params"] == eanet["trainable_params"] == 346_020  # 16 patches: 240 fewer position embeddings
     assert eanet["throughput_ratio"] > 0 and eanet["peak_rss_mb"] > 0
+
+
+def test_bench_compare_reads_environment_assignments():
+    from eanet.bench_compare import split_contender
+
+    assert split_contender("seed") == ({}, "seed", [])
+    assert split_contender("TF_ENABLE_ONEDNN_OPTS=0 eanet model=vit trainer.batch_size=8") == (
+        {"TF_ENABLE_ONEDNN_OPTS": "0"}, "eanet", ["model=vit", "trainer.batch_size=8"])
+    with pytest.raises(SystemExit, match="no contender"):
+        split_contender("A=1")
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("0", "0")])
+def test_importing_eanet_turns_onednn_on_unless_the_user_chose(preset, expected):
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if preset is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = preset
+    out = subprocess.run(
+        [sys.executable, "-c", "import os, eanet; print(os.environ['TF_ENABLE_ONEDNN_OPTS'], "
+         "eanet.ONEDNN_CHOSEN_BY_USER)"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == [expected, str(preset is not None)]

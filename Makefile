@@ -32,7 +32,7 @@ quick: venv
 	$(if $(DATA),EANET_DATA=$(DATA)) $(PY) -m eanet.run -m model=ea,vit trainer=quick $(ARGS)
 
 test: venv
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q -n auto --maxprocesses 4
 
 test-all: venv
 	$(PY) -m pytest -q

@@ -104,22 +104,27 @@ def validate_bench(cfg: BenchConfig) -> None:
 
 # --- throughput --------------------------------------------------------------------------------
 
-def build_training(cfg: Config, x, y, num_classes: int):
-    """The compiled model and training pipeline `eanet.train.train` builds for images x, labels y."""
-    from eanet.data import channel_statistics, make_dataset
+def build_compiled_model(cfg: Config, mean, variance, num_classes: int):
+    """The model `eanet.train.train` builds for cfg (precision, augmentation, compile), given the
+    training split's per-channel statistics."""
     from eanet.model import build_augmentation, build_model
     from eanet.optimization import compile_model
     from eanet.train import set_precision
 
-    t, image_size = cfg.trainer, cfg.data.image_size
     set_precision(cfg)
-    train_ds = make_dataset(x, y, num_classes, t.batch_size, image_size, training=True,
-                            seed=cfg.seed, repeat=True)
-    mean, variance = channel_statistics(x)
     augmentation = build_augmentation(cfg.data.augmentation, mean, variance, seed=cfg.seed)
-    model = build_model(cfg.model, image_size, num_classes, augmentation)
-    compile_model(model, cfg.optimizer, t)
-    return model, train_ds
+    model = build_model(cfg.model, cfg.data.image_size, num_classes, augmentation)
+    return compile_model(model, cfg.optimizer, cfg.trainer)
+
+
+def build_training(cfg: Config, x, y, num_classes: int):
+    """The compiled model and training pipeline `eanet.train.train` builds for images x, labels y."""
+    from eanet.data import channel_statistics, make_dataset
+
+    train_ds = make_dataset(x, y, num_classes, cfg.trainer.batch_size, cfg.data.image_size,
+                            training=True, seed=cfg.seed, repeat=True)
+    mean, variance = channel_statistics(x)
+    return build_compiled_model(cfg, mean, variance, num_classes), train_ds
 
 
 def measure_throughput(cfg: Config, steps: int, warmup: int) -> dict[str, Any]:

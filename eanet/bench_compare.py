@@ -45,7 +45,7 @@ def split_contender(contender: str) -> tuple[dict[str, str], str, list[str]]:
 
 
 def command(contender: str, args: argparse.Namespace, out_dir: str) -> list[str]:
-    _, name, overrides = split_contender(contender)
+    _, name, overrides = split_contender(contender)  # name: seed | eanet
     common = ["--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
               "--image-size", str(args.image_size), "--patch-size", str(args.patch_size)]
     if name == "seed":
@@ -102,16 +102,18 @@ def main(argv=None) -> list[dict]:
                         "1 gives steadier ratios on a machine shared with other work")
     parser.add_argument("--seed-bench", type=Path, default=DEFAULT_SEED_BENCH)
     args = parser.parse_args(argv)
-    if any(split_contender(c)[1] == "seed" for c in args.contenders) and not args.seed_bench.is_file():
-        raise SystemExit(f"bench_compare: no seed benchmark at {args.seed_bench} "
-                         "(--seed-bench PATH)")
-
     results: dict[str, list[dict]] = {c: [] for c in args.contenders}
     with tempfile.TemporaryDirectory() as out_dir:
+        # Every contender parsed and its command built before the first (minutes-long) process:
+        # a bad one fails here, not after the others have run.
+        runs = {c: (command(c, args, out_dir), split_contender(c)[0]) for c in args.contenders}
+        if any(cmd[1] == str(args.seed_bench) for cmd, _ in runs.values()) \
+                and not args.seed_bench.is_file():
+            raise SystemExit(f"bench_compare: no seed benchmark at {args.seed_bench} "
+                             "(--seed-bench PATH)")
         for round_index in range(args.rounds):
-            for contender in args.contenders:
-                record = run_once(command(contender, args, out_dir), args.threads,
-                                  split_contender(contender)[0])
+            for contender, (cmd, env) in runs.items():
+                record = run_once(cmd, args.threads, env)
                 results[contender].append(record)
                 print(f"round {round_index + 1} {contender}: {record['median_step_s']} s/step, "
                       f"{record['img_per_s']} img/s, peak RSS {record['process_peak_rss_mb']} MB",

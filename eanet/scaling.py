@@ -4,7 +4,7 @@ For each attention type and image size (N = (image_size / patch_size)²) a fresh
 model a run would train at that size and measures, per image: the forward pass (inference), the
 training step, and the training step's peak resident memory above the warmed-up process (the
 traced graph and the optimizer state excluded). Fresh processes
-because peak memory (ru_maxrss) only ever grows within one. Growth exponents are slopes of
+because a process' peak memory only ever grows. Growth exponents are slopes of
 least-squares lines in log-log (numpy.polyfit): ~1 is linear in N, ~2 quadratic. Fixed costs
 (embedding, head, optimizer) flatten the small-N end, so the slope between the two largest
 points is reported too.
@@ -33,24 +33,21 @@ def measure_point(cfg: Config, attention: str, image_size: int) -> dict[str, Any
     """One (attention, image size) point; meant to run in its own process."""
     import keras
 
+    from eanet.bench import build_compiled_model
     from eanet.measure import peak_rss_mb
-    from eanet.model import build_augmentation, build_model
-    from eanet.optimization import compile_model
-    from eanet.train import set_precision
+    from eanet.model import count_parameters
 
     s = cfg.bench.scaling
-    model_cfg = dataclasses.replace(cfg.model, attention=attention, patch_size=s.patch_size,
-                                    name=MODEL_NAMES.get(attention, attention))
+    point_cfg = dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, image_size=image_size),
+        model=dataclasses.replace(cfg.model, attention=attention, patch_size=s.patch_size,
+                                  name=MODEL_NAMES.get(attention, attention)))
     keras.utils.set_random_seed(cfg.seed)
-    set_precision(cfg)
     rng = np.random.default_rng(cfg.seed)
     x = rng.integers(0, 256, (s.batch_size, image_size, image_size, 3)).astype("float32")
     y = keras.utils.to_categorical(rng.integers(0, cfg.data.num_classes, s.batch_size),
                                    cfg.data.num_classes)
-    augmentation = build_augmentation(cfg.data.augmentation, [127.5] * 3, [5000.0] * 3,
-                                      seed=cfg.seed)
-    model = build_model(model_cfg, image_size, cfg.data.num_classes, augmentation)
-    compile_model(model, cfg.optimizer, cfg.trainer)
+    model = build_compiled_model(point_cfg, [127.5] * 3, [5000.0] * 3, cfg.data.num_classes)
 
     def median_ms(step) -> float:
         times = []
@@ -68,8 +65,7 @@ def measure_point(cfg: Config, attention: str, image_size: int) -> dict[str, Any
     peak_mb = sampler.peak_mb - sampler.baseline_mb
     return {"measurement": "scaling", "attention": attention, "image_size": image_size,
             "patch_size": s.patch_size, "num_patches": (image_size // s.patch_size) ** 2,
-            "batch": s.batch_size, "trainable_params": sum(int(np.prod(w.shape))
-                                                           for w in model.trainable_weights),
+            "batch": s.batch_size, "trainable_params": count_parameters(model)["trainable"],
             "forward_ms_per_image": round(forward, 3), "train_ms_per_image": round(train, 3),
             "train_peak_mb": round(peak_mb, 1),
             "train_peak_mb_per_image": round(peak_mb / s.batch_size, 2),
@@ -167,7 +163,7 @@ def fit_exponents(points: list[dict]) -> list[dict]:
         for quantity in QUANTITIES:
             values = np.array([p[quantity] for p in rows], dtype=float)
             if np.any(values <= 0):
-                continue  # memory below the resolution of ru_maxrss at small sizes
+                continue  # memory below the RSS sampler's resolution at small sizes
             slope = np.polyfit(n, np.log(values), 1)[0]
             last = (np.log(values[-1]) - np.log(values[-2])) / (n[-1] - n[-2])
             fits.append({"measurement": "scaling_fit", "attention": attention,

@@ -24,6 +24,7 @@ from eanet.tracking import TrackedRun
 
 log = logging.getLogger(__name__)
 
+
 def set_precision(cfg: Config) -> None:
     """The dtype policy of every layer built after this (global in Keras, so set per run)."""
     keras.mixed_precision.set_global_policy(cfg.trainer.precision)

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from eanet.config import AugmentationConfig, ModelConfig
 from eanet.model import build_augmentation, build_model
+
 ROOT = Path(__file__).resolve().parents[1]
 SEED_REFERENCE = ROOT.parent / "shared" / "bench" / "seed_reference.py"
 SEED_PARAMS = {"external": 361_380, "self": 623_268}

@@ -23,34 +23,51 @@ class FusedAdamUpdate:
         lr_t = lr · sqrt(1 − β2^t) / (1 − β1^t)
         m += (g − m)(1 − β1);  v += (g² − v)(1 − β2);  θ −= lr_t · m / (sqrt(v) + ε)
     and the step's scalars (t, β^t, ...) are made once per step, not once per variable.
-    Weight decay stays Keras' own (decoupled, applied before the update, as in AdamW).
-    Other backends, AMSGrad and sparse gradients take Keras' update unchanged.
+    Decoupled weight decay (AdamW) is one fused op per variable too (`ResourceApplyGradientDescent`
+    with δ = θ). Other backends and AMSGrad take Keras' update and decay unchanged; sparse
+    gradients, Keras' update after our decay.
     """
 
     def apply(self, grads, trainable_variables=None):
         self._step_scalars = {}  # dtype → this step's scalars, made by its first update_step
         return super().apply(grads, trainable_variables)
 
+    def _fused(self) -> bool:
+        return keras.backend.backend() == "tensorflow" and not self.amsgrad
+
+    def _apply_weight_decay(self, variables):
+        # Keras decays every variable before the updates, ~6 traced ops each; the fused
+        # update_step decays each variable itself just before its Adam step: the same θ −= lr·λ·θ
+        # (Adam's step does not read θ), with Keras' exclusions (`_use_weight_decay`).
+        if not self._fused():
+            super()._apply_weight_decay(variables)
+
     def update_step(self, gradient, variable, learning_rate):
-        if keras.backend.backend() != "tensorflow" or self.amsgrad:
+        if not self._fused():
             return super().update_step(gradient, variable, learning_rate)
         import tensorflow as tf
 
-        if isinstance(gradient, tf.IndexedSlices):
-            return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         scalars = getattr(self, "_step_scalars", {})  # {} when called outside `apply`
         if dtype not in scalars:
             step = tf.cast(self.iterations + 1, dtype)  # t: Keras counts iterations from 0
             beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-            scalars[dtype] = dict(
-                beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
-                lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
-                epsilon=tf.cast(self.epsilon, dtype))
+            lr = tf.cast(learning_rate, dtype)
+            adam = dict(beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+                        lr=lr, beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype))
+            decay = None if self.weight_decay is None else lr * tf.cast(self.weight_decay, dtype)
+            scalars[dtype] = adam, decay
+        adam, decay = scalars[dtype]
+        handle = _handle(variable)
+        if decay is not None and self._use_weight_decay(variable):
+            theta = tf.raw_ops.ReadVariableOp(resource=handle, dtype=dtype)
+            tf.raw_ops.ResourceApplyGradientDescent(var=handle, alpha=decay, delta=theta)
+        if isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
         tf.raw_ops.ResourceApplyAdam(
-            var=_handle(variable), m=_handle(self._momentums[index]),
-            v=_handle(self._velocities[index]), grad=tf.cast(gradient, dtype), **scalars[dtype])
+            var=handle, m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
+            grad=tf.cast(gradient, dtype), **adam)
 
 
 def _handle(variable):

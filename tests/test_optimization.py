@@ -37,8 +37,9 @@ def run_updates(optimizer, steps: int, in_graph: bool) -> list[np.ndarray]:
 @pytest.mark.parametrize("fused, reference, settings", [
     (FusedAdamW, keras.optimizers.AdamW, dict(learning_rate=0.01, weight_decay=0.1)),
     (FusedAdam, keras.optimizers.Adam, dict(learning_rate=0.01)),
+    (FusedAdam, keras.optimizers.Adam, dict(learning_rate=0.01, weight_decay=0.05)),
     (FusedAdam, keras.optimizers.Adam, dict(learning_rate=0.01, amsgrad=True)),  # Keras' own path
-], ids=["adamw", "adam", "adam-amsgrad"])
+], ids=["adamw", "adam", "adam-decay", "adam-amsgrad"])
 def test_fused_adam_updates_like_keras_adam(fused, reference, settings, in_graph):
     ours = run_updates(fused(**settings), steps=4, in_graph=in_graph)
     theirs = run_updates(reference(**settings), steps=4, in_graph=in_graph)
@@ -56,6 +57,7 @@ def test_fused_adamw_is_one_kernel_per_variable_in_the_graph():
     graph = step.get_concrete_function([tf.TensorSpec(v.shape) for v in variables]).graph
     op_types = [op.type for op in graph.get_operations()]
     assert op_types.count("ResourceApplyAdam") == len(variables)
+    assert op_types.count("ResourceApplyGradientDescent") == len(variables)  # the weight decay
     assert op_types.count("Pow") == 2  # β1^t and β2^t once per step, not per variable
 
 

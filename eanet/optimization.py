@@ -17,7 +17,7 @@ class FusedAdamUpdate:
     Keras 3's Adam writes the update (Kingma & Ba, Alg. 1) as about 30 graph ops per variable —
     moments, bias correction, the step — and the TensorFlow backend traces them once per
     variable: for the seed model's 133 variables about 4,000 ops, over a third of the training
-    step's graph, which dominate its first-step tracing and graph optimisation (~5 s of the first
+    step's graph, which dominate its first-step tracing and graph optimisation (≈7 s of the first
     step on a 2-core CPU). `ResourceApplyAdam` is the kernel tf.keras 2's Adam used; it computes
     the same formula in one op:
         lr_t = lr · sqrt(1 − β2^t) / (1 − β1^t)

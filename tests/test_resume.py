@@ -54,7 +54,10 @@ def test_sigterm_then_sigkill_then_resume_completes_history(tmp_path):
     assert run.info.status == "KILLED"
     assert "SIGTERM" in run.data.tags["eanet.error"]
     first_stop = checkpointed_epoch(tmp_path)
-    assert metric_steps(client, run.info.run_id) == list(range(first_stop + 1))
+    # The signal can land between an epoch's checkpoint and its metrics (the test polls for the
+    # checkpoint, and MLflow is slower under load): that epoch is then logged on resume.
+    assert metric_steps(client, run.info.run_id) in (list(range(first_stop + 1)),
+                                                     list(range(first_stop)))
 
     # Same command: resumes the same run; SIGKILL cannot be caught, so MLflow still says RUNNING.
     interrupt_after_epoch(tmp_path, first_stop + 1, signal.SIGKILL)

@@ -51,6 +51,9 @@ def command(contender: str, args: argparse.Namespace, out_dir: str) -> list[str]
     if name == "seed":
         if overrides:
             raise SystemExit(f"bench_compare: the seed takes no overrides. Received: {contender!r}")
+        if not args.seed_bench.is_file():
+            raise SystemExit(f"bench_compare: no seed benchmark at {args.seed_bench} "
+                             "(--seed-bench PATH)")
         return [sys.executable, str(args.seed_bench), "--attention", args.attention, *common]
     if name == "eanet":
         return [sys.executable, "-m", "eanet.bench", "bench.mode=throughput",
@@ -107,10 +110,6 @@ def main(argv=None) -> list[dict]:
         # Every contender parsed and its command built before the first (minutes-long) process:
         # a bad one fails here, not after the others have run.
         runs = {c: (command(c, args, out_dir), split_contender(c)[0]) for c in args.contenders}
-        if any(cmd[1] == str(args.seed_bench) for cmd, _ in runs.values()) \
-                and not args.seed_bench.is_file():
-            raise SystemExit(f"bench_compare: no seed benchmark at {args.seed_bench} "
-                             "(--seed-bench PATH)")
         for round_index in range(args.rounds):
             for contender, (cmd, env) in runs.items():
                 record = run_once(cmd, args.threads, env)

@@ -109,11 +109,12 @@ class LayerNormalization(layers.LayerNormalization):
     Same weights (gamma, beta), same outputs. Differentiating Keras' op-by-op form (moments,
     rsqrt, scale, shift) costs several more passes over the (B, N, D) activations than the
     closed form below; the two layer norms per block were about a fifth of an EANet CPU step.
-    Falls back to Keras' own call for any other axis or for rms_scaling.
+    Falls back to Keras' own call for any other axis, rms_scaling, or without center and scale.
     """
 
     def call(self, inputs):
-        if self.axis not in (-1, [-1], len(inputs.shape) - 1, [len(inputs.shape) - 1]) \
+        last_axis = len(inputs.shape) - 1
+        if self.axis not in (-1, [-1], last_axis, [last_axis]) \
                 or self.rms_scaling or not (self.center and self.scale):
             return super().call(inputs)
         return ops.cast(layer_norm_last_axis(ops.cast(inputs, "float32"),

@@ -28,8 +28,8 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from eanet.config import register_configs, validate  # noqa: E402
 from eanet.data import channel_statistics, load_dataset, split_validation  # noqa: E402
-from eanet.model import build_augmentation, build_model  # noqa: E402
-from eanet.optimization import compile_model  # noqa: E402
+from eanet.training.optimization import compile_model  # noqa: E402
+from eanet.training.train import build_compiled_model  # noqa: E402
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -77,6 +77,7 @@ def main() -> None:
         raw = compose("config", overrides=[
             f"data.path={args.data}", f"trainer.epochs={args.epochs}",
             f"trainer.steps_per_execution={args.steps_per_execution}", *args.overrides])
+    raw.trainer.precision = args.precision
     cfg = validate(raw)
     keras.mixed_precision.set_global_policy(args.precision)
     keras.utils.set_random_seed(cfg.seed)
@@ -92,10 +93,9 @@ def main() -> None:
                           patch_size=cfg.model.patch_size, num_classes=data.num_classes,
                           x_adapt=splits.x_train[:5000].astype("float32"),
                           augment=augmentation_on(cfg))
+        compile_model(model, cfg.optimizer, cfg.trainer)
     else:
-        model = build_model(cfg.model, cfg.data.image_size, data.num_classes,
-                            build_augmentation(cfg.data.augmentation, mean, variance, seed=cfg.seed))
-    compile_model(model, cfg.optimizer, cfg.trainer)
+        model = build_compiled_model(cfg, mean, variance, data.num_classes)
 
     def one_hot(labels):
         return keras.utils.to_categorical(labels, data.num_classes)

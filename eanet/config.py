@@ -2,16 +2,23 @@
 
 Hydra composes `conf/` on top of these dataclasses (registered in the ConfigStore as
 `eanet_schema`), so a typo'd key or a value of the wrong type fails while the config is composed.
-`validate` then checks what types cannot express (divisibility, ranges, registry names) and runs
-at start-up, before any data is loaded: every error names the key and what would be valid.
+`validate` then checks what types cannot express (divisibility, ranges, registry names, keys
+added with `+` that the schema does not know) and runs at start-up, before any data is loaded:
+every error names the key and what would be valid. Nothing here imports Keras or TensorFlow (the
+registries are names; their code loads when training starts), so a bad value fails in about a
+second.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+
+from eanet.data import DATASETS
+from eanet.models import ATTENTION_TYPES
+from eanet.training import DISTRIBUTIONS, OPTIMIZERS
 
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # trainer.precision
@@ -24,7 +31,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: str = "ea"  # short name used in run names and reports
-    attention: str = "external"  # registry key in eanet.model.ATTENTION_TYPES
+    attention: str = "external"  # registry key in eanet.models.ATTENTION_TYPES
     patch_size: int = 2
     embedding_dim: int = 64
     mlp_dim: int = 64
@@ -64,7 +71,7 @@ class DataConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = "adamw"  # registry key in eanet.optimization.OPTIMIZERS
+    name: str = "adamw"  # registry key in eanet.training.OPTIMIZERS
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9  # sgd only
@@ -81,7 +88,7 @@ class TrainerConfig:
     validation_steps: Optional[int] = None
     test_steps: Optional[int] = None
     verbose: str = "auto"  # Keras fit verbosity: auto, 0, 1 or 2
-    # none, or mirrored: one replica per visible GPU (eanet.distribute); batch_size is per replica
+    # none, or mirrored: one replica per visible GPU (eanet.training.distribute); batch_size is per replica
     distribution: str = "none"
     # Speed switches (measure them with `python -m eanet.bench`); the defaults are the seed's.
     precision: str = "float32"  # a Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16
@@ -96,9 +103,9 @@ class TrackingConfig:
     experiment_name: str = "eanet"
     log_model: bool = True  # save the trained model (.keras) as an artifact
     # After a sweep, register its best run's model (highest best_val_top1) under this name in
-    # MLflow's model registry (eanet.callbacks.RegisterBestModel). None: register nothing.
+    # MLflow's model registry (eanet.sweeps.callbacks.RegisterBestModel). None: register nothing.
     register_best_as: Optional[str] = None
-    # Faults and re-runs (eanet.sweep, eanet.checkpoint). None of these changes a run's result.
+    # Faults and re-runs (eanet.sweeps.plan, eanet.training.checkpoint). None of these changes a run's result.
     rerun: bool = False  # train again even when this configuration already FINISHED
     checkpoint_dir: str = "checkpoints"  # per-epoch training state, a folder per config fingerprint
     keep_checkpoints: bool = False  # keep a FINISHED run's checkpoint instead of removing it
@@ -113,6 +120,26 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     quiet: bool = False  # batch jobs: no Keras progress bar; one progress line per sweep job
+
+
+def run_name(cfg: Config) -> str:
+    """What the run is, e.g. `ea-p2-h4-dc4-s0` or `vit-p2-h4-s0`."""
+    m = cfg.model
+    parts = [m.name, f"p{m.patch_size}", f"h{m.num_heads}"]
+    if m.attention == "external":
+        parts.append(f"dc{m.dim_coefficient}")
+    parts.append(f"s{cfg.seed}")
+    return "-".join(parts)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{'model': {'patch_size': 2}} → {'model.patch_size': 2}."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
 
 
 def register_configs() -> None:
@@ -150,18 +177,28 @@ def _known(value: str, key: str, valid: Any) -> None:
     )
 
 
+def _no_unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
+    """Refuse keys that the schema does not have: Hydra lets `+` add a key to any node, and
+    `+model.foo=1` would otherwise be recorded as a param and silently do nothing."""
+    known = {f.name: f for f in fields(schema)}
+    for key in node.keys():
+        name = f"{prefix}{key}"
+        if key not in known:
+            where = f" under {prefix.rstrip('.')}" if prefix else ""
+            raise ConfigError(f"Unknown key {name}: the config has no such setting. "
+                              f"Valid keys{where}: {', '.join(sorted(known))}")
+        section = known[key].default_factory
+        if is_dataclass(section) and isinstance(node.get(key), DictConfig):
+            _no_unknown_keys(node[key], section, f"{name}.")
+
+
 def validate(cfg: DictConfig | Config) -> Config:
     """Check every setting that types alone cannot; return the typed config.
 
-    Raises ConfigError naming the first offending key. Cheap: imports the registries only.
+    Raises ConfigError naming the first offending key. Cheap: reads the registries' names only.
     """
-    # Registries live beside the code they select; importing them here keeps one source of truth.
-    from eanet.data import DATASETS
-    from eanet.distribute import DISTRIBUTIONS
-    from eanet.model import ATTENTION_TYPES
-    from eanet.optimization import OPTIMIZERS
-
     if isinstance(cfg, DictConfig):
+        _no_unknown_keys(cfg, OmegaConf.get_type(cfg) or Config)
         typed = OmegaConf.to_object(cfg)
     else:
         typed = cfg

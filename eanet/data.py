@@ -14,11 +14,12 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from eanet.config import DataConfig
+if TYPE_CHECKING:
+    from eanet.config import DataConfig
 
 
 class DataError(RuntimeError):

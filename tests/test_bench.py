@@ -1,4 +1,4 @@
-"""`python -m eanet.bench` and `python -m eanet.bench_compare` run and report sane measurements.
+"""`python -m eanet.bench` and `python -m eanet.bench.compare` run and report sane measurements.
 
 Benchmarks are not tests: these only check, on a tiny config, that every mode runs end to end
 and that what it reports is well-formed and plausible (positive times, consistent images/s, the
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eanet.scaling import fit_exponents
+from eanet.bench.scaling import fit_exponents
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -105,7 +105,7 @@ SEED_BENCH = ROOT.parent / "shared" / "bench" / "seed_throughput.py"
 @pytest.mark.slow
 @pytest.mark.skipif(not SEED_BENCH.is_file(), reason=f"no seed benchmark at {SEED_BENCH}")
 def test_compare_with_the_seed_prints_ratios(tmp_path):
-    result = run_module("eanet.bench_compare", [
+    result = run_module("eanet.bench.compare", [
         "--batch", "4", "--steps", "2", "--warmup", "1", "--rounds", "1", "--image-size", "8"],
         tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -117,7 +117,7 @@ def test_compare_with_the_seed_prints_ratios(tmp_path):
 
 
 def test_bench_compare_reads_environment_assignments():
-    from eanet.bench_compare import split_contender
+    from eanet.bench.compare import split_contender
 
     assert split_contender("seed") == ({}, "seed", [])
     assert split_contender("TF_ENABLE_ONEDNN_OPTS=0 eanet model=vit trainer.batch_size=8") == (

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from eanet.callbacks import count_jobs, format_duration, progress_line
+from eanet.sweeps.callbacks import count_jobs, format_duration, progress_line
 
 BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 

@@ -5,8 +5,8 @@ from omegaconf.errors import ValidationError
 
 from conftest import CONF_DIR, compose_config
 from eanet.config import Config, ConfigError, validate
-from eanet.model import build_model, count_parameters
-from eanet.optimization import build_optimizer
+from eanet.models.model import build_model, count_parameters
+from eanet.training.optimization import build_optimizer
 
 GROUPS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
           for group in ("model", "data", "optimizer", "trainer", "tracking")}

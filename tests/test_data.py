@@ -1,5 +1,4 @@
 """Loaders on tiny files written here in each supported format, including broken and hostile ones."""
-import io
 import os
 import pickle
 import tarfile

@@ -68,7 +68,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras
 import numpy as np
 
-from eanet.optimization import FusedAdamW
+from eanet.training.optimization import FusedAdamW
 
 
 def train(optimizer_class):

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from eanet.config import AugmentationConfig, ModelConfig
-from eanet.model import build_augmentation, build_model
+from eanet.models.model import build_augmentation, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_REFERENCE = ROOT.parent / "shared" / "bench" / "seed_reference.py"

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 from conftest import TINY, compose_config
-from eanet.config import ConfigError, validate
+from eanet.config import validate
+from eanet.tracking import StoreError
 from eanet.data import DataError
 from fault_tools import client_for, metric_steps, run_eanet, store_snapshot, training_runs
 
 # Job 1 of the sweep crashes after its first epoch, through the train.extra_callbacks seam.
 CRASH_JOB_1 = """
-import sys, keras, eanet.train
+import sys, keras, eanet.training.train
 from hydra.core.hydra_config import HydraConfig
 
 class Crash(keras.callbacks.Callback):
@@ -25,7 +26,7 @@ class Crash(keras.callbacks.Callback):
         if HydraConfig.get().job.num == 1:
             raise RuntimeError("simulated crash in job 1")
 
-eanet.train.extra_callbacks = lambda: [Crash()]
+eanet.training.train.extra_callbacks = lambda: [Crash()]
 import runpy
 runpy.run_module("eanet.run", run_name="__main__")  # as `python -m eanet.run` would
 """
@@ -80,7 +81,7 @@ def test_bad_override_leaves_store_unchanged(recorded_store):
 
 
 def train_in_process(*overrides):
-    from eanet.train import train
+    from eanet.training.train import train
 
     cfg = compose_config([*TINY, *overrides])
     return train(validate(cfg), cfg)
@@ -99,9 +100,9 @@ def test_unwritable_tracking_location_fails_before_training(recorded_store):
     folder, uri = recorded_store
     before = store_snapshot(folder)
     (folder / "a_file").write_text("not a folder")
-    with pytest.raises(ConfigError, match="tracking.tracking_uri=.*a_file"):
+    with pytest.raises(StoreError, match="tracking.tracking_uri=.*a_file"):
         train_in_process(f"tracking.tracking_uri=sqlite:///{folder / 'a_file' / 'mlflow.db'}")
-    with pytest.raises(ConfigError, match="tracking.checkpoint_dir="):
+    with pytest.raises(StoreError, match="tracking.checkpoint_dir="):
         train_in_process(f"tracking.tracking_uri={uri}",
                          f"tracking.checkpoint_dir={folder / 'a_file' / 'checkpoints'}")
     assert store_snapshot(folder) == before

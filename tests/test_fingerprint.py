@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 
 from conftest import compose_config
-from eanet.sweep import fingerprint, sweep_summary
+from eanet.sweeps.callbacks import sweep_summary
+from eanet.sweeps.plan import fingerprint
 
 
 def test_fingerprint_ignores_where_things_go_but_not_what_is_computed():

@@ -4,10 +4,10 @@ import keras
 import pytest
 
 from eanet.config import AugmentationConfig, ModelConfig
-from eanet.layers import (ClassifierHead, ExternalAttention, PatchEmbedding, PatchExtract,
-                          Dropout, LayerNormalization, double_normalization,
-                          SelfAttention, TransformerBlock)
-from eanet.model import build_augmentation, build_model
+from eanet.models.kernels import FastDropout, FastLayerNormalization, double_normalization
+from eanet.models.layers import (ClassifierHead, ExternalAttention, PatchEmbedding, PatchExtract,
+                                 SelfAttention, TransformerBlock)
+from eanet.models.model import build_augmentation, build_model
 
 
 def test_patch_extract_matches_keras_extract_patches():
@@ -116,7 +116,7 @@ def test_layer_normalization_matches_keras_with_gradients():
 
     x = tf.constant(np.random.default_rng(4).normal(size=(2, 5, 8)) * 3 + 1, tf.float32)
     upstream = tf.constant(np.random.default_rng(5).normal(size=(2, 5, 8)), tf.float32)
-    ours, theirs = LayerNormalization(epsilon=1e-5), keras.layers.LayerNormalization(epsilon=1e-5)
+    ours, theirs = FastLayerNormalization(epsilon=1e-5), keras.layers.LayerNormalization(epsilon=1e-5)
     for layer in (ours, theirs):
         layer.build(x.shape)
         layer.gamma.assign(np.linspace(0.5, 2.0, 8).astype("float32"))
@@ -135,13 +135,13 @@ def test_layer_normalization_matches_keras_with_gradients():
 
 def test_dropout_rate_scale_and_seed():
     x = np.ones((64, 256, 16), "float32")
-    layer = Dropout(0.2, seed=7)
+    layer = FastDropout(0.2, seed=7)
     y = keras.ops.convert_to_numpy(layer(x, training=True))
     kept = y != 0
     assert abs(1 - kept.mean() - 0.2) < 0.005  # drop probability is the rate
     np.testing.assert_allclose(y[kept], 65536 / (65536 - 13107), rtol=1e-6)  # kept ones scaled
     assert abs(y.mean() - 1.0) < 0.01  # expectation preserved
-    again = keras.ops.convert_to_numpy(Dropout(0.2, seed=7)(x, training=True))
+    again = keras.ops.convert_to_numpy(FastDropout(0.2, seed=7)(x, training=True))
     np.testing.assert_array_equal(y, again)  # same seed, same mask
     assert not np.array_equal(kept, keras.ops.convert_to_numpy(layer(x, training=True)) != 0)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import TINY, compose_config
-from eanet.checkpoint import TrainingCheckpoint
+from eanet.training.checkpoint import TrainingCheckpoint
 from eanet.config import validate
 from eanet.data import DataError, _read_cifar_batch
-from eanet.model import build_augmentation, build_model
-from eanet.optimization import compile_model
+from eanet.models.model import build_augmentation, build_model
+from eanet.training.optimization import compile_model
 
 
 def tiny_model():

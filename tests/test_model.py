@@ -2,7 +2,8 @@
 import pytest
 
 from eanet.config import ModelConfig
-from eanet.model import ATTENTION_TYPES, attention_factory, build_model, count_parameters
+from eanet.models import ATTENTION_TYPES
+from eanet.models.model import attention_factory, build_model, count_parameters
 
 
 def _counts(**model):

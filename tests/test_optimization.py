@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from conftest import TINY, compose_config
 from eanet.config import validate
-from eanet.model import build_augmentation, build_model
-from eanet.optimization import FusedAdam, FusedAdamW, compile_model
+from eanet.models.model import build_augmentation, build_model
+from eanet.training.optimization import FusedAdam, FusedAdamW, compile_model
 
 
 def run_updates(optimizer, steps: int, in_graph: bool) -> list[np.ndarray]:

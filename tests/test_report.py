@@ -12,7 +12,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT
-from eanet.report import ReportConfig, ReportError, sweep_report
+from eanet.report.cli import ReportConfig, ReportError, sweep_report
 
 SWEEP = "multirun/2026-11-25/10-00-00"
 T_975_DF2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom
@@ -181,9 +181,3 @@ def test_command_line_error_has_no_traceback(store, tmp_path):
     assert done.returncode == 1
     assert "eanet.report: No training runs match" in done.stderr
     assert "Traceback" not in done.stderr
-
-
-def test_tags_match_what_training_writes():
-    from eanet import report, tracking
-
-    assert (report.TAG_RUN_TYPE, report.TAG_SWEEP) == (tracking.TAG_RUN_TYPE, tracking.TAG_SWEEP)

@@ -3,10 +3,10 @@ import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
-import eanet.train
+import eanet.training.train
 from conftest import TINY, compose_config
 from eanet.config import validate
-from eanet.train import train
+from eanet.training.train import train
 
 EPOCH_METRICS = {"loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "learning_rate",
                  "epoch_time_s"}
@@ -59,7 +59,7 @@ def test_a_crash_mid_training_is_recorded_as_failed(tracking_dir, monkeypatch):
             if batch == 1:
                 raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(eanet.train, "extra_callbacks", lambda: [Crash()])
+    monkeypatch.setattr(eanet.training.train, "extra_callbacks", lambda: [Crash()])
     raw = compose_config([*TINY, f"tracking.tracking_uri={tracking_dir}"])
     with pytest.raises(RuntimeError, match="disk on fire"):
         train(validate(raw), raw)

@@ -10,7 +10,7 @@ from typing import Optional
 
 import pandas as pd
 
-from eanet.results import ACCURACIES, MODEL
+from eanet.report.tables import ACCURACIES, MODEL
 
 
 def _short(name: str, names: list[str]) -> str:

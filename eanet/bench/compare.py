@@ -1,9 +1,9 @@
 """Training throughput of eanet against the seed implementation, alternating A B A B.
 
-    python -m eanet.bench_compare                          seed vs eanet, EANet, batch 128
-    python -m eanet.bench_compare --attention self         the same for ViT
-    python -m eanet.bench_compare --rounds 3 seed eanet "eanet trainer.precision=mixed_bfloat16"
-    python -m eanet.bench_compare seed "TF_ENABLE_ONEDNN_OPTS=1 seed" eanet "TF_ENABLE_ONEDNN_OPTS=0 eanet"
+    python -m eanet.bench.compare                          seed vs eanet, EANet, batch 128
+    python -m eanet.bench.compare --attention self         the same for ViT
+    python -m eanet.bench.compare --rounds 3 seed eanet "eanet trainer.precision=mixed_bfloat16"
+    python -m eanet.bench.compare seed "TF_ENABLE_ONEDNN_OPTS=1 seed" eanet "TF_ENABLE_ONEDNN_OPTS=0 eanet"
 
 Each contender is `seed` (../shared/bench/seed_throughput.py, `--seed-bench` to point elsewhere)
 or `eanet` followed by Hydra overrides for `python -m eanet.bench`, either optionally preceded by
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from eanet import ONEDNN_CHOSEN_BY_USER
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SEED_BENCH = ROOT.parent / "shared" / "bench" / "seed_throughput.py"
 MODEL_OF_ATTENTION = {"external": "ea", "self": "vit"}
 
@@ -40,7 +40,7 @@ def split_contender(contender: str) -> tuple[dict[str, str], str, list[str]]:
         key, value = words.pop(0).split("=", 1)
         env[key] = value
     if not words:
-        raise SystemExit(f"bench_compare: no contender in {contender!r}. Valid: seed, eanet [overrides]")
+        raise SystemExit(f"eanet.bench.compare: no contender in {contender!r}. Valid: seed, eanet [overrides]")
     return env, words[0], words[1:]
 
 
@@ -50,9 +50,9 @@ def command(contender: str, args: argparse.Namespace, out_dir: str) -> list[str]
               "--image-size", str(args.image_size), "--patch-size", str(args.patch_size)]
     if name == "seed":
         if overrides:
-            raise SystemExit(f"bench_compare: the seed takes no overrides. Received: {contender!r}")
+            raise SystemExit(f"eanet.bench.compare: the seed takes no overrides. Received: {contender!r}")
         if not args.seed_bench.is_file():
-            raise SystemExit(f"bench_compare: no seed benchmark at {args.seed_bench} "
+            raise SystemExit(f"eanet.bench.compare: no seed benchmark at {args.seed_bench} "
                              "(--seed-bench PATH)")
         return [sys.executable, str(args.seed_bench), "--attention", args.attention, *common]
     if name == "eanet":
@@ -61,7 +61,7 @@ def command(contender: str, args: argparse.Namespace, out_dir: str) -> list[str]
                 f"bench.steps={args.steps}", f"bench.warmup={args.warmup}",
                 f"data.image_size={args.image_size}", f"model.patch_size={args.patch_size}",
                 f"hydra.run.dir={out_dir}", "hydra.output_subdir=null", *overrides]
-    raise SystemExit(f"bench_compare: unknown contender {name!r}. Valid: seed, eanet [overrides]")
+    raise SystemExit(f"eanet.bench.compare: unknown contender {name!r}. Valid: seed, eanet [overrides]")
 
 
 def run_once(cmd: list[str], threads: int | None = None,
@@ -80,7 +80,7 @@ def run_once(cmd: list[str], threads: int | None = None,
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        raise SystemExit(f"bench_compare: {' '.join(cmd)} failed ({process.returncode}):\n"
+        raise SystemExit(f"eanet.bench.compare: {' '.join(cmd)} failed ({process.returncode}):\n"
                          f"{output[-3000:]}")
     lines = [line.removeprefix("BENCH ") for line in output.splitlines()
              if line.startswith("{") or line.startswith("BENCH {")]

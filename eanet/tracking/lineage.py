@@ -4,11 +4,11 @@
   test) with its name, source and digest — the run page's "Datasets used";
 - the model: an MLflow Keras model with a signature inferred on a few test images (the run page's
   "Logged models"); loadable with `mlflow.pyfunc.load_model(<eanet.model_uri tag>)` and what the
-  sweep's best-model registration (eanet.callbacks.RegisterBestModel) registers. The plain
+  sweep's best-model registration (eanet.tracking.search.register_best_model) registers. The plain
   `model/model.keras` run artifact stays as it was;
 - the devices: how many replicas trained the model (`eanet.replicas` tag, global batch param).
 
-Called by `train` inside a `TrackedRun`; like tracking.py, the only other module that calls MLflow.
+Called by `train` inside a `TrackedRun`.
 """
 from __future__ import annotations
 
@@ -19,10 +19,9 @@ from typing import Optional
 import mlflow
 import numpy as np
 
-log = logging.getLogger(__name__)
+from eanet.tracking.tags import TAG_MODEL_URI, TAG_REPLICAS
 
-TAG_MODEL_URI = "eanet.model_uri"  # models:/<model id> of the run's MLflow model
-TAG_REPLICAS = "eanet.replicas"
+log = logging.getLogger(__name__)
 
 # Where a data set's `source` (ImageDataset.source) comes from, when it is not a local path.
 KNOWN_SOURCES = {"keras.datasets.cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"}

@@ -1,4 +1,4 @@
-"""`python -m eanet.bench`: how fast and how lean eanet trains, on the config a run would use.
+"""`python -m eanet.bench` (eanet/bench/__main__.py): how fast and how lean eanet trains, on the config a run would use.
 
     python -m eanet.bench                                   EANet training throughput, seed config
     python -m eanet.bench model=vit trainer.batch_size=64   the same for ViT at batch 64
@@ -10,7 +10,7 @@ The app composes the same `conf/` as `eanet.run` (conf/bench.yaml = config.yaml 
 section), so every override of a run applies here too. Modes:
 - throughput: median training-step time after warm-up, images/s, peak resident (and GPU) memory;
   the procedure of `../shared/bench/seed_throughput.py` (model.fit on uint8 images, a per-batch
-  timer), so the two can be compared side by side (`python -m eanet.bench_compare`).
+  timer), so the two can be compared side by side (`python -m eanet.bench.compare`).
 - scaling: cost per image and memory of external vs self-attention as the number of patches grows,
   with fitted growth exponents (eanet.scaling).
 - overhead: where a real run's wall time goes outside fit/evaluate (eanet.overhead).
@@ -19,9 +19,7 @@ Each measurement prints one JSON line (prefixed `BENCH `) and a table; bench.out
 """
 from __future__ import annotations
 
-import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +27,12 @@ from typing import Any, Optional
 
 _IMPORT_START = time.perf_counter()
 
-import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from eanet.config import Config, ConfigError, validate  # noqa: E402
+from eanet.config import Config, ConfigError  # noqa: E402
+from eanet.bench.records import emit, print_table, write_csv  # noqa: E402
+from eanet.models import ATTENTION_TYPES  # noqa: E402
 
 log = logging.getLogger("eanet.bench")
 
@@ -90,8 +89,6 @@ def validate_bench(cfg: BenchConfig) -> None:
         if getattr(s, name) <= 0:
             raise ConfigError(f"Expected bench.scaling.{name} > 0. "
                               f"Received: bench.scaling.{name}={getattr(s, name)}")
-    from eanet.model import ATTENTION_TYPES
-
     for attention in s.attentions:
         if attention not in ATTENTION_TYPES:
             raise ConfigError(f"Unknown attention {attention!r} in bench.scaling.attentions. "
@@ -104,22 +101,10 @@ def validate_bench(cfg: BenchConfig) -> None:
 
 # --- throughput --------------------------------------------------------------------------------
 
-def build_compiled_model(cfg: Config, mean, variance, num_classes: int):
-    """The model `eanet.train.train` builds for cfg (precision, augmentation, compile), given the
-    training split's per-channel statistics."""
-    from eanet.model import build_augmentation, build_model
-    from eanet.optimization import compile_model
-    from eanet.train import set_precision
-
-    set_precision(cfg)
-    augmentation = build_augmentation(cfg.data.augmentation, mean, variance, seed=cfg.seed)
-    model = build_model(cfg.model, cfg.data.image_size, num_classes, augmentation)
-    return compile_model(model, cfg.optimizer, cfg.trainer)
-
-
 def build_training(cfg: Config, x, y, num_classes: int):
-    """The compiled model and training pipeline `eanet.train.train` builds for images x, labels y."""
+    """The compiled model and training pipeline `train` builds for images x, labels y."""
     from eanet.data import channel_statistics, make_dataset
+    from eanet.training.train import build_compiled_model
 
     train_ds = make_dataset(x, y, num_classes, cfg.trainer.batch_size, cfg.data.image_size,
                             training=True, seed=cfg.seed, repeat=True)
@@ -137,8 +122,8 @@ def measure_throughput(cfg: Config, steps: int, warmup: int) -> dict[str, Any]:
     import keras
     import numpy as np
 
-    from eanet.measure import StepTimer, median, peak_gpu_mb, peak_rss_mb, reset_gpu_peak
-    from eanet.model import count_parameters
+    from eanet.bench.measure import StepTimer, median, peak_gpu_mb, peak_rss_mb, reset_gpu_peak
+    from eanet.models.model import count_parameters
 
     t, d = cfg.trainer, cfg.data
     keras.backend.clear_session()
@@ -167,36 +152,6 @@ def measure_throughput(cfg: Config, steps: int, warmup: int) -> dict[str, Any]:
     }
 
 
-# --- output ------------------------------------------------------------------------------------
-
-def emit(record: dict[str, Any]) -> None:
-    """One measurement as one JSON line, prefixed so scripts can pick it out of the log."""
-    print("BENCH " + json.dumps(record), flush=True)
-
-
-def print_table(records: list[dict[str, Any]], columns: list[str]) -> None:
-    rows = [[_format(r.get(c)) for c in columns] for r in records]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
-    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
-    for row in rows:
-        print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
-    sys.stdout.flush()
-
-
-def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-" if value is None else str(value)
-
-
-def write_csv(records: list[dict[str, Any]], path: Path) -> None:
-    import pandas as pd
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(records).to_csv(path, index=False)
-    log.info("wrote %s", path)
-
-
 THROUGHPUT_COLUMNS = ["model", "batch", "precision", "trainable_params", "median_step_s",
                       "img_per_s", "median_step_cpu_s", "first_step_s", "peak_rss_mb", "peak_gpu_mb"]
 
@@ -217,7 +172,7 @@ def run_bench(cfg: BenchConfig, raw_cfg: DictConfig) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     if b.mode in ("overhead", "all"):
         # First, so its start-up and first-step figures are those of a fresh process.
-        from eanet.overhead import OVERHEAD_COLUMNS, measure_overhead
+        from eanet.bench.overhead import OVERHEAD_COLUMNS, measure_overhead
 
         record = measure_overhead(cfg, raw_cfg, b.steps, b.warmup, import_s=_IMPORT_S)
         records.append(_publish(record, OVERHEAD_COLUMNS, out, "overhead.csv"))
@@ -225,7 +180,7 @@ def run_bench(cfg: BenchConfig, raw_cfg: DictConfig) -> list[dict[str, Any]]:
         record = measure_throughput(cfg, b.steps, b.warmup)
         records.append(_publish(record, THROUGHPUT_COLUMNS, out, "throughput.csv"))
     if b.mode in ("scaling", "all"):
-        from eanet.scaling import SCALING_COLUMNS, measure_scaling, plot_scaling
+        from eanet.bench.scaling import SCALING_COLUMNS, measure_scaling, plot_scaling
 
         points, fits = measure_scaling(cfg)
         print_table(points, SCALING_COLUMNS)
@@ -242,18 +197,3 @@ def run_bench(cfg: BenchConfig, raw_cfg: DictConfig) -> list[dict[str, Any]]:
 
 _IMPORT_S = time.perf_counter() - _IMPORT_START
 register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
-def main(cfg: DictConfig) -> None:
-    try:
-        typed = validate(cfg)
-        validate_bench(typed)
-    except ConfigError as error:
-        sys.exit(f"eanet.bench: {error}")
-    log.info("bench %s\n%s", typed.bench.mode, OmegaConf.to_yaml(cfg.bench))
-    run_bench(typed, cfg)
-
-
-if __name__ == "__main__":
-    main()

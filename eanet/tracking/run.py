@@ -1,4 +1,4 @@
-"""Everything MLflow: one training run is one MLflow run, opened and closed here.
+"""One training run is one MLflow run, opened and closed here.
 
 Layers, data and the training procedure never call MLflow; `train` uses `TrackedRun` (a context
 manager that ends the run as FINISHED, FAILED or KILLED) and its Keras callback. What a run holds:
@@ -28,37 +28,13 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from eanet.config import Config, TrackingConfig
+from eanet.config import Config, flatten, run_name
+from eanet.tracking.store import experiment_id
+from eanet.tracking.tags import (RUN_TYPE_TRAIN, TAG_ERROR, TAG_JOB_NUM, TAG_MODEL, TAG_ONEDNN,
+                                 TAG_OVERRIDES, TAG_RESUMED, TAG_RUN_TYPE, TAG_SWEEP)
+from eanet.training.checkpoint import epoch_metrics
 
 log = logging.getLogger(__name__)
-
-TAG_MODEL = "eanet.model"
-TAG_OVERRIDES = "eanet.overrides"
-TAG_SWEEP = "eanet.sweep_id"
-TAG_JOB_NUM = "eanet.job_num"
-TAG_ERROR = "eanet.error"
-TAG_ONEDNN = "eanet.onednn"  # TF_ENABLE_ONEDNN_OPTS as the run saw it: CPU kernels differ in speed
-TAG_RUN_TYPE = "eanet.run_type"  # "train" for a training run; other kinds (e.g. a sweep report) differ
-
-
-def run_name(cfg: Config) -> str:
-    """What the run is, e.g. `ea-p2-h4-dc4-s0` or `vit-p2-h4-s0`."""
-    m = cfg.model
-    parts = [m.name, f"p{m.patch_size}", f"h{m.num_heads}"]
-    if m.attention == "external":
-        parts.append(f"dc{m.dim_coefficient}")
-    parts.append(f"s{cfg.seed}")
-    return "-".join(parts)
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{'model': {'patch_size': 2}} → {'model.patch_size': 2}."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
 
 
 def git_commit() -> Optional[str]:
@@ -82,32 +58,6 @@ def hydra_context() -> dict[str, Any]:
         context["sweep_id"] = str(hc.sweep.dir)
         context["job_num"] = hc.job.num
     return context
-
-
-def experiment_id(cfg: TrackingConfig) -> str:
-    """Point MLflow at the configured store and get (or create) the experiment."""
-    if cfg.tracking_uri:
-        mlflow.set_tracking_uri(cfg.tracking_uri)
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(cfg.experiment_name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(cfg.experiment_name)
-    except mlflow.exceptions.MlflowException:
-        # Another job of a parallel sweep created it between our two calls.
-        experiment = client.get_experiment_by_name(cfg.experiment_name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
-
-
-def epoch_metrics(model: keras.Model, logs: Optional[dict], epoch_start: float) -> dict[str, float]:
-    """Keras' per-epoch logs plus the learning rate and the epoch's wall time."""
-    metrics = {k: float(v) for k, v in (logs or {}).items()}
-    metrics["epoch_time_s"] = time.perf_counter() - epoch_start
-    metrics["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-    return metrics
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -137,8 +87,8 @@ class TrackedRun:
         self.extra_tags = tags or {}
 
     def __enter__(self) -> "TrackedRun":
-        exp_id = experiment_id(self.cfg.tracking)
-        tags = {TAG_RUN_TYPE: "train", TAG_MODEL: self.cfg.model.name,
+        exp_id = experiment_id(self.cfg.tracking.tracking_uri, self.cfg.tracking.experiment_name)
+        tags = {TAG_RUN_TYPE: RUN_TYPE_TRAIN, TAG_MODEL: self.cfg.model.name,
                 TAG_OVERRIDES: " ".join(self.context.get("overrides", [])),
                 TAG_ONEDNN: os.environ.get("TF_ENABLE_ONEDNN_OPTS", "")}
         if "sweep_id" in self.context:
@@ -180,6 +130,19 @@ class TrackedRun:
 
     def epoch_logger(self) -> keras.callbacks.Callback:
         return EpochLogger()
+
+    def sync_epoch_metrics(self, epoch_metrics: list[dict[str, float]]) -> None:
+        """Log the checkpointed epochs that MLflow lacks (never one twice).
+
+        An interruption between writing an epoch's checkpoint and logging its metrics leaves such
+        a gap; a resumed run fills it before training on.
+        """
+        logged = {m.step for m in MlflowClient().get_metric_history(self.run_id, "loss")}
+        for epoch, metrics in enumerate(epoch_metrics):
+            if epoch not in logged:
+                mlflow.log_metrics(metrics, step=epoch)
+        if epoch_metrics:
+            mlflow.set_tag(TAG_RESUMED, str(len(epoch_metrics)))
 
     def log_parameter_counts(self, counts: dict[str, int]) -> None:
         mlflow.log_metrics({f"param_count_{k}": v for k, v in counts.items()})

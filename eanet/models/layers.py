@@ -10,6 +10,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from eanet.models.kernels import FastDropout, FastLayerNormalization, double_normalization
+
 register = keras.saving.register_keras_serializable(package="eanet")
 
 
@@ -72,111 +74,6 @@ class PatchEmbedding(layers.Layer):
 
 
 @register
-class Dropout(layers.Dropout):
-    """`keras.layers.Dropout` that draws 16 random bits per element instead of 32 on TensorFlow.
-
-    Drawing the random numbers is most of dropout's cost on a CPU, and dropout is about a fifth
-    of an EANet training step there (README, Performance). Each 32-bit Philox draw is split
-    into two 16-bit halves, one per element; an element is kept when its half is at least
-    round(rate * 2**16), and kept elements are scaled by 1 / (1 - that_threshold / 2**16), so
-    the expectation is exactly preserved and the drop probability is `rate` to within 2**-17.
-    Other backends, and `noise_shape`, use Keras' own dropout. Inference is the identity, so
-    weights behave exactly as with `keras.layers.Dropout`.
-    """
-
-    def call(self, inputs, training=False):
-        if (not training or self.rate == 0 or self.noise_shape is not None
-                or keras.backend.backend() != "tensorflow"):
-            return super().call(inputs, training=training)
-        import tensorflow as tf
-
-        # SeedGenerator state is int64; stateless ops want int32 (as keras' own _cast_seed).
-        seed = tf.cast(tf.math.floormod(self.seed_generator.next(), 2**31 - 1), tf.int32)
-        threshold = int(round(self.rate * 65536))
-        size = tf.size(inputs)
-        bits = tf.random.stateless_uniform(((size + 1) // 2,), seed=seed, minval=None,
-                                           maxval=None, dtype=tf.uint32)
-        halves = tf.reshape(tf.bitcast(bits, tf.uint16), (-1,))[:size]
-        keep = tf.reshape(halves >= threshold, tf.shape(inputs))
-        scale = tf.constant(65536 / (65536 - threshold), inputs.dtype)
-        return tf.where(keep, inputs * scale, tf.zeros_like(inputs))
-
-
-@register
-class LayerNormalization(layers.LayerNormalization):
-    """`keras.layers.LayerNormalization` over the last axis, with its gradient written out.
-
-    Same weights (gamma, beta), same outputs. Differentiating Keras' op-by-op form (moments,
-    rsqrt, scale, shift) costs several more passes over the (B, N, D) activations than the
-    closed form below; the two layer norms per block were about a fifth of an EANet CPU step.
-    Falls back to Keras' own call for any other axis, rms_scaling, or without center and scale.
-    """
-
-    def call(self, inputs):
-        last_axis = len(inputs.shape) - 1
-        if self.axis not in (-1, [-1], last_axis, [last_axis]) \
-                or self.rms_scaling or not (self.center and self.scale):
-            return super().call(inputs)
-        return ops.cast(layer_norm_last_axis(ops.cast(inputs, "float32"),
-                                             ops.cast(self.gamma, "float32"),
-                                             ops.cast(self.beta, "float32"), self.epsilon),
-                        self.compute_dtype)
-
-
-def layer_norm_last_axis(x, gamma, beta, epsilon):
-    """(x - mean) / sqrt(var + eps) * gamma + beta over the last axis, with the closed-form
-    gradient: with x̂ the normalised input, g = dy * gamma and inv = 1 / sqrt(var + eps),
-        dx = inv * (g - mean(g) - x̂ * mean(g * x̂)),  dgamma = Σ dy * x̂,  dbeta = Σ dy.
-    """
-
-    @ops.custom_gradient
-    def normalize(x, gamma, beta):
-        mean = ops.mean(x, axis=-1, keepdims=True)
-        centered = x - mean
-        inv = ops.rsqrt(ops.mean(ops.square(centered), axis=-1, keepdims=True) + epsilon)
-        x_hat = centered * inv
-
-        def grad(*args, upstream=None):
-            dy = args[0] if upstream is None else upstream
-            g = dy * gamma
-            dx = inv * (g - ops.mean(g, axis=-1, keepdims=True)
-                        - x_hat * ops.mean(g * x_hat, axis=-1, keepdims=True))
-            reduce_axes = tuple(range(len(dy.shape) - 1))
-            return dx, ops.sum(dy * x_hat, axis=reduce_axes), ops.sum(dy, axis=reduce_axes)
-
-        return x_hat * gamma + beta, grad
-
-    return normalize(x, gamma, beta)
-
-
-def double_normalization(scores, epsilon):
-    """EANet's double normalisation of (B, G, S, N) scores, with its gradient written out.
-
-    Forward: p = softmax(scores) over N (last axis), q = p / (epsilon + sum_S p) over S (axis 2).
-    Backward, from the upstream gradient dq:
-        dp = (dq - sum_S(dq * q)) / (epsilon + sum_S p)      (the L1 step)
-        dscores = p * (dp - sum_N(dp * p))                   (the softmax)
-    The same values as differentiating the two steps op by op (tests/test_layers.py checks
-    both against that), with fewer passes over the large tensors.
-    """
-
-    @ops.custom_gradient
-    def normalize(scores):
-        p = ops.softmax(scores, axis=-1)
-        norm = epsilon + ops.sum(p, axis=2, keepdims=True)  # (B, G, 1, N)
-        q = p / norm
-
-        def grad(*args, upstream=None):
-            dq = args[0] if upstream is None else upstream
-            dp = (dq - ops.sum(dq * q, axis=2, keepdims=True)) / norm
-            return (p * (dp - ops.sum(dp * p, axis=-1, keepdims=True)),)  # one per input (JAX)
-
-        return q, grad
-
-    return normalize(scores)
-
-
-@register
 class ExternalAttention(layers.Layer):
     """Multi-head external attention: two small learnable memories instead of keys/values from x.
 
@@ -212,8 +109,8 @@ class ExternalAttention(layers.Layer):
         self.memory_key = layers.Dense(self.memory_size, name="memory_key")  # M_k: d → S
         self.memory_value = layers.Dense(self.head_dim, name="memory_value")  # M_v: S → d
         self.output_projection = layers.Dense(embedding_dim, name="output_projection")
-        self.attention_dropout_layer = Dropout(attention_dropout)
-        self.projection_dropout_layer = Dropout(projection_dropout)
+        self.attention_dropout_layer = FastDropout(attention_dropout)
+        self.projection_dropout_layer = FastDropout(projection_dropout)
 
     def build(self, input_shape):
         batch, num_patches, _ = input_shape
@@ -331,13 +228,13 @@ class TransformerBlock(layers.Layer):
         self.mlp_dim = mlp_dim
         self.mlp_dropout = mlp_dropout
         # Sub-layers in the order they act, so the weights list in the seed's order too.
-        self.attention_norm = LayerNormalization(epsilon=1e-5, name="attention_norm")
+        self.attention_norm = FastLayerNormalization(epsilon=1e-5, name="attention_norm")
         self.attention = attention
-        self.mlp_norm = LayerNormalization(epsilon=1e-5, name="mlp_norm")
+        self.mlp_norm = FastLayerNormalization(epsilon=1e-5, name="mlp_norm")
         self.mlp_hidden = layers.Dense(mlp_dim, name="mlp_hidden")
         self.mlp_output = layers.Dense(embedding_dim, name="mlp_output")
-        self.mlp_hidden_dropout = Dropout(mlp_dropout)
-        self.mlp_output_dropout = Dropout(mlp_dropout)
+        self.mlp_hidden_dropout = FastDropout(mlp_dropout)
+        self.mlp_output_dropout = FastDropout(mlp_dropout)
 
     def build(self, input_shape):
         self.attention_norm.build(input_shape)

@@ -4,11 +4,15 @@ Kept apart from `train` (and from MLflow) so config validation and benchmarks ca
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import keras
+from hydra.utils import get_method
 
-from eanet.config import OptimizerConfig, TrainerConfig
+from eanet.training import OPTIMIZERS
+
+if TYPE_CHECKING:
+    from eanet.config import OptimizerConfig, TrainerConfig
 
 
 class FusedAdamUpdate:
@@ -86,19 +90,24 @@ class FusedAdamW(FusedAdamUpdate, keras.optimizers.AdamW):
     """keras.optimizers.AdamW, updated by one fused kernel per variable (FusedAdamUpdate)."""
 
 
-# optimizer.name → a Keras optimizer. Keras applies weight decay decoupled (AdamW-style) in all.
-OPTIMIZERS: dict[str, Callable[[OptimizerConfig], keras.optimizers.Optimizer]] = {
-    "adamw": lambda c: FusedAdamW(learning_rate=c.learning_rate, weight_decay=c.weight_decay),
-    "adam": lambda c: FusedAdam(learning_rate=c.learning_rate,
-                                weight_decay=c.weight_decay or None),
-    "sgd": lambda c: keras.optimizers.SGD(learning_rate=c.learning_rate, momentum=c.momentum,
-                                          nesterov=c.nesterov, weight_decay=c.weight_decay or None),
-}
+# The optimizers of the registry eanet.training.OPTIMIZERS (optimizer.name). Keras applies weight
+# decay decoupled (AdamW-style) in all.
+def adamw(c: OptimizerConfig) -> keras.optimizers.Optimizer:
+    return FusedAdamW(learning_rate=c.learning_rate, weight_decay=c.weight_decay)
+
+
+def adam(c: OptimizerConfig) -> keras.optimizers.Optimizer:
+    return FusedAdam(learning_rate=c.learning_rate, weight_decay=c.weight_decay or None)
+
+
+def sgd(c: OptimizerConfig) -> keras.optimizers.Optimizer:
+    return keras.optimizers.SGD(learning_rate=c.learning_rate, momentum=c.momentum,
+                                nesterov=c.nesterov, weight_decay=c.weight_decay or None)
 
 
 def build_optimizer(cfg: OptimizerConfig) -> keras.optimizers.Optimizer:
     try:
-        return OPTIMIZERS[cfg.name](cfg)
+        return get_method(OPTIMIZERS[cfg.name])(cfg)
     except KeyError:
         raise ValueError(f"Unknown optimizer.name={cfg.name!r}. "
                          f"Valid values: {', '.join(sorted(OPTIMIZERS))}") from None

@@ -6,36 +6,34 @@ The attention type is the only difference between EANet and its ViT baseline; it
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import keras
 import numpy as np
+from hydra.utils import get_method
 from keras import layers
 
-from eanet.config import AugmentationConfig, ModelConfig
-from eanet.layers import (ClassifierHead, ExternalAttention, PatchEmbedding, PatchExtract,
+from eanet.models import ATTENTION_TYPES
+from eanet.models.layers import (ClassifierHead, ExternalAttention, PatchEmbedding, PatchExtract,
                           SelfAttention, TransformerBlock)
 
+if TYPE_CHECKING:
+    from eanet.config import AugmentationConfig, ModelConfig
 
-def _external_attention(cfg: ModelConfig, name: str) -> layers.Layer:
+
+def external_attention(cfg: ModelConfig, name: str) -> layers.Layer:
     return ExternalAttention(cfg.embedding_dim, cfg.num_heads, cfg.dim_coefficient,
                              cfg.attention_dropout, cfg.projection_dropout, name=name)
 
 
-def _self_attention(cfg: ModelConfig, name: str) -> layers.Layer:
+def self_attention(cfg: ModelConfig, name: str) -> layers.Layer:
     return SelfAttention(cfg.embedding_dim, cfg.num_heads, cfg.attention_dropout, name=name)
 
 
-# model.attention → a factory of the attention layer of one block.
-ATTENTION_TYPES: dict[str, Callable[[ModelConfig, str], layers.Layer]] = {
-    "external": _external_attention,
-    "self": _self_attention,
-}
-
-
 def attention_factory(attention: str) -> Callable[[ModelConfig, str], layers.Layer]:
+    """The factory registered as `model.attention` (eanet.models.ATTENTION_TYPES)."""
     try:
-        return ATTENTION_TYPES[attention]
+        return get_method(ATTENTION_TYPES[attention])
     except KeyError:
         raise ValueError(f"Unknown attention type {attention!r}. "
                          f"Valid values: {', '.join(sorted(ATTENTION_TYPES))}") from None

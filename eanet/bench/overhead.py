@@ -72,14 +72,14 @@ def patched(target: Any, name: str, value: Any):
 
 def measure_overhead(cfg: Config, raw_cfg: DictConfig, steps: int, warmup: int,
                      import_s: float) -> dict[str, Any]:
-    from eanet.measure import StepTimer, median, process_age_s
+    from eanet.bench.measure import StepTimer, median, process_age_s
 
     startup_s = process_age_s()  # interpreter, imports (TensorFlow too), Hydra, validation
     start = time.perf_counter()
     import keras
 
-    import eanet.train as train_module
-    from eanet.tracking import TrackedRun
+    import eanet.training.train as train_module
+    from eanet.tracking.run import TrackedRun
 
     clock = PhaseClock()
     timer = StepTimer()
@@ -136,7 +136,7 @@ def measure_overhead(cfg: Config, raw_cfg: DictConfig, steps: int, warmup: int,
 
 def data_wait(model, train_ds, steps: int, warmup: int) -> dict[str, float]:
     """Step time on the run's pipeline vs on one cached batch, alternating twice; the difference."""
-    from eanet.measure import StepTimer
+    from eanet.bench.measure import StepTimer
 
     cached = train_ds.take(1).cache().repeat()
     times: dict[str, list[float]] = {"pipeline": [], "cached": []}

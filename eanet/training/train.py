@@ -1,26 +1,30 @@
 """The training procedure, as in the seed: seed → data → model → compile → fit → evaluate → log.
 
-Loss, metrics and optimizer come from `eanet.optimization` (the seed's: label-smoothed categorical
-cross-entropy, top-1/top-5, AdamW 1e-3 / wd 1e-4). Returns the best validation
+Loss, metrics and optimizer come from `eanet.training.optimization` (the seed's: label-smoothed
+categorical cross-entropy, top-1/top-5, AdamW 1e-3 / wd 1e-4). Returns the best validation
 top-1, the metric a sweep optimises (the test set is only evaluated, never selected on).
+`build_compiled_model` is the one way a model is built for training; the benchmarks use it too.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from typing import Optional, Sequence
+
 import keras
 from omegaconf import DictConfig
 
-from eanet import lineage
-from eanet.checkpoint import TrainingCheckpoint
 from eanet.config import Config
 from eanet.data import channel_statistics, load_dataset, make_dataset, split_validation
-from eanet.distribute import distribution_strategy, global_batch_size
-from eanet.faults import StopOnNonFiniteLoss
-from eanet.model import build_augmentation, build_model, count_parameters
-from eanet.optimization import compile_model
-from eanet.sweep import plan_run, sync_epoch_metrics
-from eanet.tracking import TrackedRun
+from eanet.models.model import build_augmentation, build_model, count_parameters
+from eanet.sweeps.plan import plan_run
+from eanet.tracking import lineage
+from eanet.tracking.run import TrackedRun
+from eanet.training.checkpoint import TrainingCheckpoint
+from eanet.training.distribute import distribution_strategy, global_batch_size
+from eanet.training.faults import StopOnNonFiniteLoss
+from eanet.training.optimization import compile_model
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,22 @@ log = logging.getLogger(__name__)
 def set_precision(cfg: Config) -> None:
     """The dtype policy of every layer built after this (global in Keras, so set per run)."""
     keras.mixed_precision.set_global_policy(cfg.trainer.precision)
+
+
+def build_compiled_model(cfg: Config, mean: Sequence[float], variance: Sequence[float],
+                         num_classes: int, strategy: Optional[object] = None) -> keras.Model:
+    """The classifier `cfg` describes, compiled with the seed's objective, given the training
+    split's per-channel statistics (the seed's `Normalization.adapt`).
+
+    The augmentation is built outside the strategy's scope, as its random layers' seed states
+    are per process; the model's and optimizer's variables live on every replica.
+    """
+    set_precision(cfg)
+    augmentation = build_augmentation(cfg.data.augmentation, mean, variance, seed=cfg.seed)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = build_model(cfg.model, cfg.data.image_size, num_classes, augmentation)
+        compile_model(model, cfg.optimizer, cfg.trainer)
+    return model
 
 
 def extra_callbacks() -> list[keras.callbacks.Callback]:
@@ -43,7 +63,6 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         return plan.result
     keras.backend.clear_session()  # sweep jobs share a process: free the previous job's graphs
     keras.utils.set_random_seed(cfg.seed)
-    set_precision(cfg)
     strategy = distribution_strategy(t.distribution)  # one device unless trainer.distribution says
     batch_size = global_batch_size(t.batch_size, strategy)  # t.batch_size is per replica
 
@@ -62,17 +81,14 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
 
     # Model: normalisation statistics of the training split, the seed's augmentation, then EANet/ViT.
     mean, variance = channel_statistics(splits.x_train)
-    augmentation = build_augmentation(cfg.data.augmentation, mean, variance, seed=cfg.seed)
-    with strategy.scope():  # variables (model and optimizer) live on every replica
-        model = build_model(cfg.model, image_size, num_classes, augmentation)
-        compile_model(model, cfg.optimizer, cfg.trainer)
+    model = build_compiled_model(cfg, mean, variance, num_classes, strategy)
     counts = count_parameters(model)
     log.info("model %s: %s", cfg.model.name, counts)
 
     checkpoint = TrainingCheckpoint(plan.checkpoint_dir)
     with TrackedRun(cfg, raw_cfg, run_id=plan.run_id, tags=plan.tags) as run:
         initial_epoch = checkpoint.restore(model, run.run_id)
-        sync_epoch_metrics(checkpoint.epoch_metrics)
+        run.sync_epoch_metrics(checkpoint.epoch_metrics)
         if plan.run_id is None:  # a resumed run has them already
             run.log_parameter_counts(counts)
             lineage.log_datasets(cfg.data.name, data.source, splits)

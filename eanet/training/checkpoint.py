@@ -28,18 +28,25 @@ from typing import Any, Optional
 import keras
 import numpy as np
 
-from eanet.tracking import epoch_metrics
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.npz"
 
 
+def epoch_metrics(model: keras.Model, logs: Optional[dict], epoch_start: float) -> dict[str, float]:
+    """Keras' per-epoch logs plus the learning rate and the epoch's wall time."""
+    metrics = {k: float(v) for k, v in (logs or {}).items()}
+    metrics["epoch_time_s"] = time.perf_counter() - epoch_start
+    metrics["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    return metrics
+
+
 class TrainingCheckpoint(keras.callbacks.Callback):
     """Saves the training state after each epoch; `restore` loads it back before `fit`.
 
     Put it before the MLflow epoch logger in `fit`'s callbacks: an epoch's metrics then reach
-    MLflow only once its checkpoint exists, and `epoch_metrics` lets a resumed run fill in any
+    MLflow only once its checkpoint exists, and `epoch_metrics` (the list) lets a resumed run fill in any
     epoch whose metrics the interruption kept from being logged (never one twice).
     """
 

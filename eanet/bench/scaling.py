@@ -33,9 +33,9 @@ def measure_point(cfg: Config, attention: str, image_size: int) -> dict[str, Any
     """One (attention, image size) point; meant to run in its own process."""
     import keras
 
-    from eanet.bench import build_compiled_model
-    from eanet.measure import peak_rss_mb
-    from eanet.model import count_parameters
+    from eanet.training.train import build_compiled_model
+    from eanet.bench.measure import peak_rss_mb
+    from eanet.models.model import count_parameters
 
     s = cfg.bench.scaling
     point_cfg = dataclasses.replace(
@@ -83,7 +83,7 @@ class RssSampler:
     def __enter__(self):
         import threading
 
-        from eanet.measure import current_rss_mb
+        from eanet.bench.measure import current_rss_mb
 
         self._read = current_rss_mb
         self.baseline_mb = self.peak_mb = current_rss_mb()
@@ -127,7 +127,7 @@ def _result_of(child, queue) -> dict:
 
 def measure_scaling(cfg: Config) -> tuple[list[dict], list[dict]]:
     """All points (each in a fresh spawned process) and the fitted exponents per attention type."""
-    from eanet.bench import emit
+    from eanet.bench.records import emit
 
     s = cfg.bench.scaling
     context = multiprocessing.get_context("spawn")

@@ -13,16 +13,18 @@ the global batch by Keras).
 """
 from __future__ import annotations
 
-from typing import Callable
+from hydra.utils import get_method
+
+from eanet.training import DISTRIBUTIONS
 
 
-def _default():
+def default_strategy():
     import tensorflow as tf
 
     return tf.distribute.get_strategy()
 
 
-def _mirrored():
+def mirrored_strategy():
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
@@ -30,16 +32,9 @@ def _mirrored():
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
-# trainer.distribution → a function returning a tf.distribute.Strategy
-DISTRIBUTIONS: dict[str, Callable] = {
-    "none": _default,
-    "mirrored": _mirrored,
-}
-
-
 def distribution_strategy(name: str):
     try:
-        factory = DISTRIBUTIONS[name]
+        factory = get_method(DISTRIBUTIONS[name])
     except KeyError:
         raise ValueError(f"Unknown trainer.distribution={name!r}. "
                          f"Valid values: {', '.join(sorted(DISTRIBUTIONS))}") from None

@@ -1,0 +1,30 @@
+"""`python -m eanet.bench`: the command line of eanet.bench.cli (usage there and in conf/bench.yaml).
+
+The Hydra entry point lives in this `__main__` module so that Hydra finds `conf/` beside the
+package by file path, as for `python -m eanet.run`.
+"""
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from eanet.bench.cli import run_bench, validate_bench
+from eanet.config import ConfigError, validate
+
+log = logging.getLogger("eanet.bench")
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="bench")
+def main(cfg: DictConfig) -> None:
+    try:
+        typed = validate(cfg)
+        validate_bench(typed)
+    except ConfigError as error:
+        sys.exit(f"eanet.bench: {error}")
+    log.info("bench %s\n%s", typed.bench.mode, OmegaConf.to_yaml(cfg.bench))
+    run_bench(typed, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""The models: EANet's and ViT's layers (`layers`), the CPU speed kernels they use (`kernels`),
+and the assembly of a classifier from the config (`model`).
+
+`ATTENTION_TYPES` is the registry behind `model.attention`. Its entries are import paths, as in
+Hydra's `_target_`, resolved only when a model is built: the config is validated against the
+registry's names without importing Keras.
+"""
+# model.attention → "module.function" building one block's attention layer from (ModelConfig, name)
+ATTENTION_TYPES: dict[str, str] = {
+    "external": "eanet.models.model.external_attention",
+    "self": "eanet.models.model.self_attention",
+}

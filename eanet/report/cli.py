@@ -1,0 +1,140 @@
+"""Sweep reports: `python -m eanet.report` (eanet/report/__main__.py) turns a sweep's MLflow runs into tables and plots.
+
+    python -m eanet.report                                  the latest sweep in experiment "eanet"
+    python -m eanet.report sweep=multirun/2026-11-25/14-03-00 out=reports/patch
+    python -m eanet.report sweep=null experiment=eanet-grid           every training run of it
+    python -m eanet.report "filter='params.model.patch_size = \\"4\\"'"    a filter on top
+
+Reads the training runs (tag eanet.run_type=train) through `eanet.tracking.search`, builds the
+tables of `eanet.report.tables`, writes report.csv (one row per configuration), comparison.csv (EANet vs
+ViT), runs.csv (the runs used), report.md and PNG plots into `out`, prints the main table, and
+logs the same files as artifacts of a report run (tag eanet.run_type=report) in the same
+experiment. The Hydra callback `eanet.sweeps.callbacks.SweepReport` calls `sweep_report` at the end of
+every `python -m eanet.run -m …` sweep.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+from hydra.core.config_store import ConfigStore
+
+from eanet.report import tables as results
+from eanet.report.files import write_files
+from eanet.tracking import StoreError
+
+log = logging.getLogger(__name__)
+
+
+class ReportError(RuntimeError):
+    """Why no report can be made (no runs, no store, no metric); printed without a traceback."""
+
+
+@dataclass
+class ReportConfig:
+    # Which runs: a sweep id (the sweep's hydra.sweep.dir, as the eanet.sweep_id tag holds it),
+    # "latest" (the sweep of the newest training run), or null (every training run).
+    sweep: Optional[str] = "latest"
+    experiment: str = "eanet"  # MLflow experiment name (tracking.experiment_name of the runs)
+    filter: Optional[str] = None  # extra MLflow filter string, ANDed to the selection
+    # Output folder. null: <sweep dir>/report when that folder exists here, else reports/<name>.
+    out: Optional[str] = None
+    tracking_uri: Optional[str] = None  # null: MLFLOW_TRACKING_URI, else ./mlflow.db
+    metric: str = "test_top1"  # the accuracy plotted; the report fails if no run has it
+    log_to_mlflow: bool = True  # log the files as artifacts of a report run
+
+
+@dataclass
+class Report:
+    """What `sweep_report` made: the tables, the folder they were written to, the report run."""
+    sweep: Optional[str]
+    axes: list[str]
+    runs: pd.DataFrame
+    table: pd.DataFrame
+    comparison: pd.DataFrame
+    out: Path
+    files: list[Path]
+    run_id: Optional[str]
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="report_schema", node=ReportConfig)
+
+
+def select_runs(cfg: ReportConfig, experiment_id: str) -> tuple[Optional[str], pd.DataFrame]:
+    """The training runs the report covers, as `mlflow.search_runs` returns them."""
+    from eanet.tracking.search import latest_sweep, search_training_runs
+
+    sweep = cfg.sweep
+    if sweep == "latest":
+        sweep = latest_sweep(experiment_id)
+        if sweep is None:
+            raise ReportError("No training run in this experiment belongs to a sweep "
+                              "(python -m eanet.run -m …). Use sweep=null to report on every run.")
+    frame = search_training_runs(experiment_id, sweep, cfg.filter)
+    if frame.empty:
+        raise ReportError(f"No training runs match in experiment {cfg.experiment!r} of "
+                          f"{frame.attrs['store']}: {frame.attrs['filter']}")
+    return sweep, frame
+
+
+def _ordered_params(runs: pd.DataFrame) -> list[str]:
+    """Param names, model settings first (the reader's first question), then the rest."""
+    names = [c[len("params."):] for c in runs.columns if c.startswith("params.")]
+    return sorted(names, key=lambda n: (not n.startswith("model."), n))
+
+
+def default_out(sweep: Optional[str], experiment: str) -> Path:
+    if sweep is not None and Path(sweep).is_dir():
+        return Path(sweep) / "report"
+    name = Path(sweep).name if sweep else experiment
+    return Path("reports") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def sweep_report(cfg: ReportConfig) -> Report:
+    """Select the runs, build the tables, write the files, log them to MLflow; return it all."""
+    from eanet.tracking.store import existing_experiment_id
+
+    try:
+        experiment_id = existing_experiment_id(cfg.tracking_uri, cfg.experiment)
+        sweep, frame = select_runs(cfg, experiment_id)
+    except StoreError as error:  # no store, an unknown experiment, a filter MLflow rejects
+        raise ReportError(str(error)) from None
+    metric_column = f"metrics.{cfg.metric}"
+    if metric_column not in frame or frame[metric_column].isna().all():
+        available = sorted(c[len("metrics."):] for c in frame.columns
+                           if c.startswith("metrics.") and frame[c].notna().any())
+        raise ReportError(f"Metric {cfg.metric!r} is missing from every one of the {len(frame)} "
+                          f"selected runs. Metrics they have: {', '.join(available) or 'none'}")
+
+    params = _ordered_params(frame)
+    runs = results.typed_runs(frame)
+    if results.MODEL not in runs:
+        raise ReportError(f"The selected runs have no {results.MODEL!r} param: not eanet training runs?")
+    axes = results.swept_settings(runs, params)
+    table = results.configuration_table(runs, axes)
+    comparison = results.model_comparison(runs, table, axes)
+
+    out = Path(cfg.out) if cfg.out else default_out(sweep, cfg.experiment)
+    title = f"sweep {sweep}" if sweep else f"experiment {cfg.experiment}"
+    files = write_files(out, runs, table, comparison, axes, cfg.metric, title,
+                        selection=cfg.filter)
+    run_id = log_report(experiment_id, sweep, files, table) if cfg.log_to_mlflow else None
+    return Report(sweep, axes, runs, table, comparison, out, files, run_id)
+
+
+def log_report(experiment_id: str, sweep: Optional[str], files: list[Path],
+               table: pd.DataFrame) -> str:
+    """A report run beside the runs it summarises (eanet.tracking.search.log_report_run)."""
+    from eanet.tracking.search import log_report_run
+
+    return log_report_run(experiment_id, sweep, files, {
+        "n_configurations": len(table), "n_runs": int(table["n"].sum()),
+        "n_failed": int(table["n_failed"].sum())})
+
+
+register_configs()

@@ -1,0 +1,14 @@
+"""Everything MLflow, and only here: no module outside `eanet.tracking` imports mlflow.
+
+- `tags`: the names of the tags eanet writes (importable without MLflow or Keras);
+- `store`: which store (URI, SQLite file), its lock, its write check, the experiment lookup;
+- `run`: one training run as one MLflow run (`TrackedRun`) and its per-epoch Keras logger;
+- `lineage`: the data sets, the MLflow model and the devices a run used;
+- `search`: the queries of sweeps and reports (runs by fingerprint, by sweep, the latest sweep),
+  the report run, and the registration of a sweep's best model.
+"""
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be used as asked (unwritable, unreachable, missing, an unknown
+    experiment, a rejected search); the message names the setting and what to do."""

@@ -1,0 +1,114 @@
+"""What sweeps and reports ask of the store: runs by fingerprint, by sweep, the latest sweep;
+the report run beside them; the registration of a sweep's best model.
+
+Every query goes through `mlflow.search_runs` / `MlflowClient.search_runs` with a filter on
+eanet's tags (eanet.tracking.tags); a filter MLflow rejects becomes a `StoreError` naming it.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Run, ViewType
+from mlflow.tracking import MlflowClient
+
+from eanet.tracking import StoreError
+from eanet.tracking.store import experiment_id, store_lock, use_store
+from eanet.tracking.tags import (RUN_TYPE_REPORT, RUN_TYPE_TRAIN, TAG_FINGERPRINT, TAG_MODEL_URI,
+                                 TAG_RUN_ID, TAG_RUN_TYPE, TAG_SWEEP)
+
+log = logging.getLogger(__name__)
+
+
+def _literal(value: str) -> str:
+    """A string as a quoted literal of MLflow's filter syntax."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def runs_with_fingerprint(tracking_uri: Optional[str], experiment_name: str,
+                          fingerprint: str) -> list[Run]:
+    """Active (not deleted) runs of this configuration, newest first; none in a fresh store."""
+    use_store(tracking_uri)
+    client = MlflowClient()
+    with store_lock(tracking_uri):  # a fresh store's tables are created by one job only
+        experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    return client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{TAG_FINGERPRINT}` = {_literal(fingerprint)}",
+        run_view_type=ViewType.ACTIVE_ONLY, order_by=["attributes.start_time DESC"])
+
+
+def search_training_runs(experiment_id: str, sweep: Optional[str] = None,
+                         extra_filter: Optional[str] = None, **kwargs) -> pd.DataFrame:
+    """Training runs of an experiment as `mlflow.search_runs`' DataFrame, optionally of one
+    sweep and narrowed by a user's filter (ANDed)."""
+    clauses = [f"tags.`{TAG_RUN_TYPE}` = '{RUN_TYPE_TRAIN}'"]
+    if sweep is not None:
+        clauses.append(f"tags.`{TAG_SWEEP}` = {_literal(sweep)}")
+    if extra_filter:
+        clauses.append(extra_filter)
+    filter_string = " and ".join(clauses)
+    try:
+        frame = mlflow.search_runs([experiment_id], filter_string=filter_string, **kwargs)
+    except mlflow.exceptions.MlflowException as error:
+        raise StoreError(f"MLflow rejected the search {filter_string!r}: {error.message}") from None
+    frame.attrs["filter"] = filter_string
+    frame.attrs["store"] = mlflow.get_tracking_uri()
+    return frame
+
+
+def latest_sweep(experiment_id: str) -> Optional[str]:
+    """The sweep id of the most recently started training run that belongs to a sweep."""
+    frame = search_training_runs(experiment_id, order_by=["attributes.start_time DESC"])
+    column = f"tags.{TAG_SWEEP}"
+    sweeps = frame[column].dropna() if column in frame else pd.Series(dtype=str)
+    return None if sweeps.empty else str(sweeps.iloc[0])
+
+
+def log_report_run(experiment_id: str, sweep: Optional[str], files: list[Path],
+                   metrics: dict[str, float]) -> str:
+    """A report run beside the runs it summarises, holding the report files as artifacts."""
+    client = MlflowClient()
+    tags = {TAG_RUN_TYPE: RUN_TYPE_REPORT}
+    if sweep is not None:
+        tags[TAG_SWEEP] = sweep
+    name = f"report-{Path(sweep).name}" if sweep else "report"
+    run = client.create_run(experiment_id, tags=tags, run_name=name)
+    try:
+        for key, value in metrics.items():
+            client.log_metric(run.info.run_id, key, value)
+        for path in files:
+            client.log_artifact(run.info.run_id, str(path))
+    except Exception:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def register_best_model(tracking_uri: Optional[str], experiment_name: str, sweep_id: str,
+                        name: str):
+    """Register the model of the sweep's finished run with the highest best_val_top1 as `name`;
+    returns the new ModelVersion, or None when no finished run of the sweep logged a model."""
+    exp_id = experiment_id(tracking_uri, experiment_name)
+    runs = mlflow.search_runs(
+        [exp_id], filter_string=f"tags.`{TAG_SWEEP}` = {_literal(sweep_id)} and "
+                                f"attributes.status = 'FINISHED'",
+        order_by=["metrics.best_val_top1 DESC"], output_format="list")
+    runs = [r for r in runs if TAG_MODEL_URI in r.data.tags]
+    if not runs:
+        log.warning("no finished run with a model in sweep %s: nothing registered as %s",
+                    sweep_id, name)
+        return None
+    best = runs[0]
+    version = mlflow.register_model(
+        best.data.tags[TAG_MODEL_URI], name,
+        tags={TAG_SWEEP: sweep_id, TAG_RUN_ID: best.info.run_id,
+              "best_val_top1": str(best.data.metrics.get("best_val_top1"))})
+    log.info("registered %s (run %s, best_val_top1 %s) as %s version %s", best.info.run_name,
+             best.info.run_id, best.data.metrics.get("best_val_top1"), name, version.version)
+    return version

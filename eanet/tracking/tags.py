@@ -1,0 +1,18 @@
+"""The tags eanet writes on MLflow runs: one list, read by training, sweeps and reports.
+
+Plain strings, so the report (and anything else that only reads runs) needs neither MLflow's
+tracking code nor Keras to know them.
+"""
+TAG_RUN_TYPE = "eanet.run_type"  # RUN_TYPE_TRAIN for a training run, RUN_TYPE_REPORT for a report
+RUN_TYPE_TRAIN, RUN_TYPE_REPORT = "train", "report"
+TAG_MODEL = "eanet.model"  # model.name
+TAG_OVERRIDES = "eanet.overrides"  # the job's Hydra overrides, space-separated
+TAG_SWEEP = "eanet.sweep_id"  # hydra.sweep.dir of the sweep the run belongs to
+TAG_JOB_NUM = "eanet.job_num"
+TAG_ERROR = "eanet.error"  # why a FAILED or KILLED run ended
+TAG_ONEDNN = "eanet.onednn"  # TF_ENABLE_ONEDNN_OPTS as the run saw it: CPU kernels differ in speed
+TAG_FINGERPRINT = "eanet.fingerprint"  # what the configuration computes (eanet.sweeps.plan)
+TAG_RESUMED = "eanet.resumed_at_epoch"
+TAG_MODEL_URI = "eanet.model_uri"  # models:/<model id> of the run's MLflow model
+TAG_REPLICAS = "eanet.replicas"
+TAG_RUN_ID = "eanet.run_id"  # on a registered model version: the run it came from

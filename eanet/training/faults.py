@@ -1,0 +1,45 @@
+"""Guards that turn faults into clear, recorded endings instead of lost or corrupted work.
+
+- `StopOnNonFiniteLoss`: a NaN or infinite loss raises at once (Keras' TerminateOnNaN only stops
+  quietly, and the run would look FINISHED); `TrackedRun` records it as FAILED with the reason.
+- `interrupt_on_sigterm`: SIGTERM (what a scheduler sends) raises KeyboardInterrupt like Ctrl-C,
+  so the MLflow run ends KILLED instead of being left RUNNING.
+
+The store's own guards (an unwritable store, the lock of a fresh SQLite store) are in
+eanet.tracking.store.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+
+import keras
+
+
+class NonFiniteLossError(ArithmeticError):
+    """The training loss became NaN or infinite: the run diverged."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raise `NonFiniteLossError` on the first batch whose loss is NaN or infinite."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                f"loss became {float(loss)} at epoch {self.epoch}, batch {batch}: training "
+                "diverged (a smaller optimizer.learning_rate usually helps)")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM behave like Ctrl-C in this process (main thread only, as Python requires)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -87,3 +87,14 @@ def test_fit_traces_the_training_step_once():
     y = keras.utils.to_categorical(np.arange(32) % 4, 4)
     model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     assert len(traces) == 1
+
+
+def test_keras_still_has_the_internals_fused_adam_uses():
+    """FusedAdam(W) relies on Keras-internal optimizer names (pyproject.toml bounds Keras for it).
+    On a Keras release without them it would silently fall back to Keras' slower update: fail."""
+    optimizer = FusedAdamW(learning_rate=1e-3, weight_decay=1e-4)
+    optimizer.build([keras.Variable(np.zeros((3,), "float32"))])
+    missing = [name for name in optimizer.KERAS_INTERNALS if not hasattr(optimizer, name)]
+    assert not missing, (f"Keras {keras.__version__} lacks {missing}: update FusedAdamUpdate in "
+                         "eanet/training/optimization.py, then the Keras bound in pyproject.toml")
+    assert optimizer._fused()

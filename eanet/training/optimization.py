@@ -36,8 +36,14 @@ class FusedAdamUpdate:
         self._step_scalars = {}  # dtype → this step's scalars, made by its first update_step
         return super().apply(grads, trainable_variables)
 
+    # The Keras-internal names the fused path relies on (every Keras 3 optimizer has them up to the
+    # version bound in pyproject.toml); without any of them it takes Keras' own update instead.
+    KERAS_INTERNALS = ("_get_variable_index", "_use_weight_decay", "_apply_weight_decay",
+                       "_momentums", "_velocities")
+
     def _fused(self) -> bool:
-        return keras.backend.backend() == "tensorflow" and not self.amsgrad
+        return (keras.backend.backend() == "tensorflow" and not self.amsgrad
+                and all(hasattr(self, name) for name in self.KERAS_INTERNALS))
 
     def _apply_weight_decay(self, variables):
         # Keras decays every variable before the updates, ~6 traced ops each; the fused

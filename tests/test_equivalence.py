@@ -66,9 +66,11 @@ def test_same_parameters_and_outputs_as_the_seed(seed_reference, attention):
     assert not np.allclose(expected, expected[:1])  # the images are told apart, not a constant
 
 
-def test_same_gradients_as_the_seed_for_external_attention(seed_reference):
-    """The folded projections train the seed's variables exactly as the seed's graph would."""
-    seed, ours, images = seed_and_eanet(seed_reference, "external")
+@pytest.mark.parametrize("attention", ["external", "self"])
+def test_same_gradients_as_the_seed(seed_reference, attention):
+    """The folded projections (EANet) and the fused QKV projection (ViT) train the seed's
+    variables exactly as the seed's graph would."""
+    seed, ours, images = seed_and_eanet(seed_reference, attention)
     labels = keras.utils.to_categorical(np.arange(8) % 100, 100)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)
 
@@ -81,3 +83,28 @@ def test_same_gradients_as_the_seed_for_external_attention(seed_reference):
     for received, expected in zip(gradients(ours), gradients(seed)):
         np.testing.assert_allclose(received, expected, rtol=1e-3,
                                     atol=1e-5 * max(1.0, np.abs(expected).max()))
+
+
+def test_softmax_dropout_gradient_matches_op_by_op():
+    """The written-out gradient of self-attention's softmax + dropout equals TensorFlow's own
+    gradient of the same computation with the same keep-mask."""
+    from eanet.models.kernels import keep_mask_16bit, softmax_dropout
+
+    scores = tf.constant(np.random.default_rng(0).normal(0, 2, (2, 3, 5, 7)), tf.float32)
+    upstream = tf.constant(np.random.default_rng(1).normal(0, 1, (2, 3, 5, 7)), tf.float32)
+
+    def op_by_op(s, generator):
+        keep, scale = keep_mask_16bit(tf.shape(s), 0.2, generator, s.dtype)
+        return tf.where(keep, tf.nn.softmax(s) * scale, tf.zeros_like(s))
+
+    results = []
+    for function in (op_by_op, lambda s, g: softmax_dropout(s, 0.2, g)):
+        generator = keras.random.SeedGenerator(7)  # the same mask for both
+        with tf.GradientTape() as tape:
+            tape.watch(scores)
+            output = function(scores, generator)
+        results.append((output.numpy(), tape.gradient(output, scores, upstream).numpy()))
+    (out_a, grad_a), (out_b, grad_b) = results
+    np.testing.assert_allclose(out_b, out_a, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grad_b, grad_a, rtol=1e-5, atol=1e-6)
+    assert 0 < (out_a == 0).mean() < 0.5  # dropout did drop some probabilities

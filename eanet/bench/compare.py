@@ -4,6 +4,9 @@
     python -m eanet.bench.compare --attention self         the same for ViT
     python -m eanet.bench.compare --rounds 3 seed eanet "eanet trainer.precision=mixed_bfloat16"
     python -m eanet.bench.compare seed "TF_ENABLE_ONEDNN_OPTS=1 seed" eanet "TF_ENABLE_ONEDNN_OPTS=0 eanet"
+    git worktree add /tmp/eanet-base HEAD~1
+    python -m eanet.bench.compare --attention self "PYTHONPATH=/tmp/eanet-base eanet" eanet
+                                                           a previous version against this one
 
 Each contender is `seed` (../shared/bench/seed_throughput.py, `--seed-bench` to point elsewhere)
 or `eanet` followed by Hydra overrides for `python -m eanet.bench`, either optionally preceded by
@@ -56,7 +59,10 @@ def command(contender: str, args: argparse.Namespace, out_dir: str) -> list[str]
                              "(--seed-bench PATH)")
         return [sys.executable, str(args.seed_bench), "--attention", args.attention, *common]
     if name == "eanet":
-        return [sys.executable, "-m", "eanet.bench", "bench.mode=throughput",
+        # -P (Python >= 3.11): the working folder is not put on sys.path, so PYTHONPATH decides
+        # which eanet runs: `PYTHONPATH=<another checkout> eanet` measures another version.
+        safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+        return [sys.executable, *safe_path, "-m", "eanet.bench", "bench.mode=throughput",
                 f"model={MODEL_OF_ATTENTION[args.attention]}", f"trainer.batch_size={args.batch}",
                 f"bench.steps={args.steps}", f"bench.warmup={args.warmup}",
                 f"data.image_size={args.image_size}", f"model.patch_size={args.patch_size}",

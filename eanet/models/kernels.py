@@ -1,5 +1,6 @@
-"""The CPU speed kernels: Keras' dropout and layer normalisation, and EANet's double
-normalisation, computed the cheaper way on TensorFlow (same weights, same function).
+"""The CPU speed kernels: Keras' dropout and layer normalisation, EANet's double normalisation
+and self-attention's softmax-with-dropout, computed the cheaper way on TensorFlow (same weights,
+same function).
 
 Each keeps the Keras layer it replaces as its base class and falls back to it wherever the fast
 path does not apply (other backends, other axes, noise shapes). tests/test_layers.py and
@@ -30,16 +31,53 @@ class FastDropout(layers.Dropout):
             return super().call(inputs, training=training)
         import tensorflow as tf
 
-        # SeedGenerator state is int64; stateless ops want int32 (as keras' own _cast_seed).
-        seed = tf.cast(tf.math.floormod(self.seed_generator.next(), 2**31 - 1), tf.int32)
-        threshold = int(round(self.rate * 65536))
-        size = tf.size(inputs)
-        bits = tf.random.stateless_uniform(((size + 1) // 2,), seed=seed, minval=None,
-                                           maxval=None, dtype=tf.uint32)
-        halves = tf.reshape(tf.bitcast(bits, tf.uint16), (-1,))[:size]
-        keep = tf.reshape(halves >= threshold, tf.shape(inputs))
-        scale = tf.constant(65536 / (65536 - threshold), inputs.dtype)
+        keep, scale = keep_mask_16bit(tf.shape(inputs), self.rate, self.seed_generator,
+                                      inputs.dtype)
         return tf.where(keep, inputs * scale, tf.zeros_like(inputs))
+
+
+def keep_mask_16bit(shape, rate: float, seed_generator, dtype):
+    """(TensorFlow) A boolean keep-mask of `shape` from 16 random bits per element, and the scale
+    1 / P(keep) of the kept elements (FastDropout's docstring has the arithmetic)."""
+    import tensorflow as tf
+
+    # SeedGenerator state is int64; stateless ops want int32 (as keras' own _cast_seed).
+    seed = tf.cast(tf.math.floormod(seed_generator.next(), 2**31 - 1), tf.int32)
+    threshold = int(round(rate * 65536))
+    size = tf.reduce_prod(shape)
+    bits = tf.random.stateless_uniform(((size + 1) // 2,), seed=seed, minval=None,
+                                       maxval=None, dtype=tf.uint32)
+    halves = tf.reshape(tf.bitcast(bits, tf.uint16), (-1,))[:size]
+    keep = tf.reshape(halves >= threshold, shape)
+    return keep, tf.constant(65536 / (65536 - threshold), dtype)
+
+
+def softmax_dropout(scores, rate: float, seed_generator):
+    """(TensorFlow) Dropout(softmax(scores)) over the last axis, with the gradient written out:
+    the attention probabilities of self-attention, (B, heads, N, N) on the CPU's hot path.
+
+    Forward: p = softmax(s); a = p · keep · c, with FastDropout's 16-bit keep-mask and scale c.
+    Backward, from the upstream gradient da:
+        dp = da · keep · c;   ds = p · (dp − Σ_last(dp · p))
+    Keeps p (float) and keep (bool) for the backward pass — 5 bytes per score instead of the
+    float mask, the dropout output and the softmax output of the op-by-op graph.
+    """
+    import tensorflow as tf
+
+    keep, scale = keep_mask_16bit(tf.shape(scores), rate, seed_generator, scores.dtype)
+
+    @tf.custom_gradient
+    def probabilities(s):
+        p = tf.nn.softmax(s)
+        zeros = tf.zeros_like(p)
+
+        def grad(da):
+            dp = tf.where(keep, da * scale, zeros)
+            return p * (dp - tf.reduce_sum(dp * p, axis=-1, keepdims=True))
+
+        return tf.where(keep, p * scale, zeros), grad
+
+    return probabilities(scores)
 
 
 @keras.saving.register_keras_serializable(package="eanet", name="LayerNormalization")

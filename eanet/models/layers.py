@@ -10,7 +10,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from eanet.models.kernels import FastDropout, FastLayerNormalization, double_normalization
+from eanet.models.kernels import (FastDropout, FastLayerNormalization, double_normalization,
+                                  softmax_dropout)
 
 register = keras.saving.register_keras_serializable(package="eanet")
 
@@ -185,8 +186,18 @@ class ExternalAttention(layers.Layer):
 class SelfAttention(layers.Layer):
     """ViT's multi-head self-attention, as in the seed: MultiHeadAttention(key_dim=D) on (x, x).
 
-    A thin wrapper so the transformer block can call any attention type with one tensor. Cost
-    O(N^2*D): quadratic in the number of patches.
+    The variables are those of a `keras.layers.MultiHeadAttention` sublayer (same names, shapes
+    and order as the seed's, so its weights load). On TensorFlow the layer computes the same
+    function with the projections folded, as ExternalAttention does: per head h,
+        scores_h = (x W_q,h + b_q)(x W_k,h + b_k)ᵀ / √K  →  (x A_h + u_h) xᵀ / √K,
+            A_h = W_q,h W_k,hᵀ (D×D), u_h = W_k,h b_q,h,
+    because the terms constant along the keys cancel in the softmax over them; and
+        out = Σ_h P_h (x W_v,h + b_v,h) W_o,h + b_o  =  Σ_h [P_h x, P_h 1] M_h + b_o,
+            M_h = [W_v,h W_o,h ; b_v,h W_o,h] ((D+1)×D),
+    so the key and value projections (D → H·K each, K = D = 64 in the seed: a quarter of a
+    block's forward FLOPs) are never computed, and the scores read x itself, shared by the
+    heads. The softmax and its dropout are one kernel with a written-out gradient
+    (`softmax_dropout`). Other backends call the sublayer. Cost O(N²·D): quadratic in N.
     """
 
     def __init__(self, embedding_dim: int, num_heads: int, attention_dropout: float = 0.0,
@@ -197,12 +208,47 @@ class SelfAttention(layers.Layer):
         self.attention_dropout = attention_dropout
         self.attention = layers.MultiHeadAttention(num_heads=num_heads, key_dim=embedding_dim,
                                                    dropout=attention_dropout, name="attention")
+        # The attention probabilities' dropout on the fast path (the sublayer's own is unused there).
+        self.probability_dropout = FastDropout(attention_dropout, name="probability_dropout")
 
     def build(self, input_shape):
         self.attention.build(input_shape, input_shape)
 
     def call(self, x, training=None):
-        return self.attention(x, x, training=training)
+        if keras.backend.backend() != "tensorflow":
+            return self.attention(x, x, training=training)
+        mha, h = self.attention, self.num_heads
+        n, d = x.shape[1], x.shape[2]
+        cast = lambda w: ops.cast(w, self.compute_dtype)  # noqa: E731
+        w_q, w_k, w_v = (cast(t.kernel) for t in (mha.query_dense, mha.key_dense, mha.value_dense))
+        b_q, b_v = cast(mha.query_dense.bias), cast(mha.value_dense.bias)
+        w_o, b_o = cast(mha.output_dense.kernel), cast(mha.output_dense.bias)  # (H, K, D), (D,)
+        k = w_q.shape[-1]
+        # scores_h[i, j] = (x_i A_h + u_h) · x_j / sqrt(K), up to terms constant in j, which the
+        # softmax over j cancels: A_h = W_q,h W_k,h^T (D, D), u_h = W_k,h b_q,h (D,).
+        a = ops.einsum("dhk,ehk->dhe", w_q, w_k)  # (D, H, D)
+        u = ops.einsum("ehk,hk->he", w_k, b_q)  # (H, D)
+        scale = ops.cast(1.0 / float(k) ** 0.5, x.dtype)
+        query = (ops.reshape(ops.matmul(x, ops.reshape(a, (d, h * d))), (-1, n, h, d)) + u) * scale
+        query = ops.reshape(ops.transpose(query, (0, 2, 1, 3)), (-1, h * n, d))  # (B, H*N, D)
+        scores = ops.reshape(ops.matmul(query, ops.transpose(x, (0, 2, 1))), (-1, h, n, n))
+        if training and self.attention_dropout > 0:
+            probabilities = softmax_dropout(scores, self.attention_dropout,
+                                            self.probability_dropout.seed_generator)
+        else:
+            probabilities = ops.softmax(scores, axis=-1)
+        # out = Σ_h P_h (x W_v,h + b_v,h) W_o,h + b_o = Σ_h [P_h x, rowsum P_h] M_h + b_o with
+        # M_h = [W_v,h W_o,h ; b_v,h W_o,h] (D+1, D): a column of ones carries the rowsums.
+        x1 = ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)  # (B, N, D+1)
+        context = ops.matmul(ops.reshape(probabilities, (-1, h * n, n)), x1)  # (B, H*N, D+1)
+        context = ops.reshape(ops.transpose(ops.reshape(context, (-1, h, n, d + 1)), (0, 2, 1, 3)),
+                              (-1, n, h * (d + 1)))
+        m = ops.concatenate([ops.einsum("dhk,hke->hde", w_v, w_o),
+                             ops.einsum("hk,hke->he", b_v, w_o)[:, None, :]], axis=1)  # (H, D+1, D)
+        # b_k cannot change the output (the softmax over keys cancels it); the seed's graph gives it
+        # a gradient of rounding noise around 0, this one an exact 0 (so it still trains alike).
+        b_o = b_o + 0.0 * ops.sum(cast(mha.key_dense.bias))
+        return ops.matmul(context, ops.reshape(m, (h * (d + 1), -1))) + b_o
 
     def compute_output_shape(self, input_shape):
         return input_shape

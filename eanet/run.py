@@ -48,8 +48,8 @@ def main(cfg: DictConfig) -> float:
         interrupt_on_sigterm()  # a scheduler's SIGTERM ends the MLflow run KILLED, like Ctrl-C
         return train(typed, cfg)
     except KNOWN_ERRORS as error:
-        log.error("%s", error)
         if multirun:
+            log.error("%s", error)  # in the job's log, as it happens
             # Hydra marks this job failed, runs the others, and exits non-zero at the end.
             raise JobError(f"eanet: {error}") from None
         sys.exit(f"eanet: {error}")

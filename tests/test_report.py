@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
 
-from conftest import ROOT
+from conftest import client_for, run_module, store_uri
 from eanet.report.cli import ReportConfig, ReportError, sweep_report
 
 SWEEP = "multirun/2026-11-25/10-00-00"
@@ -53,8 +49,8 @@ def store(tmp_path_factory):
     for the report runs they add, which training-run searches never see.
     """
     folder = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    client = MlflowClient(uri)
+    uri = store_uri(folder)
+    client = client_for(uri)
     exp = client.create_experiment("eanet", artifact_location=str(folder / "mlruns"))
     for seed, (top1, top5, speed) in enumerate([(0.40, 0.70, 100), (0.42, 0.72, 110),
                                                 (0.44, 0.74, 120)]):
@@ -130,7 +126,7 @@ def test_report_numbers_files_and_artifacts(store, tmp_path):
     markdown = (tmp_path / "r" / "report.md").read_text()
     assert "## EANet vs ViT" in markdown and "| 42.00 ± 2.00 |" in markdown
 
-    client = MlflowClient(store)
+    client = client_for(store)
     report_run = client.get_run(report.run_id)
     assert report_run.data.tags["eanet.run_type"] == "report"
     assert report_run.data.tags["eanet.sweep_id"] == SWEEP
@@ -157,7 +153,7 @@ def test_latest_sweep_is_the_newest_runs_sweep(store, tmp_path):
 
 @pytest.mark.parametrize("cfg, message", [
     (dict(sweep="multirun/nope"), "No training runs match"),
-    (dict(experiment="missing"), "Unknown experiment='missing'"),
+    (dict(experiment_name="missing"), "Unknown experiment_name='missing'"),
     (dict(metric="test_top3"), "Metric 'test_top3' is missing from every one of the 11"),
     (dict(filter="params.x === 1"), "MLflow rejected the search"),
 ])
@@ -174,10 +170,8 @@ def test_missing_store_is_an_error_and_not_created(tmp_path):
 
 
 def test_command_line_error_has_no_traceback(store, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "eanet.report", f"tracking_uri={store}",
-                           "sweep=multirun/nope"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = run_module("eanet.report", f"tracking_uri={store}", "sweep=multirun/nope",
+                      cwd=tmp_path, timeout=120)
     assert done.returncode == 1
     assert "eanet.report: No training runs match" in done.stderr
     assert "Traceback" not in done.stderr

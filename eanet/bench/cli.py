@@ -12,8 +12,9 @@ section), so every override of a run applies here too. Modes:
   the procedure of `../shared/bench/seed_throughput.py` (model.fit on uint8 images, a per-batch
   timer), so the two can be compared side by side (`python -m eanet.bench.compare`).
 - scaling: cost per image and memory of external vs self-attention as the number of patches grows,
-  with fitted growth exponents (eanet.scaling).
-- overhead: where a real run's wall time goes outside fit/evaluate (eanet.overhead).
+  with fitted growth exponents (eanet.bench.scaling).
+- overhead: where a real run's wall time goes outside fit/evaluate (eanet.bench.overhead).
+- profile: a training step's op time by TensorFlow op type (eanet.bench.profile).
 Each measurement prints one JSON line (prefixed `BENCH `) and a table; bench.out=<dir> writes CSVs
 (and the scaling plot) there.
 """
@@ -36,7 +37,7 @@ from eanet.models import ATTENTION_TYPES  # noqa: E402
 
 log = logging.getLogger("eanet.bench")
 
-MODES = ("throughput", "scaling", "overhead", "all")
+MODES = ("throughput", "scaling", "overhead", "profile", "all")  # all: every mode but profile
 
 
 @dataclass
@@ -179,6 +180,14 @@ def run_bench(cfg: BenchConfig, raw_cfg: DictConfig) -> list[dict[str, Any]]:
     if b.mode in ("throughput", "all"):
         record = measure_throughput(cfg, b.steps, b.warmup)
         records.append(_publish(record, THROUGHPUT_COLUMNS, out, "throughput.csv"))
+    if b.mode == "profile":
+        from eanet.bench.profile import PROFILE_COLUMNS, measure_profile
+
+        rows = measure_profile(cfg, b.steps, b.warmup)
+        print_table(rows[:25], PROFILE_COLUMNS)
+        records.extend(rows)
+        if out:
+            write_csv(rows, out / f"profile_{cfg.model.name}.csv")
     if b.mode in ("scaling", "all"):
         from eanet.bench.scaling import SCALING_COLUMNS, measure_scaling, plot_scaling
 

@@ -1,6 +1,6 @@
 """Where a real training run's wall time goes: the framework's own cost, outside fit/evaluate.
 
-`measure_overhead` runs the unmodified `eanet.train.train` on the composed config and times its
+`measure_overhead` runs the unmodified `eanet.training.train.train` on the composed config and times its
 phases by wrapping the functions `train` calls (data loading, pipeline, model build, compile,
 MLflow), `Model.fit` and `Model.evaluate`; whatever is left is `other_s`. It also reports when
 the first training step finished, counted from the start of the process (the command), and how

@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> None:
         report = sweep_report(typed)
     except ReportError as error:
         sys.exit(f"eanet.report: {error}")
-    scope = f"sweep {report.sweep}" if report.sweep else f"experiment {typed.experiment}"
+    scope = f"sweep {report.sweep}" if report.sweep else f"experiment {typed.experiment_name}"
     print(f"{len(report.runs)} training runs of {scope}; swept settings: "
           f"{', '.join(report.axes) or 'none (model only)'}")
     print(display_table(report.table).to_string(index=False))

@@ -2,7 +2,7 @@
 
     python -m eanet.report                                  the latest sweep in experiment "eanet"
     python -m eanet.report sweep=multirun/2026-11-25/14-03-00 out=reports/patch
-    python -m eanet.report sweep=null experiment=eanet-grid           every training run of it
+    python -m eanet.report sweep=null experiment_name=eanet-grid      every training run of it
     python -m eanet.report "filter='params.model.patch_size = \\"4\\"'"    a filter on top
 
 Reads the training runs (tag eanet.run_type=train) through `eanet.tracking.search`, builds the
@@ -39,7 +39,9 @@ class ReportConfig:
     # Which runs: a sweep id (the sweep's hydra.sweep.dir, as the eanet.sweep_id tag holds it),
     # "latest" (the sweep of the newest training run), or null (every training run).
     sweep: Optional[str] = "latest"
-    experiment: str = "eanet"  # MLflow experiment name (tracking.experiment_name of the runs)
+    # MLflow experiment (tracking.experiment_name of the runs). Not `experiment`: on the command
+    # line that is the conf/experiment/ config group.
+    experiment_name: str = "eanet"
     filter: Optional[str] = None  # extra MLflow filter string, ANDed to the selection
     # Output folder. null: <sweep dir>/report when that folder exists here, else reports/<name>.
     out: Optional[str] = None
@@ -77,7 +79,7 @@ def select_runs(cfg: ReportConfig, experiment_id: str) -> tuple[Optional[str], p
                               "(python -m eanet.run -m …). Use sweep=null to report on every run.")
     frame = search_training_runs(experiment_id, sweep, cfg.filter)
     if frame.empty:
-        raise ReportError(f"No training runs match in experiment {cfg.experiment!r} of "
+        raise ReportError(f"No training runs match in experiment {cfg.experiment_name!r} of "
                           f"{frame.attrs['store']}: {frame.attrs['filter']}")
     return sweep, frame
 
@@ -100,7 +102,8 @@ def sweep_report(cfg: ReportConfig) -> Report:
     from eanet.tracking.store import existing_experiment_id
 
     try:
-        experiment_id = existing_experiment_id(cfg.tracking_uri, cfg.experiment)
+        experiment_id = existing_experiment_id(cfg.tracking_uri, cfg.experiment_name,
+                                               setting="experiment_name")
         sweep, frame = select_runs(cfg, experiment_id)
     except StoreError as error:  # no store, an unknown experiment, a filter MLflow rejects
         raise ReportError(str(error)) from None
@@ -119,8 +122,8 @@ def sweep_report(cfg: ReportConfig) -> Report:
     table = results.configuration_table(runs, axes)
     comparison = results.model_comparison(runs, table, axes)
 
-    out = Path(cfg.out) if cfg.out else default_out(sweep, cfg.experiment)
-    title = f"sweep {sweep}" if sweep else f"experiment {cfg.experiment}"
+    out = Path(cfg.out) if cfg.out else default_out(sweep, cfg.experiment_name)
+    title = f"sweep {sweep}" if sweep else f"experiment {cfg.experiment_name}"
     files = write_files(out, runs, table, comparison, axes, cfg.metric, title,
                         selection=cfg.filter)
     run_id = log_report(experiment_id, sweep, files, table) if cfg.log_to_mlflow else None

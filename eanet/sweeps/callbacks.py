@@ -228,7 +228,7 @@ class SweepReport(Callback):
             from eanet.report.files import display_table
 
             sweep = str(config.hydra.sweep.dir)  # the eanet.sweep_id tag of this sweep's runs
-            cfg = ReportConfig(sweep=sweep, experiment=config.tracking.experiment_name,
+            cfg = ReportConfig(sweep=sweep, experiment_name=config.tracking.experiment_name,
                                tracking_uri=config.tracking.tracking_uri,
                                out=self.out or f"{sweep}/report")
             report = sweep_report(cfg)
@@ -262,6 +262,8 @@ class SweepSummary(Callback):
         from hydra.core.hydra_config import HydraConfig
 
         hydra = HydraConfig.get()
+        if hydra.mode != RunMode.MULTIRUN:  # a single run has no job number and no summary
+            return
         record = {"job_num": hydra.job.num, "overrides": " ".join(hydra.overrides.task),
                   "status": "STOPPED", "outcome": "interrupted before it ended", "error": None}
         (Path(hydra.runtime.output_dir) / JOB_RECORD).write_text(json.dumps(record))

@@ -4,7 +4,7 @@ and MLflow.
 Importing the package turns on TensorFlow's oneDNN CPU kernels unless the user chose otherwise
 (`TF_ENABLE_ONEDNN_OPTS=0`). TensorFlow enables them by default only on CPUs with AVX-512
 VNNI/BF16 or AMX; on AVX2-only CPUs its default kernels run our training step about 1.5x slower
-(README, Performance). The variable is read when TensorFlow is imported, so this must run before
+(docs/performance.md). The variable is read when TensorFlow is imported, so this must run before
 any `import tensorflow` / `import keras` — hence here, and hence no effect in a process that
 imported TensorFlow before eanet.
 """
@@ -12,3 +12,8 @@ import os
 
 ONEDNN_CHOSEN_BY_USER = "TF_ENABLE_ONEDNN_OPTS" in os.environ
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+# Keras' default backend is TensorFlow; where only JAX is installed, choose JAX (eanet.backend).
+from eanet.backend import choose_backend  # noqa: E402
+
+choose_backend()

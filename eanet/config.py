@@ -16,6 +16,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from eanet.backend import configured_backend
 from eanet.data import DATASETS
 from eanet.models import ATTENTION_TYPES
 from eanet.training import DISTRIBUTIONS, OPTIMIZERS
@@ -257,6 +258,14 @@ def validate(cfg: DictConfig | Config) -> Config:
              f"Received: optimizer.momentum={o.momentum}")
     _known(str(t.verbose), "trainer.verbose", {"auto", "0", "1", "2"})
     _known(t.distribution, "trainer.distribution", DISTRIBUTIONS)
+    backend = configured_backend()
+    _require(
+        t.distribution == "none" or backend == "tensorflow",
+        f"trainer.distribution={t.distribution} uses TensorFlow's MirroredStrategy and needs "
+        f"Keras' TensorFlow backend. Received: KERAS_BACKEND={backend}. On JAX one job trains "
+        f"on one device: use trainer.distribution=none, and hydra/launcher=gpu_pack to run "
+        f"several sweep jobs per GPU (docs/gpu.md)",
+    )
     _known(t.precision, "trainer.precision", PRECISIONS)
     _positive(t, "trainer", "steps_per_execution")
     return typed

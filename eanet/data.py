@@ -258,11 +258,25 @@ def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
                  image_size: int, training: bool, seed: int, repeat: bool = False):
-    """A tf.data pipeline of (float32 images, one-hot labels) batches.
+    """(float32 images, one-hot labels) batches for `fit`/`evaluate`: a tf.data pipeline on
+    Keras' TensorFlow backend, numpy batches (eanet.array_batches.ArrayBatches, no TensorFlow)
+    on any other.
 
     One-hot because the seed's loss is categorical cross-entropy with label smoothing. Training
     data is reshuffled every epoch (seeded); resizing happens only when data.image_size differs.
     """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        from eanet.array_batches import ArrayBatches
+
+        return ArrayBatches(images, labels, num_classes, batch_size, image_size, training, seed,
+                            repeat)
+    return _tf_dataset(images, labels, num_classes, batch_size, image_size, training, seed,
+                       repeat)
+
+
+def _tf_dataset(images, labels, num_classes, batch_size, image_size, training, seed, repeat):
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))

@@ -42,12 +42,20 @@ def current_rss_mb() -> float:
 
 
 def gpu_devices() -> list:
+    """The GPUs of Keras' backend: TensorFlow's logical GPUs, or JAX's GPU devices."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [d for d in jax.devices() if d.platform == "gpu"]
     import tensorflow as tf
 
     return tf.config.list_logical_devices("GPU")
 
 
 def reset_gpu_peak() -> None:
+    """TensorFlow only: JAX's peak is over the process' life (measure in a fresh process)."""
+    if keras.backend.backend() != "tensorflow":
+        return
     import tensorflow as tf
 
     for device in gpu_devices():
@@ -55,12 +63,15 @@ def reset_gpu_peak() -> None:
 
 
 def peak_gpu_mb() -> Optional[float]:
-    """Peak GPU memory since the last reset, or None without a GPU."""
-    import tensorflow as tf
-
+    """Peak GPU memory since the last reset (JAX: since the process started), or None without a
+    GPU."""
     devices = gpu_devices()
     if not devices:
         return None
+    if keras.backend.backend() == "jax":
+        return max((d.memory_stats() or {}).get("peak_bytes_in_use", 0) for d in devices) / 2**20
+    import tensorflow as tf
+
     return max(tf.config.experimental.get_memory_info(d.name)["peak"] for d in devices) / 2**20
 
 

@@ -55,6 +55,15 @@ def build_augmentation(cfg: AugmentationConfig, mean: Sequence[float], variance:
         stages.append(layers.RandomContrast(cfg.contrast, seed=seed, name="contrast"))
     if cfg.zoom > 0:
         stages.append(layers.RandomZoom(cfg.zoom, cfg.zoom, seed=seed, name="zoom"))
+    if keras.backend.backend() != "tensorflow":
+        # Keras marks RandomRotation and RandomZoom `supports_jit = False` for TensorFlow, whose
+        # image-transform op has no XLA kernel; one such layer makes Keras compile the whole
+        # model without XLA on every backend (`model_supports_jit`), and on JAX that means the
+        # training step runs op by op, un-jitted: the "augmentation stall" (docs/gpu.md). Their
+        # JAX computation (`map_coordinates`) compiles, so there the flag is lifted. Same layers,
+        # same arithmetic; the flag is not serialized.
+        for stage in stages:
+            stage.supports_jit = True
     return keras.Sequential(stages, name="augmentation")
 
 

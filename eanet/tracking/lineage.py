@@ -53,7 +53,7 @@ def _requirements() -> list[str]:
     """Pinned requirements of the logged model. Given explicitly: MLflow's own inference
     loads the model in a subprocess and costs ~17 s per run here, against <1 s this way."""
     pins = []
-    for package in ("keras", "tensorflow", "tensorflow-cpu"):
+    for package in ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib"):
         try:
             pins.append(f"{package}=={metadata.version(package)}")
         except metadata.PackageNotFoundError:

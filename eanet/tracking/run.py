@@ -10,7 +10,8 @@ manager that ends the run as FINISHED, FAILED or KILLED) and its Keras callback.
   throughput_img_per_s, and param_count_{total,trainable,patch_embedding,attention,mlp,norm,head};
 - artifacts: config.yaml (resolved), hydra/ (Hydra's .hydra folder), model/model.keras,
   history.csv, learning_curves.png;
-- tags: eanet.run_type=train, eanet.model, eanet.overrides, eanet.sweep_id, eanet.job_num, mlflow.source.git.commit.
+- tags: eanet.run_type=train, eanet.model, eanet.backend (the Keras backend), eanet.overrides,
+  eanet.sweep_id, eanet.job_num, mlflow.source.git.commit.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from eanet.config import Config, flatten, run_name
 from eanet.tracking.store import experiment_id
-from eanet.tracking.tags import (RUN_TYPE_TRAIN, TAG_ERROR, TAG_JOB_NUM, TAG_MODEL, TAG_ONEDNN,
-                                 TAG_OVERRIDES, TAG_RESUMED, TAG_RUN_TYPE, TAG_SWEEP)
+from eanet.tracking.tags import (RUN_TYPE_TRAIN, TAG_BACKEND, TAG_ERROR, TAG_JOB_NUM, TAG_MODEL,
+                                 TAG_ONEDNN, TAG_OVERRIDES, TAG_RESUMED, TAG_RUN_TYPE, TAG_SWEEP)
 from eanet.training.checkpoint import epoch_metrics
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class TrackedRun:
         exp_id = experiment_id(self.cfg.tracking.tracking_uri, self.cfg.tracking.experiment_name)
         tags = {TAG_RUN_TYPE: RUN_TYPE_TRAIN, TAG_MODEL: self.cfg.model.name,
                 TAG_OVERRIDES: " ".join(self.context.get("overrides", [])),
+                TAG_BACKEND: keras.backend.backend(),
                 TAG_ONEDNN: os.environ.get("TF_ENABLE_ONEDNN_OPTS", "")}
         if "sweep_id" in self.context:
             tags[TAG_SWEEP] = self.context["sweep_id"]

@@ -10,6 +10,7 @@ TAG_OVERRIDES = "eanet.overrides"  # the job's Hydra overrides, space-separated
 TAG_SWEEP = "eanet.sweep_id"  # hydra.sweep.dir of the sweep the run belongs to
 TAG_JOB_NUM = "eanet.job_num"
 TAG_ERROR = "eanet.error"  # why a FAILED or KILLED run ended
+TAG_BACKEND = "eanet.backend"  # the Keras backend that trained the run: tensorflow, jax, ...
 TAG_ONEDNN = "eanet.onednn"  # TF_ENABLE_ONEDNN_OPTS as the run saw it: CPU kernels differ in speed
 TAG_FINGERPRINT = "eanet.fingerprint"  # what the configuration computes (eanet.sweeps.plan)
 TAG_RESUMED = "eanet.resumed_at_epoch"

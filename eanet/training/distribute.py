@@ -10,21 +10,45 @@
 `batch_size × replicas` images and Keras splits each batch across the replicas, so the per-device
 work, learning rate and metrics mean what they mean on one device (metrics are aggregated over
 the global batch by Keras).
+
+These are TensorFlow strategies. On any other Keras backend (JAX) a job trains on one device:
+`none` is `OneDevice` (no scope, one replica) and `mirrored` is refused at start-up by config
+validation (eanet.config) — pack several jobs per GPU instead (hydra/launcher=gpu_pack).
 """
 from __future__ import annotations
+
+import contextlib
 
 from hydra.utils import get_method
 
 from eanet.training import DISTRIBUTIONS
 
 
+class OneDevice:
+    """What training asks of a strategy, for backends without tf.distribute: one replica, no scope."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
 def default_strategy():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return OneDevice()
     import tensorflow as tf
 
     return tf.distribute.get_strategy()
 
 
 def mirrored_strategy():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":  # config validation refuses this earlier
+        raise ValueError("trainer.distribution=mirrored needs Keras' TensorFlow backend. "
+                         f"Received: KERAS_BACKEND={keras.backend.backend()}")
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")

@@ -22,7 +22,14 @@ class NonFiniteLossError(ArithmeticError):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Raise `NonFiniteLossError` on the first batch whose loss is NaN or infinite."""
+    """Raise `NonFiniteLossError` on the first batch whose loss is NaN or infinite.
+
+    `async_safe`: on backends that allow it (JAX; never TensorFlow), Keras runs this check on a
+    helper thread, so reading the loss does not stop the host from dispatching the next step
+    while the GPU works; an error then surfaces a step or two later, still within its epoch.
+    """
+
+    async_safe = True
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch

@@ -143,9 +143,20 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def gpu_share(jobs: Any, reserve: float = 0.1) -> str:
+    """The fraction of a GPU's memory each of `jobs` packed processes may take, leaving `reserve`
+    free: `${eanet.gpu_share:${hydra.launcher.n_jobs}}` in conf/hydra/launcher/gpu_pack.yaml."""
+    jobs = int(jobs)
+    if jobs <= 0:
+        raise ConfigError(f"Expected hydra.launcher.n_jobs > 0 to share a GPU. Received: {jobs}")
+    return f"{(1.0 - reserve) / jobs:.3f}"
+
+
 def register_configs() -> None:
-    """Make the schema available to `conf/config.yaml` (its defaults list starts with it)."""
+    """Make the schema available to `conf/config.yaml` (its defaults list starts with it), and
+    eanet's resolvers to every config."""
     ConfigStore.instance().store(name="eanet_schema", node=Config)
+    OmegaConf.register_new_resolver("eanet.gpu_share", gpu_share, replace=True)
 
 
 def _require(condition: bool, message: str) -> None:

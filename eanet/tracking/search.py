@@ -1,5 +1,6 @@
 """What sweeps and reports ask of the store: runs by fingerprint, by sweep, the latest sweep;
-the report run beside them; the registration of a sweep's best model.
+the report run beside them; the registration of a sweep's best model; a run's artifact file for a
+study's record (eanet.report.record).
 
 Every query goes through `mlflow.search_runs` / `MlflowClient.search_runs` with a filter on
 eanet's tags (eanet.tracking.tags); a filter MLflow rejects becomes a `StoreError` naming it.
@@ -112,3 +113,14 @@ def register_best_model(tracking_uri: Optional[str], experiment_name: str, sweep
     log.info("registered %s (run %s, best_val_top1 %s) as %s version %s", best.info.run_name,
              best.info.run_id, best.data.metrics.get("best_val_top1"), name, version.version)
     return version
+
+
+def download_run_file(run_id: str, artifact_path: str, folder: Path) -> Optional[Path]:
+    """One artifact file of a run, copied into `folder`; None when the run has none (a run that
+    failed before writing it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
+                                                        dst_path=str(folder)))
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None

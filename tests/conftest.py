@@ -1,7 +1,7 @@
 """Shared test helpers: the real Hydra config shrunk to a tiny model on tiny data (`TINY`), eanet's
 commands in a subprocess (`run_eanet`, `start_eanet`, `run_module`, `run_python`, all with
 `subprocess_env()`), and reading back what a run recorded (`client_for`, `training_runs`,
-`metric_steps`). One copy of each, here; test modules import them (`from conftest import …`).
+`metric_steps`, `checkpointed_epoch`). One copy of each, here; test modules import them (`from conftest import …`).
 
 The `slow` marker has one rule:
 
@@ -9,14 +9,16 @@ The `slow` marker has one rule:
 
 Everything else runs in `make test` (`pytest -m "not slow"`, which must stay under 8 minutes on
 2 cores), subprocess sweeps included: a test that sweeps is made small (TINY, one or two epochs,
-two to four jobs) rather than marked slow. Only the seed comparison (`test_bench.py`, the seed's
-own benchmark training the full-size model) is slow today. Tests that need what a machine may
-lack — the real CIFAR-100 copy (`real_data`), Chromium (`browser`), a PostgreSQL server
-(`postgres`), the seed's files under ../shared/bench, a Ray environment (EANET_RAY_PYTHON) — skip
-when it is missing (CI=1 makes the browser test fail instead); that alone does not make them slow.
+two or three jobs) rather than marked slow. No test is slow today: the longest alone (a tiny sweep
+against a real server, the PostgreSQL server, the resume test, the comparison with the seed's
+benchmark) take 40-55 s. Tests that need what a machine may lack (the real CIFAR-100 copy:
+`real_data`; Chromium: `browser`; a PostgreSQL server: `postgres`; the seed's files under
+../shared/bench; a Ray environment: EANET_RAY_PYTHON) skip when it is missing (with CI set, the
+browser test fails instead); that alone does not make them slow.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -134,12 +136,14 @@ def run_eanet(cwd: Path, *arguments: str, script: str | None = None, tiny: bool 
                           text=True, timeout=timeout)
 
 
-def start_eanet(cwd: Path, *arguments: str, log: Path) -> subprocess.Popen:
+def start_eanet(cwd: Path, *arguments: str, log: Path,
+                env: dict | None = None) -> subprocess.Popen:
     """`run_eanet` in the background, in its own process group (signals sent to it never reach
     pytest), its output into `log`: a file, not a pipe, as a full pipe would stall the run."""
     with open(log, "w") as output:
-        return subprocess.Popen(eanet_command(*arguments), cwd=cwd, env=subprocess_env(),
-                                stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(eanet_command(*arguments), cwd=cwd,
+                                env=subprocess_env(**(env or {})), stdout=output,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 # --- what a run recorded -----------------------------------------------------------------------
@@ -171,3 +175,18 @@ def training_runs(client, experiment: str = "eanet",
 
 def metric_steps(client, run_id: str, key: str = "loss") -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def checkpointed_epoch(folder: Path) -> int:
+    """The last epoch in the one checkpoint under `folder/checkpoints`, or -1 if none yet (or
+    while it is being replaced)."""
+    import numpy as np
+
+    files = list((Path(folder) / "checkpoints").glob("*/state.npz"))
+    if not files:
+        return -1
+    try:
+        with np.load(files[0], allow_pickle=False) as archive:
+            return json.loads(str(archive["meta"]))["epoch"]
+    except (OSError, ValueError, KeyError):
+        return -1

@@ -1,5 +1,5 @@
 """Real servers for tests, on loopback: an `mlflow server` (SQLite or PostgreSQL backend) and a
-throwaway PostgreSQL cluster; plus running a tiny sweep as `python -m eanet.run` does.
+throwaway PostgreSQL cluster; plus a tiny sweep that must succeed (`run_sweep`).
 
 Every server starts in its own process group (setsid) and is stopped with SIGTERM to that group
 (SIGKILL after a grace period), so no worker outlives its test.
@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import ROOT, TINY
+from conftest import run_eanet
 
 
 def free_port() -> int:
@@ -76,11 +76,8 @@ def mlflow_server(backend_store_uri: str, artifacts: Path, log: Path):
 
 def run_sweep(cwd: Path, *overrides: str, env: dict | None = None, timeout: float = 600,
               python: str = sys.executable) -> subprocess.CompletedProcess:
-    """`python -m eanet.run -m <TINY> <overrides>` in `cwd`, importing this checkout."""
-    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    environment.update({"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
-    result = subprocess.run([python, "-m", "eanet.run", "-m", *TINY, *overrides], cwd=cwd,
-                            env=environment, capture_output=True, text=True, timeout=timeout)
+    """`python -m eanet.run -m TINY… <overrides>` in `cwd`, which must succeed."""
+    result = run_eanet(cwd, "-m", *overrides, env=env, timeout=timeout, python=python)
     assert result.returncode == 0, f"sweep failed ({result.returncode}):\n{result.stderr[-6000:]}"
     return result
 

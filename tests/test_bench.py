@@ -7,31 +7,14 @@ model's own parameter count, files written).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import ROOT, TINY, run_module, run_python
 from eanet.bench.scaling import fit_exponents
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "data=synthetic", "data.image_size=8", "data.num_classes=4",
-    "data.synthetic_train_size=64", "data.synthetic_test_size=32",
-    "model.embedding_dim=16", "model.mlp_dim=16", "model.num_blocks=1", "model.num_heads=2",
-    "model.dim_coefficient=2", "trainer.epochs=1", "trainer.batch_size=16", "trainer.verbose=0",
-]
 TINY_EA_PARAMS = 2_356  # PatchEmbedding 272 + block 1,944 + head 68 + norms and biases
-
-
-def run_module(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
 
 
 def records(stdout: str, prefix: str = "BENCH ") -> list[dict]:
@@ -41,11 +24,11 @@ def records(stdout: str, prefix: str = "BENCH ") -> list[dict]:
 
 def test_bench_all_modes_on_a_tiny_config(tmp_path):
     out = tmp_path / "results"
-    result = run_module("eanet.bench", [
-        *TINY, "bench.mode=all", "bench.steps=2", "bench.warmup=1", f"bench.out={out}",
+    result = run_module(
+        "eanet.bench", *TINY, "trainer.epochs=1", "bench.mode=all", "bench.steps=2", "bench.warmup=1", f"bench.out={out}",
         "bench.scaling.image_sizes=[8,16]", "bench.scaling.attentions=[external]",
         "bench.scaling.steps=2", "bench.scaling.warmup=1", "tracking.log_model=false",
-        f"hydra.run.dir={tmp_path / 'hydra'}"], tmp_path)
+        f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     by_kind = {}
     for record in records(result.stdout):
@@ -77,11 +60,11 @@ def test_bench_all_modes_on_a_tiny_config(tmp_path):
 
 
 def test_unknown_bench_mode_fails_before_any_work(tmp_path):
-    result = run_module("eanet.bench", ["bench.mode=fastest",
-                                        f"hydra.run.dir={tmp_path / 'hydra'}"], tmp_path)
+    result = run_module("eanet.bench", "bench.mode=fastest",
+                        f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path)
     assert result.returncode != 0
     assert "bench.mode='fastest'" in result.stderr
-    assert "throughput, scaling, overhead, all" in result.stderr
+    assert "Valid values: throughput, scaling, overhead, profile, all" in result.stderr
 
 
 def test_fit_exponents_recover_linear_and_quadratic_growth():
@@ -102,12 +85,10 @@ def test_fit_exponents_recover_linear_and_quadratic_growth():
 SEED_BENCH = ROOT.parent / "shared" / "bench" / "seed_throughput.py"
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not SEED_BENCH.is_file(), reason=f"no seed benchmark at {SEED_BENCH}")
 def test_compare_with_the_seed_prints_ratios(tmp_path):
-    result = run_module("eanet.bench.compare", [
-        "--batch", "4", "--steps", "2", "--warmup", "1", "--rounds", "1", "--image-size", "8"],
-        tmp_path)
+    result = run_module("eanet.bench.compare", "--batch", "4", "--steps", "2", "--warmup", "1",
+                        "--rounds", "1", "--image-size", "8", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     seed, eanet = records(result.stdout, "COMPARE ")
     assert seed["contender"] == "seed" and eanet["contender"] == "eanet"
@@ -128,11 +109,8 @@ def test_bench_compare_reads_environment_assignments():
 
 @pytest.mark.parametrize("preset, expected", [(None, "1"), ("0", "0")])
 def test_importing_eanet_turns_onednn_on_unless_the_user_chose(preset, expected):
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    if preset is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = preset
-    out = subprocess.run(
-        [sys.executable, "-c", "import os, eanet; print(os.environ['TF_ENABLE_ONEDNN_OPTS'], "
-         "eanet.ONEDNN_CHOSEN_BY_USER)"],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.split()
+    done = run_python("-c", "import os, eanet; print(os.environ['TF_ENABLE_ONEDNN_OPTS'], "
+                      "eanet.ONEDNN_CHOSEN_BY_USER)", env={"TF_ENABLE_ONEDNN_OPTS": preset})
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.split()
     assert out == [expected, str(preset is not None)]

@@ -1,4 +1,6 @@
 """Every config group composes and builds; typos, wrong types and impossible values fail at start-up."""
+import re
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
@@ -77,6 +79,18 @@ def test_unknown_group_option_lists_the_valid_ones():
 def test_impossible_values_fail_with_the_key_named(override, message):
     with pytest.raises(ConfigError, match=message):
         validate(compose_config([override]))
+
+
+@pytest.mark.parametrize("override, key, valid", [
+    ("+model.foo=1", "model.foo", "under model: attention, attention_dropout"),
+    ("+trainer.bar=2", "trainer.bar", "under trainer: batch_size, distribution"),
+    ("+data.augmentation.blur=0.5", "data.augmentation.blur", "under data.augmentation: contrast"),
+    ("+foo=1", "foo", "Valid keys: data, model, optimizer, quiet, seed, tracking, trainer"),
+])
+def test_unknown_key_added_with_plus_is_refused_with_the_key_named(override, key, valid):
+    cfg = compose_config([override])  # Hydra lets `+` add a key anywhere ...
+    with pytest.raises(ConfigError, match=rf"^Unknown key {re.escape(key)}: .*{re.escape(valid)}"):
+        validate(cfg)  # ... validation refuses what the schema does not know
 
 
 def test_dim_coefficient_is_not_checked_for_self_attention():

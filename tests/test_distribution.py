@@ -5,14 +5,9 @@ splits the CPU and then calls the ordinary Hydra entry point.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
-from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, TINY, compose_config
+from conftest import TINY, client_for, compose_config, run_eanet, run_python, training_runs
 from eanet.config import ConfigError, validate
 
 # Split the CPU, then run `python -m eanet.run <overrides>` in the same process.
@@ -32,21 +27,15 @@ def test_unknown_distribution_is_rejected_naming_the_valid_ones():
 
 
 def test_mirrored_training_on_two_replicas_is_recorded_like_any_run(tmp_path):
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        # 80 images → 64 train / 16 validation, 32 test: every first batch splits evenly over
-        # the 2 replicas (Keras 3.15 builds the model from the replicas' mean of the first batch
-        # of fit/evaluate, which fails when a split smaller than one global batch splits unevenly)
-        [sys.executable, "-c", TWO_CPU_DEVICES, *TINY, "trainer.distribution=mirrored",
-         "data.synthetic_train_size=80", "trainer.epochs=1", "trainer.batch_size=8",
-         f"tracking.tracking_uri={store}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    # 80 images → 64 train / 16 validation, 32 test: every first batch splits evenly over the
+    # 2 replicas (Keras 3.15 builds the model from the replicas' mean of the first batch of
+    # fit/evaluate, which fails when a split smaller than one global batch splits unevenly)
+    result = run_eanet(tmp_path, "trainer.distribution=mirrored", "data.synthetic_train_size=80",
+                       "trainer.epochs=1", "trainer.batch_size=8", script=TWO_CPU_DEVICES)
     assert result.returncode == 0, result.stderr[-6000:]
 
-    client = MlflowClient(tracking_uri=store)
-    (run,) = client.search_runs([client.get_experiment_by_name("eanet").experiment_id])
+    client = client_for(tmp_path)  # MLflow's default store in the command's working directory
+    (run,) = training_runs(client)
     assert run.info.status == "FINISHED" and run.info.run_name == "ea-p2-h2-dc2-s0"
     assert run.data.tags["eanet.replicas"] == "2"
     assert run.data.params["trainer.distribution"] == "mirrored"
@@ -93,8 +82,6 @@ print("same updates on both replicas")
 
 def test_fused_adamw_updates_each_replica_like_keras_adamw():
     """FusedAdamW addresses each replica's own variables (tf.distribute's update context)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, "-c", FUSED_ADAMW_ON_TWO_REPLICAS], env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = run_python("-c", FUSED_ADAMW_ON_TWO_REPLICAS, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "same updates on both replicas" in result.stdout

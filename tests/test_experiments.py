@@ -1,20 +1,15 @@
 """The shipped studies (conf/experiment) compose, expand to their number of jobs, and every job is
-valid; the sweep-report callback is registered; a tiny multirun ends with a report by itself."""
+valid; the sweep-report callback is registered (a tiny multirun's own report: test_sweep_records.py)."""
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 
-import pandas as pd
 import pytest
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, ROOT, TINY, compose_config
+from conftest import CONF_DIR, ROOT, compose_config
 from eanet.sweeps.callbacks import SweepReport, count_jobs
 from eanet.config import validate
 
@@ -118,31 +113,3 @@ def test_callback_never_raises(tmp_path, caplog):
     caplog.clear()
     SweepReport(enabled=False).on_multirun_end(cfg)
     assert caplog.text == ""
-
-
-@pytest.mark.slow  # two tiny training jobs in a fresh process: ~1 min alone, 2+ min on a busy CPU
-def test_tiny_multirun_ends_with_a_report(tmp_path):
-    """`python -m eanet.run -m model=ea,vit` (tiny settings) writes and logs its report itself."""
-    sweep_dir = tmp_path / "multirun" / "tiny"
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = [sys.executable, "-m", "eanet.run", "-m", "model=ea,vit", *TINY, "trainer.epochs=1",
-               "tracking.log_model=false", f"tracking.tracking_uri={uri}",
-               f"hydra.sweep.dir={sweep_dir}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    table = pd.read_csv(sweep_dir / "report" / "report.csv")
-    assert list(table["model"]) == ["ea", "vit"] and list(table["n"]) == [1, 1]
-    comparison = pd.read_csv(sweep_dir / "report" / "comparison.csv")
-    assert comparison["delta_top1"][0] == pytest.approx(
-        table["test_top1_mean"][0] - table["test_top1_mean"][1])
-
-    client = MlflowClient(uri)
-    [report_run] = client.search_runs(
-        [client.get_experiment_by_name("eanet").experiment_id],
-        "tags.`eanet.run_type` = 'report'")
-    assert report_run.data.tags["eanet.sweep_id"] == str(sweep_dir)
-    artifacts = {a.path for a in client.list_artifacts(report_run.info.run_id)}
-    assert {"report.csv", "report.md", "accuracy_vs_parameters.png"} <= artifacts

@@ -4,17 +4,19 @@ input (a bad override, a missing data file, an unwritable store, a full disk) le
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+from mlflow.entities import ViewType
 
-from conftest import TINY, compose_config
+from conftest import TINY, client_for, compose_config, metric_steps, run_eanet, training_runs
 from eanet.config import validate
-from eanet.tracking import StoreError
 from eanet.data import DataError
-from fault_tools import client_for, metric_steps, run_eanet, store_snapshot, training_runs
+from eanet.tracking import StoreError
 
 # Job 1 of the sweep crashes after its first epoch, through the train.extra_callbacks seam.
 CRASH_JOB_1 = """
@@ -35,7 +37,7 @@ runpy.run_module("eanet.run", run_name="__main__")  # as `python -m eanet.run` w
 def test_sweep_with_crash_and_nan_finishes_the_rest_and_exits_nonzero(tmp_path):
     # Job 0 is healthy, job 1 crashes, job 2 diverges (a learning rate of 1e30 overflows at once).
     result = run_eanet(tmp_path, "-m", "optimizer.learning_rate=0.001,0.002,1e30",
-                       "trainer.epochs=3", "tracking.log_model=false", script=CRASH_JOB_1)
+                       "trainer.epochs=2", "tracking.log_model=false", script=CRASH_JOB_1)
     assert result.returncode != 0
     runs = {r.data.params["optimizer.learning_rate"]: r for r in training_runs(client_for(tmp_path))}
     assert runs["0.001"].info.status == "FINISHED"
@@ -53,12 +55,31 @@ def test_sweep_with_crash_and_nan_finishes_the_rest_and_exits_nonzero(tmp_path):
     assert "NonFiniteLossError: loss became" in summary
 
 
+def store_snapshot(folder: Path) -> dict:
+    """Everything recorded in `folder`'s store: runs with their data, and artifact file hashes."""
+    client = client_for(folder)
+    snapshot = {"experiments": sorted((e.experiment_id, e.name, e.lifecycle_stage) for e in
+                                      client.search_experiments(view_type=ViewType.ALL))}
+    for run in client.search_runs([e[0] for e in snapshot["experiments"]],
+                                  run_view_type=ViewType.ALL):
+        info = run.info
+        snapshot[info.run_id] = {
+            "info": (info.status, info.start_time, info.end_time, info.lifecycle_stage),
+            "params": run.data.params, "tags": run.data.tags,
+            "metrics": {k: [(m.step, m.value, m.timestamp) for m in
+                            client.get_metric_history(info.run_id, k)] for k in run.data.metrics},
+        }
+    artifacts = folder / "mlruns"
+    snapshot["artifacts"] = {str(p.relative_to(artifacts)): hashlib.sha256(p.read_bytes()).hexdigest()
+                             for p in sorted(artifacts.rglob("*")) if p.is_file()} \
+        if artifacts.is_dir() else {}
+    return snapshot
+
+
 @pytest.fixture
-def recorded_store(tmp_path, monkeypatch):
+def recorded_store(tracking_dir, tmp_path):
     """A store holding one finished run with params, metrics and an artifact; cwd = its folder."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = tracking_dir
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment("eanet")
     with mlflow.start_run(experiment_id=experiment.experiment_id, run_name="earlier"):

@@ -21,13 +21,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY, client_for, compose_config, metric_steps, subprocess_env, \
-    training_runs
+from conftest import (ROOT, TINY, checkpointed_epoch, client_for, compose_config, metric_steps,
+                      run_eanet, run_python, start_eanet, store_uri, subprocess_env, training_runs)
 
 if importlib.util.find_spec("jax") is None or importlib.util.find_spec("tensorflow") is not None:
     pytest.skip("needs JAX without TensorFlow: the environment of `make test-jax`",
@@ -40,8 +39,7 @@ EVEN = ["data.synthetic_train_size=80"]
 
 
 def test_tensorflow_is_not_installed():
-    result = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True,
-                            text=True, env=subprocess_env(**JAX))
+    result = run_python("-c", "import tensorflow", env=JAX)
     assert result.returncode != 0
     assert "No module named 'tensorflow'" in result.stderr
 
@@ -69,7 +67,7 @@ def test_study_script_cpu_variant_packs_two_jobs(tmp_path):
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
-    runs = training_runs(client_for(f"sqlite:///{work / 'mlflow.db'}"))
+    runs = training_runs(client_for(work))
     assert sorted(run.data.tags["eanet.model"] for run in runs) == ["ea", "vit"]
     assert {run.info.status for run in runs} == {"FINISHED"}
     assert {run.data.tags["eanet.backend"] for run in runs} == {"jax"}
@@ -92,24 +90,10 @@ def test_study_script_cpu_variant_packs_two_jobs(tmp_path):
     assert (record_dir / "report.md").is_file() and (record_dir / "comparison.csv").is_file()
 
 
-def checkpointed_epoch(folder: Path) -> int:
-    files = list((folder / "checkpoints").glob("*/state.npz"))
-    if not files:
-        return -1
-    try:
-        with np.load(files[0], allow_pickle=False) as archive:
-            return json.loads(str(archive["meta"]))["epoch"]
-    except (OSError, ValueError, KeyError):  # being replaced right now
-        return -1
-
-
 def test_sigkill_relaunch_resumes_and_model_loads_safely(tmp_path):
     # Epochs of 300 tiny steps (about a second on 2 cores): time to kill between epochs.
     schedule = ["trainer.epochs=4", "trainer.steps_per_epoch=300", "trainer.validation_steps=1"]
-    command = [sys.executable, "-m", "eanet.run", *TINY, *EVEN, *schedule]
-    with open(tmp_path / "killed.log", "w") as log:
-        process = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(**JAX), stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+    process = start_eanet(tmp_path, *EVEN, *schedule, log=tmp_path / "killed.log", env=JAX)
     deadline = time.monotonic() + 600
     while checkpointed_epoch(tmp_path) < 0:
         assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
@@ -124,8 +108,7 @@ def test_sigkill_relaunch_resumes_and_model_loads_safely(tmp_path):
     [killed] = training_runs(client)
     assert killed.info.status == "RUNNING"  # SIGKILL cannot be caught
 
-    finished = subprocess.run(command, cwd=tmp_path, env=subprocess_env(**JAX),
-                              capture_output=True, text=True, timeout=600)
+    finished = run_eanet(tmp_path, *EVEN, *schedule, env=JAX)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"resuming run {killed.info.run_id} after epoch {stopped_after}" in finished.stdout \
         + finished.stderr
@@ -147,15 +130,13 @@ def test_sigkill_relaunch_resumes_and_model_loads_safely(tmp_path):
     probabilities = loaded.predict(images, verbose=0)
     assert probabilities.shape == (3, 4)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(store_uri(tmp_path))
     logged = mlflow.pyfunc.load_model(done.data.tags["eanet.model_uri"])
     np.testing.assert_allclose(np.asarray(logged.predict(images)), probabilities, atol=1e-5)
 
 
 def test_mirrored_is_refused_at_start_up(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "eanet.run", *TINY,
-                             "trainer.distribution=mirrored"], cwd=tmp_path,
-                            env=subprocess_env(**JAX), capture_output=True, text=True, timeout=120)
+    result = run_eanet(tmp_path, "trainer.distribution=mirrored", env=JAX, timeout=120)
     assert result.returncode == 1
     assert "needs Keras' TensorFlow backend" in result.stderr
     assert "Traceback" not in result.stderr

@@ -11,21 +11,15 @@ import os
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from conftest import compose_config
+from conftest import client_for, compose_config, store_uri, training_runs
 from servers import run_sweep
-
-# Training runs only: every sweep also records a report run (eanet.run_type=report).
-TRAINING_RUNS = "tags.`eanet.run_type` = 'train'"
 
 
 def sweep_records(store: str) -> list:
-    client = MlflowClient(tracking_uri=store)
-    experiment = client.get_experiment_by_name("eanet")
-    assert experiment is not None, f"no experiment 'eanet' in {store}"
-    return client.search_runs([experiment.experiment_id], TRAINING_RUNS,
-                              order_by=["attributes.run_name ASC"])
+    runs = training_runs(client_for(store), order_by="attributes.run_name ASC")
+    assert runs, f"no training runs in experiment 'eanet' of {store}"
+    return runs
 
 
 def assert_one_sweep_of_two(runs: list, cwd: Path) -> None:
@@ -43,7 +37,7 @@ def test_submitit_local_sweep_logs_both_jobs_to_one_experiment(tmp_path):
     # processes started by Submitit, in the same working directory.
     result = run_sweep(tmp_path, "seed=0,1", "hydra/launcher=submitit_local",
                        "trainer.epochs=1", "tracking.log_model=false")
-    runs = sweep_records(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = sweep_records(store_uri(tmp_path))
     assert_one_sweep_of_two(runs, tmp_path)
     assert "Submitit" in result.stdout + result.stderr  # the launcher that ran them
     # each job ran in a process of its own (a Submitit job id each), and printed its progress line
@@ -77,7 +71,7 @@ RAY_PYTHON = os.environ.get("EANET_RAY_PYTHON")
 @pytest.mark.skipif(not RAY_PYTHON, reason="set EANET_RAY_PYTHON to a Python with "
                     "`pip install 'eanet[ray]'` (hydra-ray-launcher pins cloudpickle<3: own venv)")
 def test_ray_sweep_logs_both_jobs_to_one_experiment(tmp_path):
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = store_uri(tmp_path)
     run_sweep(tmp_path, "seed=0,1", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
               "+hydra.launcher.ray.init.include_dashboard=false", "trainer.epochs=1",
               "tracking.log_model=false", f"tracking.tracking_uri={store}", python=RAY_PYTHON)

@@ -5,29 +5,18 @@ with the same command each time; it must finish with one point per epoch for eve
 """
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
 
-import numpy as np
-
-from fault_tools import client_for, metric_steps, run_eanet, start_eanet, training_runs
+from conftest import (checkpointed_epoch, client_for, metric_steps, run_eanet, start_eanet,
+                      training_runs)
 
 EPOCHS = 5
 # Epochs of 12 steps: long enough to interrupt mid-epoch, short enough for CI.
 SCHEDULE = [f"trainer.epochs={EPOCHS}", "trainer.steps_per_epoch=12"]
 PER_EPOCH = ["loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "learning_rate",
              "epoch_time_s"]
-
-
-def checkpointed_epoch(folder: Path) -> int:
-    """The last epoch in the one checkpoint under `folder/checkpoints`, or -1 if none yet."""
-    files = list((folder / "checkpoints").glob("*/state.npz"))
-    if not files:
-        return -1
-    with np.load(files[0], allow_pickle=False) as archive:
-        return json.loads(str(archive["meta"]))["epoch"]
 
 
 def interrupt_after_epoch(folder: Path, epoch: int, signum: int) -> str:

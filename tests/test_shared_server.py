@@ -13,12 +13,9 @@ import tempfile
 import time
 
 import pytest
-from mlflow.tracking import MlflowClient
 
+from conftest import client_for, store_uri, training_runs
 from servers import mlflow_server, postgres_bin, postgres_cluster, run_sweep
-
-# Training runs only: every sweep also records a report run (eanet.run_type=report).
-TRAINING_RUNS = "tags.`eanet.run_type` = 'train'"
 
 IN_CI = bool(os.environ.get("CI"))
 EXPERIMENT = "eanet-shared"
@@ -28,7 +25,7 @@ EXPERIMENT = "eanet-shared"
 def served_sweep(tmp_path_factory):
     """(server URL, sweep stdout) after `-m seed=0,1 tracking=server` against a fresh server."""
     folder = tmp_path_factory.mktemp("server")
-    with mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts",
+    with mlflow_server(store_uri(folder), folder / "artifacts",
                        folder / "server.log") as url:
         # tracking=server reads the server's address from MLFLOW_TRACKING_URI
         result = run_sweep(folder, "seed=0,1", "tracking=server",
@@ -39,11 +36,11 @@ def served_sweep(tmp_path_factory):
 
 
 def sweep_runs(url: str):
-    client = MlflowClient(tracking_uri=url)
+    client = client_for(url)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     assert experiment is not None, f"no experiment {EXPERIMENT} on {url}"
-    return client, experiment, client.search_runs([experiment.experiment_id], TRAINING_RUNS,
-                                                  order_by=["attributes.run_name ASC"])
+    runs = training_runs(client, EXPERIMENT, order_by="attributes.run_name ASC")
+    return client, experiment, runs
 
 
 def test_sweep_logs_to_the_server_over_http(served_sweep):
@@ -178,9 +175,7 @@ def test_server_on_a_postgres_backend(tmp_path):
             mlflow_server(database, tmp_path / "artifacts", tmp_path / "server.log") as url:
         run_sweep(tmp_path, "seed=0", "tracking=server", "trainer.epochs=1",
                   "tracking.log_model=false", env={"MLFLOW_TRACKING_URI": url})
-        client = MlflowClient(tracking_uri=url)
-        experiment = client.get_experiment_by_name("eanet")
-        (run,) = client.search_runs([experiment.experiment_id], TRAINING_RUNS)
+        (run,) = training_runs(client_for(url))
         assert run.info.status == "FINISHED" and run.info.run_name == "ea-p2-h2-dc2-s0"
         assert run.data.tags["eanet.sweep_id"] and "test_top1" in run.data.metrics
         # the run is in PostgreSQL itself

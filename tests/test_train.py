@@ -1,10 +1,9 @@
 """A tiny real training run into a temporary MLflow store, read back with MlflowClient."""
 import keras
 import pytest
-from mlflow.tracking import MlflowClient
 
 import eanet.training.train
-from conftest import TINY, compose_config
+from conftest import TINY, client_for, compose_config
 from eanet.config import validate
 from eanet.training.train import train
 
@@ -23,7 +22,7 @@ def test_tiny_run_is_recorded_completely(tracking_dir):
     raw = compose_config([*TINY, f"tracking.tracking_uri={tracking_dir}"])
     best_val_top1 = train(validate(raw), raw)
 
-    client = MlflowClient(tracking_dir)
+    client = client_for(tracking_dir)
     run = _only_run(client)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "ea-p2-h2-dc2-s0"
@@ -64,7 +63,7 @@ def test_a_crash_mid_training_is_recorded_as_failed(tracking_dir, monkeypatch):
     with pytest.raises(RuntimeError, match="disk on fire"):
         train(validate(raw), raw)
 
-    client = MlflowClient(tracking_dir)
+    client = client_for(tracking_dir)
     run = _only_run(client)
     assert run.info.status == "FAILED"
     assert "disk on fire" in run.data.tags["eanet.error"]

@@ -102,17 +102,6 @@ def validate_bench(cfg: BenchConfig) -> None:
 
 # --- throughput --------------------------------------------------------------------------------
 
-def build_training(cfg: Config, x, y, num_classes: int):
-    """The compiled model and training pipeline `train` builds for images x, labels y."""
-    from eanet.data import channel_statistics, make_dataset
-    from eanet.training.train import build_compiled_model
-
-    train_ds = make_dataset(x, y, num_classes, cfg.trainer.batch_size, cfg.data.image_size,
-                            training=True, seed=cfg.seed, repeat=True)
-    mean, variance = channel_statistics(x)
-    return build_compiled_model(cfg, mean, variance, num_classes), train_ds
-
-
 def measure_throughput(cfg: Config, steps: int, warmup: int) -> dict[str, Any]:
     """Median training-step time of the model `eanet.run` would train, on random uint8 images.
 
@@ -125,6 +114,7 @@ def measure_throughput(cfg: Config, steps: int, warmup: int) -> dict[str, Any]:
 
     from eanet.bench.measure import StepTimer, median, peak_gpu_mb, peak_rss_mb, reset_gpu_peak
     from eanet.models.model import count_parameters
+    from eanet.training.train import build_training
 
     t, d = cfg.trainer, cfg.data
     keras.backend.clear_session()

@@ -49,7 +49,7 @@ def measure_profile(cfg: Config, steps: int, warmup: int) -> list[dict[str, Any]
     import numpy as np
     import tensorflow as tf
 
-    from eanet.bench.cli import build_training
+    from eanet.training.train import build_training
 
     t, d = cfg.trainer, cfg.data
     keras.backend.clear_session()

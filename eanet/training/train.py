@@ -50,6 +50,15 @@ def build_compiled_model(cfg: Config, mean: Sequence[float], variance: Sequence[
     return model
 
 
+def build_training(cfg: Config, x, y, num_classes: int):
+    """The compiled model and training pipeline `train` builds, for images x and labels y (what
+    the benchmarks step through)."""
+    train_ds = make_dataset(x, y, num_classes, cfg.trainer.batch_size, cfg.data.image_size,
+                            training=True, seed=cfg.seed, repeat=True)
+    mean, variance = channel_statistics(x)
+    return build_compiled_model(cfg, mean, variance, num_classes), train_ds
+
+
 def extra_callbacks() -> list[keras.callbacks.Callback]:
     """Callbacks added to every fit; a seam for tests and later features."""
     return []

@@ -39,3 +39,36 @@ test-all: venv
 
 clean:
 	rm -rf outputs multirun .pytest_cache
+
+# --- Keras' JAX backend without TensorFlow, and GPU studies (docs/gpu.md) ---------------------
+#   make test-jax                the TensorFlow-free environment .venv-jax, installed offline from
+#                                a wheelhouse (.wheels-jax) as on a GPU machine, and its tests
+#   make gpu-study STUDY=seed DATA=/data/cifar100.npz [WHEELS=dir] [PACK=4] [SYSTEM_SITE=1]
+#                                one shipped study on one GPU, recorded under experiments/<study>/
+#   make wheelhouse WHEELS=dir [WHEEL_EXTRAS=jax-cuda,joblib]   on a connected machine
+JAX_VENV ?= .venv-jax
+JAX_WHEELS ?= .wheels-jax
+STUDY ?= seed
+PACK ?= 4
+WHEELS ?=
+WHEEL_EXTRAS ?= jax-cuda,joblib
+
+.PHONY: test-jax gpu-study wheelhouse
+
+$(JAX_VENV)/.installed-jax: pyproject.toml
+	rm -rf $(JAX_WHEELS)
+	scripts/build_wheelhouse.sh $(JAX_WHEELS) jax,test
+	VENV=$(JAX_VENV) WHEELS=$(JAX_WHEELS) EXTRAS=jax,test scripts/gpu_setup.sh
+	touch $@
+
+test-jax: $(JAX_VENV)/.installed-jax
+	! $(JAX_VENV)/bin/python -c "import tensorflow" 2>/dev/null  # no TensorFlow in this venv
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_jax_backend.py
+
+gpu-study:
+	WHEELS="$(WHEELS)" DATA="$(DATA)" PACK="$(PACK)" SYSTEM_SITE="$(SYSTEM_SITE)" \
+		scripts/gpu_study.sh $(STUDY) $(ARGS)
+
+wheelhouse:
+	test -n "$(WHEELS)" || { echo "make wheelhouse WHEELS=<folder>"; exit 2; }
+	scripts/build_wheelhouse.sh $(WHEELS) $(WHEEL_EXTRAS)

@@ -14,7 +14,7 @@
 # WORK resumes: finished runs are skipped, interrupted ones continue from their last epoch.
 #
 # KERAS_BACKEND (jax), PACK (4: hydra.launcher.n_jobs), DATA (or EANET_DATA: the CIFAR-100 copy;
-# needed unless TINY=1), PYTHON (the venv's python).
+# needed unless TINY=1), RUN_PYTHON (the python that runs the study: the venv's by default).
 set -euo pipefail
 STUDY=${1:?usage: scripts/gpu_study.sh STUDY [hydra overrides…]}
 shift
@@ -22,9 +22,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 test -f "conf/experiment/$STUDY.yaml" || { echo "gpu_study: no conf/experiment/$STUDY.yaml" >&2; exit 2; }
 VENV=${VENV:-.venv-gpu}
-if [ -z "${PYTHON:-}" ]; then
+if [ -z "${RUN_PYTHON:-}" ]; then
     test -x "$VENV/bin/python" || VENV="$VENV" scripts/gpu_setup.sh
-    PYTHON=$ROOT/$VENV/bin/python
+    RUN_PYTHON=$ROOT/$VENV/bin/python
 fi
 export KERAS_BACKEND=${KERAS_BACKEND:-jax}
 PACK=${PACK:-4}
@@ -52,7 +52,7 @@ slug=$(echo "$gpu" | tr 'A-Z' 'a-z' | sed -E 's/^nvidia //; s/[^a-z0-9]+/-/g; s/
 OUT=$OUT_ROOT/$STUDY/$(date +%Y-%m-%d)-$slug
 
 mkdir -p "$WORK"
-command=("$PYTHON" -m eanet.run -m "+experiment=$STUDY" hydra/launcher=gpu_pack
+command=("$RUN_PYTHON" -m eanet.run -m "+experiment=$STUDY" hydra/launcher=gpu_pack
          "hydra.launcher.n_jobs=$PACK" hydra.sweep.dir=multirun quiet=true "${settings[@]}" "$@")
 echo "gpu_study: $STUDY on $gpu ($KERAS_BACKEND, $PACK jobs at once) in $WORK"
 echo "gpu_study: (cd $WORK && KERAS_BACKEND=$KERAS_BACKEND PYTHONPATH=$ROOT ${command[*]})"
@@ -64,7 +64,7 @@ set -e
 wall=$(awk "BEGIN { printf \"%.1f\", $EPOCHREALTIME - $start }")
 echo "gpu_study: sweep ended with status $status after ${wall%.*} s"
 
-(cd "$WORK" && PYTHONPATH=$ROOT "$PYTHON" -m eanet.report.record --sweep multirun \
+(cd "$WORK" && PYTHONPATH=$ROOT "$RUN_PYTHON" -m eanet.report.record --sweep multirun \
     --study "$STUDY" --out "$OUT" --wall-s "$wall" --gpu "$gpu" --backend "$KERAS_BACKEND" \
     --tracking-uri "sqlite:///$WORK/mlflow.db" \
     --command "KERAS_BACKEND=$KERAS_BACKEND ${command[*]}")

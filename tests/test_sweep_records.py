@@ -77,7 +77,8 @@ def test_one_finished_run_per_model_named_and_tagged(sweep):
     folder, sweep_dir, _, runs = sweep
     assert sorted(runs) == ["ea-p2-h2-dc2-s0", "vit-p2-h2-s0"]
     assert (folder / "mlflow.db").is_file() and (folder / "mlruns").is_dir()
-    assert re.fullmatch(r"multirun/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d", str(sweep_dir.relative_to(folder)))
+    sweep_id = str(sweep_dir.relative_to(folder))  # Hydra's default sweep folder
+    assert re.fullmatch(r"multirun/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d", sweep_id)
     assert (sweep_dir / "multirun.yaml").is_file()
     for job, (name, model) in enumerate([("ea-p2-h2-dc2-s0", "ea"), ("vit-p2-h2-s0", "vit")]):
         run = runs[name]

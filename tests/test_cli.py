@@ -18,14 +18,14 @@ from conftest import ROOT, client_for, run_eanet, run_python, training_runs
 # ended, how long it took from just before eanet.run was imported, and which heavy modules loaded.
 TIMED_RUN = """
 import json, runpy, sys, time
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 try:
     runpy.run_module("eanet.run", run_name="__main__", alter_sys=True)
     code = 0
 except SystemExit as exit:
     code = exit.code
 print("RESULT " + json.dumps({
-    "code": code, "seconds": time.perf_counter() - start,
+    "code": code, "seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu,
     "loaded": sorted(m for m in ("tensorflow", "keras", "mlflow") if m in sys.modules)}))
 """
 
@@ -39,10 +39,10 @@ def one_line_error(result) -> str:
 
 
 def test_bad_value_fails_in_under_2_s_without_tensorflow(tmp_path):
-    """Validation needs neither Keras nor TensorFlow: a bad value fails in about a second. Best of
-    three, as other work may share the CPU; the child's CPU time is the load-independent bound."""
+    """Validation needs neither Keras nor TensorFlow: a bad value fails in about a second. Timed
+    from just before eanet.run is imported; best of up to five, as other work may share the CPU."""
     attempts = []
-    for _ in range(3):
+    for _ in range(5):
         wall = time.perf_counter()
         done = run_python("-c", TIMED_RUN, "model.num_heads=3", cwd=tmp_path, timeout=120)
         wall = time.perf_counter() - wall
@@ -52,12 +52,12 @@ def test_bad_value_fails_in_under_2_s_without_tensorflow(tmp_path):
                                   "model.num_heads. Received: model.embedding_dim=64, "
                                   "model.num_heads=3")
         assert report["loaded"] == [], f"{report['loaded']} imported before the config failed"
-        attempts.append((report["seconds"], wall))
+        attempts.append((round(report["seconds"], 2), round(report["cpu"], 2), round(wall, 2)))
         if report["seconds"] < 2 and wall < 4:
             break
-    best_in_process, best_wall = min(s for s, _ in attempts), min(w for _, w in attempts)
-    assert best_in_process < 2, f"eanet.run took {attempts} (in process, whole process) s"
-    assert best_wall < 10, f"python -c … took {attempts} s"  # generous: startup on a busy CPU
+    # (wall in process, CPU in process, wall of the whole process) of each attempt
+    assert min(a[0] for a in attempts) < 2, f"eanet.run took {attempts} s"
+    assert min(a[2] for a in attempts) < 10, f"python -c … took {attempts} s"  # generous: a busy CPU
 
 
 def test_bad_value_on_the_command_line_is_one_line(tmp_path):

@@ -10,6 +10,7 @@
 - a run SIGKILLed after a checkpointed epoch and relaunched resumes in the same MLflow run; its
   saved model then loads with safe_mode=True, as does its MLflow model;
 - trainer.distribution=mirrored fails at start-up with one line.
+- the packing benchmark (eanet.bench.packing) runs K = 2 jobs side by side.
 
 Skipped unless JAX is installed and TensorFlow is not (so `make test` skips it).
 """
@@ -141,3 +142,17 @@ def test_mirrored_is_refused_at_start_up(tmp_path):
     assert "needs Keras' TensorFlow backend" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "mlflow.db").exists()  # before any store, data or Keras
+
+
+def test_packing_benchmark_runs_jobs_side_by_side(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "eanet.bench.packing", "--jobs", "2", "--steps", "50",
+         "--warmup", "2", "--out", str(tmp_path), "--",
+         *(o for o in TINY if not o.startswith(("trainer.epochs", "trainer.verbose")))],
+        cwd=tmp_path, env=subprocess_env(**JAX), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [line] = [json.loads(line[len("BENCH "):]) for line in result.stdout.splitlines()
+              if line.startswith("BENCH ")]
+    assert line["jobs"] == 2 and line["failed"] == 0 and len(line["per_job_img_per_s"]) == 2
+    assert line["total_img_per_s"] > 0
+    assert (tmp_path / "packing.csv").is_file()

@@ -10,9 +10,10 @@ state.npz`, holding everything `fit` needs to go on as if never stopped:
 
 The file is written beside its final name and renamed over it, so a kill or a full disk during the
 write leaves the previous checkpoint intact. It holds arrays and a JSON string only and is read with
-`allow_pickle=False`: loading a checkpoint cannot run code. Not restored: the position of tf.data's
-shuffle, which starts its sequence of epoch orders again, so a resumed run sees a different (equally
-random) data order than an uninterrupted one would have.
+`allow_pickle=False`: loading a checkpoint cannot run code. Not restored: the position of the input
+pipeline's shuffle (tf.data's, or eanet.array_batches' on other backends), which starts its sequence
+of epoch orders again, so a resumed run sees a different (equally random) data order than an
+uninterrupted one would have.
 """
 from __future__ import annotations
 

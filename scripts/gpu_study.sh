@@ -13,7 +13,8 @@
 # OUT_ROOT/<study>/<date>-<gpu>/ (OUT_ROOT: experiments). Relaunching the same command with the same
 # WORK resumes: finished runs are skipped, interrupted ones continue from their last epoch.
 #
-# KERAS_BACKEND (jax), PACK (4: hydra.launcher.n_jobs), DATA (or EANET_DATA: the CIFAR-100 copy;
+# KERAS_BACKEND (jax), PACK (4: hydra.launcher.n_jobs), TIME_LIMIT (seconds, then the sweep is
+# stopped as a scheduler would: SIGTERM), DATA (or EANET_DATA: the CIFAR-100 copy;
 # needed unless TINY=1), RUN_PYTHON (the python that runs the study: the venv's by default).
 set -euo pipefail
 STUDY=${1:?usage: scripts/gpu_study.sh STUDY [hydra overrides…]}
@@ -24,7 +25,7 @@ test -f "conf/experiment/$STUDY.yaml" || { echo "gpu_study: no conf/experiment/$
 VENV=${VENV:-.venv-gpu}
 if [ -z "${RUN_PYTHON:-}" ]; then
     test -x "$VENV/bin/python" || VENV="$VENV" scripts/gpu_setup.sh
-    RUN_PYTHON=$ROOT/$VENV/bin/python
+    RUN_PYTHON=$(cd "$VENV" && pwd)/bin/python  # not realpath: a venv's python is a symlink
 fi
 export KERAS_BACKEND=${KERAS_BACKEND:-jax}
 PACK=${PACK:-4}
@@ -57,14 +58,23 @@ command=("$RUN_PYTHON" -m eanet.run -m "+experiment=$STUDY" hydra/launcher=gpu_p
 echo "gpu_study: $STUDY on $gpu ($KERAS_BACKEND, $PACK jobs at once) in $WORK"
 echo "gpu_study: (cd $WORK && KERAS_BACKEND=$KERAS_BACKEND PYTHONPATH=$ROOT ${command[*]})"
 start=$EPOCHREALTIME
+limit=()
+if [ -n "${TIME_LIMIT:-}" ]; then  # SIGTERM after that many seconds: runs end KILLED, resumable
+    limit=(timeout --signal=TERM --kill-after=60 "$TIME_LIMIT")
+fi
 set +e
-(cd "$WORK" && PYTHONPATH=$ROOT "${command[@]}") 2>&1 | tee -a "$WORK/sweep.log"
+(cd "$WORK" && PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} "${limit[@]}" "${command[@]}") 2>&1 \
+    | tee -a "$WORK/sweep.log"
 status=${PIPESTATUS[0]}
 set -e
 wall=$(awk "BEGIN { printf \"%.1f\", $EPOCHREALTIME - $start }")
 echo "gpu_study: sweep ended with status $status after ${wall%.*} s"
 
-(cd "$WORK" && PYTHONPATH=$ROOT "$RUN_PYTHON" -m eanet.report.record --sweep multirun \
+if [ ! -f "$WORK/multirun/report/runs.csv" ]; then  # a sweep stopped early: report what it has
+    (cd "$WORK" && PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} "$RUN_PYTHON" -m eanet.report \
+        sweep=multirun out=multirun/report) || true
+fi
+(cd "$WORK" && PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} "$RUN_PYTHON" -m eanet.report.record --sweep multirun \
     --study "$STUDY" --out "$OUT" --wall-s "$wall" --gpu "$gpu" --backend "$KERAS_BACKEND" \
     --tracking-uri "sqlite:///$WORK/mlflow.db" \
     --command "KERAS_BACKEND=$KERAS_BACKEND ${command[*]}")

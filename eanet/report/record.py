@@ -7,8 +7,9 @@ calls it once the sweep and its report are done).
 Copies the sweep's report (report.csv, comparison.csv, runs.csv, report.md, PNGs, from
 `<sweep>/report/`) into `--out`, each training run's history.csv (from MLflow) into
 `--out/runs/<run name>/history.csv`, and writes `record.json`: the study, the exact command, the
-commit, the Keras backend and versions, the GPU, the wall time and every run with its status
-(failed runs stay in, as failed). Nothing is trained or recomputed here.
+commit, the Keras backend and versions, the GPU, the wall time (summed over the launches of a sweep
+that was stopped and resumed, each listed) and every run with its status (failed runs stay in, as
+failed). Nothing is trained or recomputed here.
 """
 from __future__ import annotations
 
@@ -72,10 +73,18 @@ def record_study(sweep: Path, study: str, out: Path, command: str, wall_s: float
         history = download_run_file(row["run_id"], "history.csv", out / "runs" / name)
         runs.append({"name": name, "run_id": row["run_id"], "status": row.get("status"),
                      "history": str(history.relative_to(out)) if history else None})
+    # A relaunch that resumed the sweep adds its launch: the wall time is that of all of them.
+    launches = [{"command": command, "wall_time_s": round(wall_s, 1)}]
+    previous = out / "record.json"
+    if previous.is_file():
+        earlier = json.loads(previous.read_text())
+        if earlier.get("sweep") == str(sweep):
+            launches = earlier.get("launches", []) + launches
     record = {
         "study": study, "command": command, "commit": git_commit(Path(__file__).parent),
-        "backend": backend, "gpu": gpu, "wall_time_s": round(wall_s, 1), "sweep": str(sweep),
-        "versions": versions(), "runs": runs,
+        "backend": backend, "gpu": gpu,
+        "wall_time_s": round(sum(launch["wall_time_s"] for launch in launches), 1),
+        "launches": launches, "sweep": str(sweep), "versions": versions(), "runs": runs,
     }
     (out / "record.json").write_text(json.dumps(record, indent=2) + "\n")
     return record

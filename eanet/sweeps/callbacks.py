@@ -6,7 +6,8 @@
   Parallel jobs (joblib, Submitit, Ray) that find neither race to create the SQLite tables
   (alembic "Online migration expected to match one row" seen here with Submitit); an unreachable
   tracking server fails the sweep at once instead of in every job. Any of these stops the sweep
-  with the one line a single run prints (`eanet: …`) and exit status 1.
+  with the one line a single run prints (`eanet: …`) and exit status 1. It also makes SIGTERM stop
+  the sweep as Ctrl-C does (parallel workers included).
 - `SweepProgress`: a line as each sweep job starts and ends — job k of N, time since the sweep
   started, jobs done, and an ETA from the rate so far — on top of Keras' per-epoch progress bar
   (or instead of it, with `quiet=true`).
@@ -30,7 +31,9 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -128,9 +131,19 @@ class SweepProgress(Callback):
                                    time.time() - sweep["start"], done))
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
 class PrepareSweep(Callback):
     def on_multirun_start(self, config: DictConfig, config_name: Optional[str] = None,
                           **kwargs: Any) -> None:
+        # SIGTERM to the sweep's process (a scheduler's stop, scripts/gpu_study.sh's TIME_LIMIT)
+        # stops it as Ctrl-C does. A parallel launcher (joblib) then stops its worker processes
+        # and their queued jobs; by default the sweep's process would die at once and leave its
+        # workers running the queued jobs.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _raise_interrupt)
         from eanet.config import ConfigError
         from eanet.data import DataError
         from eanet.tracking import StoreError

@@ -9,7 +9,8 @@
 #   bash scripts/gpu_session.sh run setup aug pack      some of them, in this order
 #
 # Stages:
-#   setup  CIFAR-100 from its parts (sha256 checked); .venv-gpu seeing the image's JAX+CUDA, plus
+#   setup  the wheels and CIFAR-100 from the carried pieces of scripts/prepare_gpu_carry.sh (sha256
+#          checked); .venv-gpu seeing the image's JAX+CUDA, plus
 #          the carried wheels (keras, hydra, mlflow, …) — scripts/gpu_setup.sh with SYSTEM_SITE=1
 #   study  scripts/gpu_study.sh $STUDY (seed) with $PACK (6) jobs on the GPU, stopped after
 #          $TIME_LIMIT s (a relaunch with the same WORK resumes it); record → $OUT/record.tar.gz
@@ -42,8 +43,8 @@ DATA=$STAGE/cifar100.npz
 for stage in $stages; do
 case $stage in
 setup)
-    log "setup: data"
-    if [ ! -f "$DATA" ]; then cat "$STAGE"/cifar100.npz.part-* >"$DATA"; fi
+    log "setup: wheels and data from the carried pieces (scripts/prepare_gpu_carry.sh)"
+    if [ ! -f "$DATA" ]; then cat "$STAGE"/bundle.tar.part-* | tar -x -C "$STAGE"; fi
     echo "$CIFAR_SHA256  $DATA" | sha256sum -c -
     log "setup: venv"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader

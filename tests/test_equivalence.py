@@ -108,3 +108,35 @@ def test_softmax_dropout_gradient_matches_op_by_op():
     np.testing.assert_allclose(out_b, out_a, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(grad_b, grad_a, rtol=1e-5, atol=1e-6)
     assert 0 < (out_a == 0).mean() < 0.5  # dropout did drop some probabilities
+
+
+def test_self_attention_trains_like_keras_multi_head_attention():
+    """Without dropout (the only random stream that differs), eanet's folded SelfAttention and
+    Keras' MultiHeadAttention on the same variables follow the same training trajectory."""
+    from eanet.config import OptimizerConfig, TrainerConfig
+    from eanet.models.layers import SelfAttention
+    from eanet.training.optimization import compile_model
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (64, 8, 8, 3)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, 4, 64), 4)
+    x[y.argmax(1) == 1, :4] += 0.3  # something to learn
+    cfg = ModelConfig(attention="self", embedding_dim=16, mlp_dim=16, num_blocks=2, num_heads=2,
+                      attention_dropout=0.0, projection_dropout=0.0, mlp_dropout=0.0)
+    losses = {}
+    fast_call = SelfAttention.call
+    try:
+        for name in ("keras", "eanet"):
+            if name == "keras":
+                SelfAttention.call = lambda self, x, training=None: self.attention(x, x, training=training)
+            else:
+                SelfAttention.call = fast_call
+            keras.utils.set_random_seed(0)
+            model = build_model(cfg, 8, 4, None)
+            compile_model(model, OptimizerConfig(), TrainerConfig())
+            history = model.fit(x, y, epochs=4, batch_size=16, verbose=0, shuffle=False)
+            losses[name] = history.history["loss"]
+    finally:
+        SelfAttention.call = fast_call
+    np.testing.assert_allclose(losses["eanet"], losses["keras"], rtol=1e-4)
+    assert losses["eanet"][-1] < losses["eanet"][0]

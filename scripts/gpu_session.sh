@@ -17,6 +17,8 @@
 #   aug    augmentation's share of a training step: eanet.bench with and without it, EANet and
 #          ViT → $OUT/augmentation.jsonl
 #   pack   total images/s of K = $PACK_JOBS (1 2 4 8) packed jobs → $OUT/packing.csv
+# BENCH_ARGS: Hydra overrides for both measurements (a CPU check: the tests' tiny model);
+# RUN_PYTHON: another environment's python than .venv-gpu's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,7 +39,7 @@ run) shift ;;
 esac
 stages=${*:-setup study aug pack}
 mkdir -p "$OUT"
-PY=$ROOT/.venv-gpu/bin/python
+PY=${RUN_PYTHON:-$ROOT/.venv-gpu/bin/python}
 DATA=$STAGE/cifar100.npz
 
 for stage in $stages; do
@@ -65,7 +67,7 @@ aug)
                 data.augmentation.rotation=0 data.augmentation.contrast=0 data.augmentation.zoom=0)
             log "aug: $model augmentation $aug"
             "$PY" -m eanet.bench bench.steps=${AUG_STEPS:-60} bench.warmup=10 model=$model \
-                "hydra.run.dir=runs/bench/$model-$aug" "${off[@]}" 2>&1 \
+                "hydra.run.dir=runs/bench/$model-$aug" "${off[@]}" ${BENCH_ARGS:-} 2>&1 \
                 | grep '^BENCH' | sed "s/^BENCH /{\"augmentation\": \"$aug\", \"record\": /; s/\$/}/" \
                 | tee -a "$OUT/augmentation.jsonl"
         done
@@ -75,7 +77,7 @@ pack)
     log "pack: K = ${PACK_JOBS:-1 2 4 8}"
     # shellcheck disable=SC2086
     "$PY" -m eanet.bench.packing --jobs ${PACK_JOBS:-1 2 4 8} --steps ${PACK_STEPS:-300} \
-        --warmup 5 --out runs/packing -- ${PACK_ARGS:-} | tee "$OUT/packing.txt"
+        --warmup 5 --out runs/packing -- ${BENCH_ARGS:-} | tee "$OUT/packing.txt"
     cp runs/packing/packing.csv "$OUT/"
     ;;
 *) echo "gpu_session: unknown stage $stage" >&2; exit 2 ;;

@@ -109,21 +109,12 @@ def measure_throughput(cfg: Config, steps: int, warmup: int) -> dict[str, Any]:
     model.fit, per-batch timer, median of the steps after warm-up. The data go through the run's
     own tf.data pipeline and the model is compiled by the run's own `compile_model`.
     """
-    import keras
-    import numpy as np
-
-    from eanet.bench.measure import StepTimer, median, peak_gpu_mb, peak_rss_mb, reset_gpu_peak
+    from eanet.bench.measure import (StepTimer, median, peak_gpu_mb, peak_rss_mb, random_training,
+                                     reset_gpu_peak)
     from eanet.models.model import count_parameters
-    from eanet.training.train import build_training
 
     t, d = cfg.trainer, cfg.data
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(cfg.seed)
-    n = t.batch_size * (steps + warmup)
-    rng = np.random.default_rng(cfg.seed)
-    x = rng.integers(0, 256, size=(n, d.image_size, d.image_size, 3), dtype=np.uint8)
-    y = rng.integers(0, d.num_classes, size=(n,))
-    model, train_ds = build_training(cfg, x, y, d.num_classes)
+    model, train_ds = random_training(cfg, steps, warmup)
     counts = count_parameters(model)
 
     timer = StepTimer()

@@ -1,6 +1,7 @@
 """Measuring instruments shared by the benchmarks: step timers, memory readings, process clock.
 
-Nothing here trains or builds a model; `eanet.bench` composes these into measurements.
+Nothing here trains; `random_training` sets up what the step benchmarks (throughput, profile)
+step through, and `eanet.bench` composes the rest into measurements.
 """
 from __future__ import annotations
 
@@ -120,3 +121,20 @@ class StepTimer(keras.callbacks.Callback):
 
 def median(values) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def random_training(cfg, steps: int, warmup: int):
+    """The compiled model and training pipeline `train` builds for `cfg`, on (warmup + steps)
+    batches of random uint8 images (the seed benchmark's input), from a fresh Keras session."""
+    import numpy as np
+
+    from eanet.training.train import build_training
+
+    t, d = cfg.trainer, cfg.data
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg.seed)
+    n = t.batch_size * (steps + warmup)
+    rng = np.random.default_rng(cfg.seed)
+    x = rng.integers(0, 256, size=(n, d.image_size, d.image_size, 3), dtype=np.uint8)
+    y = rng.integers(0, d.num_classes, size=(n,))
+    return build_training(cfg, x, y, d.num_classes)

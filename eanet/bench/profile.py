@@ -45,20 +45,11 @@ def op_times(logdir: Path) -> tuple[dict[str, float], dict[str, int]]:
 
 
 def measure_profile(cfg: Config, steps: int, warmup: int) -> list[dict[str, Any]]:
-    import keras
-    import numpy as np
     import tensorflow as tf
 
-    from eanet.training.train import build_training
+    from eanet.bench.measure import random_training
 
-    t, d = cfg.trainer, cfg.data
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(cfg.seed)
-    n = t.batch_size * (steps + warmup)
-    rng = np.random.default_rng(cfg.seed)
-    x = rng.integers(0, 256, size=(n, d.image_size, d.image_size, 3), dtype=np.uint8)
-    y = rng.integers(0, d.num_classes, size=(n,))
-    model, train_ds = build_training(cfg, x, y, d.num_classes)
+    model, train_ds = random_training(cfg, steps, warmup)
     batches = iter(train_ds)
     for _ in range(warmup):
         model.train_on_batch(*next(batches))

@@ -85,29 +85,46 @@ def test_same_gradients_as_the_seed(seed_reference, attention):
                                     atol=1e-5 * max(1.0, np.abs(expected).max()))
 
 
-def test_softmax_dropout_gradient_matches_op_by_op():
-    """The written-out gradient of self-attention's softmax + dropout equals TensorFlow's own
-    gradient of the same computation with the same keep-mask."""
-    from eanet.models.kernels import keep_mask_16bit, softmax_dropout
+@pytest.mark.parametrize("rate", [0.0, 0.2])
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_self_attention_context_matches_op_by_op(rate, graph):
+    """The written-out, recomputing gradient of self-attention's scores → softmax → dropout →
+    context equals TensorFlow's own gradient of the op-by-op computation with the same
+    keep-mask, eagerly and in a graph (where the recomputation must survive the optimiser)."""
+    from eanet.models.kernels import keep_mask_16bit, self_attention_context
 
-    scores = tf.constant(np.random.default_rng(0).normal(0, 2, (2, 3, 5, 7)), tf.float32)
-    upstream = tf.constant(np.random.default_rng(1).normal(0, 1, (2, 3, 5, 7)), tf.float32)
+    rng = np.random.default_rng(0)
+    query, keys, values, upstream = (tf.constant(rng.normal(0, 1, shape), tf.float32) for shape in
+                                     [(2, 3 * 5, 4), (2, 5, 4), (2, 5, 6), (2, 3 * 5, 6)])
 
-    def op_by_op(s, generator):
-        keep, scale = keep_mask_16bit(tf.shape(s), 0.2, generator, s.dtype)
-        return tf.where(keep, tf.nn.softmax(s) * scale, tf.zeros_like(s))
+    def op_by_op(q, k, v, generator):
+        p = tf.nn.softmax(tf.matmul(q, k, transpose_b=True))
+        if rate:
+            keep, scale = keep_mask_16bit(tf.shape(p), rate, generator, p.dtype)
+            p = tf.where(keep, p * scale, tf.zeros_like(p))
+        return tf.matmul(p, v)
 
-    results = []
-    for function in (op_by_op, lambda s, g: softmax_dropout(s, 0.2, g)):
+    def fused(q, k, v, generator):
+        return self_attention_context(q, k, v, rate, generator)
+
+    def output_and_gradients(function):
         generator = keras.random.SeedGenerator(7)  # the same mask for both
-        with tf.GradientTape() as tape:
-            tape.watch(scores)
-            output = function(scores, generator)
-        results.append((output.numpy(), tape.gradient(output, scores, upstream).numpy()))
-    (out_a, grad_a), (out_b, grad_b) = results
-    np.testing.assert_allclose(out_b, out_a, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(grad_b, grad_a, rtol=1e-5, atol=1e-6)
-    assert 0 < (out_a == 0).mean() < 0.5  # dropout did drop some probabilities
+
+        def run():
+            with tf.GradientTape() as tape:
+                tape.watch([query, keys, values])
+                output = function(query, keys, values, generator)
+            return output, tape.gradient(output, [query, keys, values], upstream)
+
+        output, grads = (tf.function(run) if graph else run)()
+        return [output.numpy()] + [g.numpy() for g in grads]
+
+    expected, received = output_and_gradients(op_by_op), output_and_gradients(fused)
+    for name, got, want in zip(["output", "dquery", "dkeys", "dvalues"], received, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
+        assert np.abs(want).max() > 1e-3, name  # not trivially zero
+    without_dropout = tf.matmul(tf.nn.softmax(tf.matmul(query, keys, transpose_b=True)), values)
+    assert np.allclose(received[0], without_dropout.numpy(), atol=1e-6) == (rate == 0)
 
 
 def test_self_attention_trains_like_keras_multi_head_attention():

@@ -52,32 +52,64 @@ def keep_mask_16bit(shape, rate: float, seed_generator, dtype):
     return keep, tf.constant(65536 / (65536 - threshold), dtype)
 
 
-def softmax_dropout(scores, rate: float, seed_generator):
-    """(TensorFlow) Dropout(softmax(scores)) over the last axis, with the gradient written out:
-    the attention probabilities of self-attention, (B, heads, N, N) on the CPU's hot path.
-
-    Forward: p = softmax(s); a = p · keep · c, with FastDropout's 16-bit keep-mask and scale c.
-    Backward, from the upstream gradient da:
-        dp = da · keep · c;   ds = p · (dp − Σ_last(dp · p))
-    Keeps p (float) and keep (bool) for the backward pass — 5 bytes per score instead of the
-    float mask, the dropout output and the softmax output of the op-by-op graph.
+def recompute_after(upstream, tensor):
+    """`tensor`, made to depend on `upstream` by data, so a gradient function recomputes from it
+    *after* its upstream gradient exists: TensorFlow's graph optimiser would otherwise merge the
+    recomputation with the identical forward ops and keep their outputs alive after all (what
+    `tf.recompute_grad` does too; XLA ignores control dependencies, so a data one).
     """
     import tensorflow as tf
 
-    keep, scale = keep_mask_16bit(tf.shape(scores), rate, seed_generator, scores.dtype)
+    first = tf.reduce_max(tf.reshape(upstream, (-1,))[:1])  # one element, not a pass over it
+    zero = tf.where(first == first, tf.constant(0.0, tensor.dtype),  # never folded to a constant
+                    tf.constant(float("nan"), tensor.dtype))
+    return tensor + zero
+
+
+def self_attention_context(query, keys, values, rate: float, seed_generator):
+    """(TensorFlow) softmax(query · keysᵀ) with dropout, times values; the gradient written out
+    and the (N × N) tensors recomputed in it instead of kept.
+
+    Shapes: query (B, H·N, D) (heads stacked along the rows, already scaled by 1/√K), keys
+    (B, N, D), values (B, N, V); the result is (B, H·N, V). With s = query · keysᵀ,
+    p = softmax(s) over the keys, keep FastDropout's 16-bit keep-mask (all True without dropout)
+    and c its scale,
+        m = keep · p,   out = c · m · values.
+    Backward, from the upstream gradient dout, with g = c · dout (scaling the small tensor,
+    not the large one):
+        dvalues = mᵀ · g,   dm = g · valuesᵀ,   t = dm · m  (= p · dp, dp = keep · dm),
+        ds = t − p · Σ_keys t,   dquery = ds · keys,   dkeys = dsᵀ · query.
+    Only query, keys, values and the boolean keep-mask are kept for the backward pass: s, p and
+    m (B, H·N, N) are recomputed there, one more matmul of the step's attention, instead of
+    holding two float (B, H, N, N) tensors per block until the backward pass reaches it.
+    """
+    import tensorflow as tf
+
+    dropout = rate > 0 and seed_generator is not None
+    if dropout:
+        scores_shape = tf.stack([tf.shape(query)[0], tf.shape(query)[1], tf.shape(keys)[1]])
+        keep, scale = keep_mask_16bit(scores_shape, rate, seed_generator, query.dtype)
+
+    def kept_probabilities(q, k):
+        p = tf.nn.softmax(tf.matmul(q, k, transpose_b=True))  # (B, H·N, N)
+        return p, (tf.where(keep, p, tf.zeros_like(p)) if dropout else p)
 
     @tf.custom_gradient
-    def probabilities(s):
-        p = tf.nn.softmax(s)
-        zeros = tf.zeros_like(p)
+    def attend(q, k, v):
+        _, m = kept_probabilities(q, k)
+        out = tf.matmul(m, v)  # (B, H·N, V)
 
-        def grad(da):
-            dp = tf.where(keep, da * scale, zeros)
-            return p * (dp - tf.reduce_sum(dp * p, axis=-1, keepdims=True))
+        def grad(dout):
+            g = dout * scale if dropout else dout
+            p, m = kept_probabilities(recompute_after(dout, q), k)
+            dv = tf.matmul(m, g, transpose_a=True)  # (B, N, V)
+            t = tf.matmul(g, v, transpose_b=True) * m  # dm · m
+            ds = t - p * tf.reduce_sum(t, axis=-1, keepdims=True)
+            return tf.matmul(ds, k), tf.matmul(ds, q, transpose_a=True), dv
 
-        return tf.where(keep, p * scale, zeros), grad
+        return out * scale if dropout else out, grad
 
-    return probabilities(scores)
+    return attend(query, keys, values)
 
 
 @keras.saving.register_keras_serializable(package="eanet", name="LayerNormalization")

@@ -11,7 +11,7 @@ import keras
 from keras import layers, ops
 
 from eanet.models.kernels import (FastDropout, FastLayerNormalization, double_normalization,
-                                  softmax_dropout)
+                                  self_attention_context)
 
 register = keras.saving.register_keras_serializable(package="eanet")
 
@@ -196,8 +196,9 @@ class SelfAttention(layers.Layer):
             M_h = [W_v,h W_o,h ; b_v,h W_o,h] ((D+1)×D),
     so the key and value projections (D → H·K each, K = D = 64 in the seed: a quarter of a
     block's forward FLOPs) are never computed, and the scores read x itself, shared by the
-    heads. The softmax and its dropout are one kernel with a written-out gradient
-    (`softmax_dropout`). Other backends call the sublayer. Cost O(N²·D): quadratic in N.
+    heads. Scores, softmax, dropout and context are one kernel with a written-out gradient
+    that recomputes the (B, H, N, N) tensors instead of keeping them
+    (`self_attention_context`). Other backends call the sublayer. Cost O(N²·D): quadratic in N.
     """
 
     def __init__(self, embedding_dim: int, num_heads: int, attention_dropout: float = 0.0,
@@ -231,16 +232,14 @@ class SelfAttention(layers.Layer):
         scale = ops.cast(1.0 / float(k) ** 0.5, x.dtype)
         query = (ops.reshape(ops.matmul(x, ops.reshape(a, (d, h * d))), (-1, n, h, d)) + u) * scale
         query = ops.reshape(ops.transpose(query, (0, 2, 1, 3)), (-1, h * n, d))  # (B, H*N, D)
-        scores = ops.reshape(ops.matmul(query, ops.transpose(x, (0, 2, 1))), (-1, h, n, n))
-        if training and self.attention_dropout > 0:
-            probabilities = softmax_dropout(scores, self.attention_dropout,
-                                            self.probability_dropout.seed_generator)
-        else:
-            probabilities = ops.softmax(scores, axis=-1)
         # out = Σ_h P_h (x W_v,h + b_v,h) W_o,h + b_o = Σ_h [P_h x, rowsum P_h] M_h + b_o with
         # M_h = [W_v,h W_o,h ; b_v,h W_o,h] (D+1, D): a column of ones carries the rowsums.
         x1 = ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)  # (B, N, D+1)
-        context = ops.matmul(ops.reshape(probabilities, (-1, h * n, n)), x1)  # (B, H*N, D+1)
+        # [P_h x, P_h 1] for all heads at once, P_h = dropout(softmax(scores_h)): (B, H*N, D+1).
+        dropout = bool(training) and self.attention_dropout > 0
+        context = self_attention_context(
+            query, x, x1, self.attention_dropout if dropout else 0.0,
+            self.probability_dropout.seed_generator if dropout else None)
         context = ops.reshape(ops.transpose(ops.reshape(context, (-1, h, n, d + 1)), (0, 2, 1, 3)),
                               (-1, n, h * (d + 1)))
         m = ops.concatenate([ops.einsum("dhk,hke->hde", w_v, w_o),

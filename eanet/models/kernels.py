@@ -112,6 +112,70 @@ def self_attention_context(query, keys, values, rate: float, seed_generator):
     return attend(query, keys, values)
 
 
+def external_attention_context(x_t, score_kernel_t, score_bias, read_kernel_t, groups: int,
+                               epsilon: float, rate: float, seed_generator):
+    """(TensorFlow) EANet's attention from the scores to the read-out, the gradient written out
+    and the (B, G·S, N) tensors recomputed in it instead of kept.
+
+    Shapes: x_t (B, D, N) the transposed input, score_kernel_t (G·S, D) and score_bias (G·S, 1)
+    the folded M_k projection, read_kernel_t (D, G·S) the folded M_v projection; the result is
+    (B, D, N), before the read-out bias. With s = score_kernel_t · x_t viewed as (B, G, S, N),
+    the double normalisation (in float32)
+        p = softmax_N(s),   norm = ε + Σ_S p,   q = p / norm,
+    FastDropout's 16-bit keep-mask and scale c (all True / 1 without dropout),
+        m = keep · q,   out = c · read_kernel_t · m.
+    The score bias is constant along N, so the softmax over N cancels it: it is left out, and
+    its gradient is an exact 0 (the seed's graph gives it rounding noise around 0).
+    Backward, from the upstream gradient dout, with g = c · dout (the small tensor scaled) and
+    dm = read_kernel_tᵀ · g, dq = keep · dm, dp the gradient at p:
+        dread = Σ_B g · mᵀ,   t = dq · q = dm · m,
+        p · dp = t − q · Σ_S t =: u   (the L1 step, as p / norm = q),
+        ds = u − p · Σ_N u            (the softmax),
+        dscore_kernel = Σ_B ds · x_tᵀ,   dx_t = score_kernel_tᵀ · ds.
+    Only x_t, the weights and the boolean keep-mask are kept for the backward pass; s, p, q and
+    m are recomputed there (a (G·S × D) matmul and the normalisation again) instead of holding
+    (B, G, S, N) tensors per block until the backward pass reaches it.
+    """
+    import tensorflow as tf
+
+    dtype = x_t.dtype
+    dropout = rate > 0 and seed_generator is not None
+    if dropout:
+        shape = tf.stack([tf.shape(x_t)[0], tf.shape(score_kernel_t)[0], tf.shape(x_t)[2]])
+        keep, scale = keep_mask_16bit(shape, rate, seed_generator, dtype)
+
+    def normalized(x_t, kernel):
+        """p, q as (B, G, S, N) float32 and m as (B, G·S, N) in the compute dtype."""
+        scores = tf.cast(tf.matmul(kernel, x_t), tf.float32)  # (B, G·S, N)
+        batch, patches = tf.shape(scores)[0], tf.shape(scores)[2]
+        p = tf.nn.softmax(tf.reshape(scores, (batch, groups, -1, patches)))  # over N
+        q = p / (epsilon + tf.reduce_sum(p, axis=2, keepdims=True))  # over S
+        m = tf.cast(tf.reshape(q, tf.shape(scores)), dtype)
+        return p, q, (tf.where(keep, m, tf.zeros_like(m)) if dropout else m)
+
+    @tf.custom_gradient
+    def attend(x_t, kernel, bias, read):
+        *_, m = normalized(x_t, kernel)
+        out = tf.matmul(read, m)  # (B, D, N)
+
+        def grad(dout):
+            g = dout * scale if dropout else dout
+            p, q, m = normalized(recompute_after(dout, x_t), kernel)
+            dread = tf.reduce_sum(tf.matmul(g, m, transpose_b=True), axis=0)  # (D, G·S)
+            dm = tf.matmul(read, g, transpose_a=True)  # (B, G·S, N)
+            t = tf.reshape(tf.cast(dm * m, tf.float32), tf.shape(q))  # dq · q
+            u = t - q * tf.reduce_sum(t, axis=2, keepdims=True)  # p · dp
+            ds = u - p * tf.reduce_sum(u, axis=-1, keepdims=True)
+            ds = tf.cast(tf.reshape(ds, tf.shape(dm)), dtype)  # (B, G·S, N)
+            return (tf.matmul(kernel, ds, transpose_a=True),
+                    tf.reduce_sum(tf.matmul(ds, x_t, transpose_b=True), axis=0),
+                    tf.zeros_like(bias), dread)
+
+        return out * scale if dropout else out, grad
+
+    return attend(x_t, score_kernel_t, score_bias, read_kernel_t)
+
+
 @keras.saving.register_keras_serializable(package="eanet", name="LayerNormalization")
 class FastLayerNormalization(layers.LayerNormalization):
     """`keras.layers.LayerNormalization` over the last axis, with its gradient written out.

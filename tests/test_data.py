@@ -8,8 +8,8 @@ import pytest
 
 from conftest import REAL_CIFAR
 from eanet.config import DataConfig
-from eanet.data import (DataError, channel_statistics, load_dataset, make_dataset,
-                        split_validation)
+from eanet.data import (DataError, channel_statistics, load_dataset, make_dataset, prepare_data,
+                        prepare_data_in_background, split_validation)
 
 
 def _official_batch(n, seed):
@@ -71,6 +71,24 @@ def test_npz(tmp_path):
     data = load_dataset(_cfg(tmp_path / "c.npz"), 0)
     np.testing.assert_array_equal(data.x_train, arrays["x_train"])
     np.testing.assert_array_equal(data.y_test, arrays["y_test"])
+
+
+def test_npz_arrays_are_read_as_numpy_reads_them(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    np.savez_compressed(tmp_path / "c.npz", x_train=x, y_train=np.arange(20, dtype=np.uint8),
+                        x_test=np.asfortranarray(x[:8]), y_test=np.arange(8).reshape(8, 1))
+    data = load_dataset(_cfg(tmp_path / "c.npz"), 0)
+    np.testing.assert_array_equal(data.x_train, x)
+    np.testing.assert_array_equal(data.x_test, x[:8])  # a Fortran-ordered array
+    assert data.y_test.tolist() == list(range(8)) and data.y_train.dtype == np.int64
+    assert data.x_train.flags.writeable
+
+
+def test_npz_object_arrays_are_refused(tmp_path):
+    np.savez(tmp_path / "c.npz", x_train=np.array([{"code": "run me"}], dtype=object),
+             y_train=np.zeros(1), x_test=np.zeros((1, 32, 32, 3), np.uint8), y_test=np.zeros(1))
+    with pytest.raises(DataError, match="not a readable .npz.*pickle"):
+        load_dataset(_cfg(tmp_path / "c.npz"), 0)
 
 
 def test_subsets_are_seeded_draws(tmp_path):
@@ -163,6 +181,23 @@ def test_channel_statistics_match_numpy():
     mean, variance = channel_statistics(images)
     np.testing.assert_allclose(mean, images.reshape(-1, 3).mean(0))
     np.testing.assert_allclose(variance, images.reshape(-1, 3).astype(float).var(0))
+
+
+def test_data_prepared_in_the_background_is_the_data_prepared_now(tmp_path):
+    _write_folder(tmp_path)
+    cfg = _cfg(tmp_path, validation_split=0.25)
+    now, background = prepare_data(cfg, 3), prepare_data_in_background(cfg, 3).result()
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(background.splits, name), getattr(now.splits, name))
+    assert len(now.splits.y_val) == 5 and len(now.splits.y_train) == 15
+    assert background.mean == now.mean and background.variance == now.variance
+    assert background.mean == channel_statistics(now.splits.x_train)[0]
+
+
+def test_data_prepared_in_the_background_raises_the_loaders_error(tmp_path):
+    loading = prepare_data_in_background(_cfg(tmp_path / "nope.npz"), 0)
+    with pytest.raises(DataError, match="does not exist"):
+        loading.result()
 
 
 def test_pipeline_batches_one_hot_and_resizes():

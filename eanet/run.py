@@ -42,11 +42,15 @@ def main(cfg: DictConfig) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         typed = validate(cfg)
+        from eanet.training.startup import start
+
+        # MLflow in a helper process, the data on a thread, while Keras and TensorFlow load.
+        started = start(typed, cfg)
         from eanet.training.faults import interrupt_on_sigterm
-        from eanet.training.train import train  # Keras and TensorFlow load only now
+        from eanet.training.train import train
 
         interrupt_on_sigterm()  # a scheduler's SIGTERM ends the MLflow run KILLED, like Ctrl-C
-        return train(typed, cfg)
+        return train(typed, cfg, started)
     except KNOWN_ERRORS as error:
         if multirun:
             log.error("%s", error)  # in the job's log, as it happens

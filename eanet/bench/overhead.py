@@ -1,12 +1,17 @@
 """Where a real training run's wall time goes: the framework's own cost, outside fit/evaluate.
 
-`measure_overhead` runs the unmodified `eanet.training.train.train` on the composed config and times its
-phases by wrapping the functions `train` calls (data loading, pipeline, model build, compile,
-MLflow), `Model.fit` and `Model.evaluate`; whatever is left is `other_s`. It also reports when
-the first training step finished, counted from the start of the process (the command), and how
-long a training step waits for its data: the same trained model is stepped on the run's own
-pipeline and on one cached in-memory batch, alternating; the difference is the input pipeline's
-cost to a step.
+`measure_overhead` starts a run as `python -m eanet.run` does (`eanet.training.startup.start`:
+MLflow's start-up in a helper process, the data loading on a thread, both while TensorFlow
+imports) and runs the unmodified `eanet.training.train.train` on the composed config; it times the
+phases by wrapping the functions they call (imports, the wait for the data, pipelines, model
+build, compile, MLflow), `Model.fit` and `Model.evaluate`; whatever is left is `other_s`.
+`startup_s` runs from the command until TensorFlow is loaded; it holds `import_s`, which the
+data thread (`data_load_s`) and the helper (where `mlflow_helper`) overlap. MLflow itself is
+loaded in this process at the end of the first epoch, inside `fit_s`. It also reports when `fit`
+began and when the first training step finished, counted from the start of the process (the
+command), and how long a training step waits for its data: the same trained model is stepped
+on the run's own pipeline and on one cached in-memory batch, alternating; the difference is the
+input pipeline's cost to a step.
 """
 from __future__ import annotations
 
@@ -21,17 +26,19 @@ from omegaconf import DictConfig, open_dict
 
 from eanet.config import Config
 
-# train()'s callees, grouped into the phases reported.
+# train()'s callees, grouped into the phases reported. data_s: waiting for the data set that
+# eanet.training.startup loads in the background, then the input pipelines.
 PHASES = {
-    "data_s": ("load_dataset", "split_validation", "make_dataset", "channel_statistics"),
+    "data_s": ("training_data", "make_dataset"),
     "model_s": ("build_augmentation", "build_model", "compile_model", "count_parameters"),
 }
 TRACKING_METHODS = ("__enter__", "__exit__", "log_parameter_counts", "log_results",
                     "log_artifacts")
 
-OVERHEAD_COLUMNS = ["model", "startup_s", "data_s", "model_s", "tracking_s", "fit_s",
-                    "evaluate_s", "other_s", "overhead_fraction", "first_step_age_s",
-                    "median_step_s", "data_wait_fraction", "loop_gap_fraction"]
+OVERHEAD_COLUMNS = ["model", "startup_s", "import_s", "data_s", "model_s", "tracking_s",
+                    "fit_s", "evaluate_s", "other_s", "overhead_fraction", "fit_start_age_s",
+                    "first_step_s", "first_step_age_s", "median_step_s", "data_wait_fraction",
+                    "loop_gap_fraction"]
 
 
 class PhaseClock:
@@ -72,31 +79,57 @@ def patched(target: Any, name: str, value: Any):
 
 def measure_overhead(cfg: Config, raw_cfg: DictConfig, steps: int, warmup: int,
                      import_s: float) -> dict[str, Any]:
-    from eanet.bench.measure import StepTimer, median, process_age_s
+    """A run started as `python -m eanet.run` starts it (eanet.training.startup: plan, data on a
+    thread, TensorFlow), then the unmodified `train` with its phases timed."""
+    import eanet.data
+    from eanet.training import startup
 
-    startup_s = process_age_s()  # interpreter, imports (TensorFlow too), Hydra, validation
-    start = time.perf_counter()
-    import keras
-
-    import eanet.training.train as train_module
-    from eanet.tracking.run import TrackedRun
-
+    begin = time.perf_counter()  # since the command: interpreter, Hydra, validation
     clock = PhaseClock()
-    timer = StepTimer()
-    captured: dict[str, Any] = {}
+    loaded: dict[str, float] = {}
+    load = eanet.data.prepare_data
 
-    def capture(key: str, function: Callable) -> Callable:
-        def wrapper(*args, **kwargs):
-            result = function(*args, **kwargs)
-            captured.setdefault(key, result)  # the first call: the training pipeline / the model
-            return result
-        return wrapper
+    def prepare_data(*args, **kwargs):  # on the data thread, beside the clock
+        start = time.perf_counter()
+        try:
+            return load(*args, **kwargs)
+        finally:
+            loaded["data_load_s"] = time.perf_counter() - start
 
     with tempfile.TemporaryDirectory() as store, contextlib.ExitStack() as patches:
         if cfg.tracking.tracking_uri is None:  # measure MLflow, but not in the user's own store
             cfg.tracking.tracking_uri = f"sqlite:///{store}/mlflow.db"
             with open_dict(raw_cfg):
                 raw_cfg.tracking.tracking_uri = cfg.tracking.tracking_uri
+        patches.enter_context(patched(eanet.data, "prepare_data", prepare_data))
+        patches.enter_context(patched(startup, "import_once",
+                                      clock.timed("import_s", startup.import_once)))
+        started = startup.start(cfg, raw_cfg)
+        start = time.perf_counter()  # TensorFlow is loaded, the data may still be loading
+
+        import keras
+
+        import eanet.training.train as train_module
+        from eanet.bench.measure import StepTimer, median, process_age_s
+        from eanet.tracking.run import TrackedRun
+
+        startup_s = process_age_s() - (time.perf_counter() - start)
+        timer = StepTimer()
+        captured: dict[str, Any] = {}
+        fit_start: dict[str, float] = {}
+        original_fit = keras.Model.fit
+
+        def capture(key: str, function: Callable) -> Callable:
+            def wrapper(*args, **kwargs):
+                result = function(*args, **kwargs)
+                captured.setdefault(key, result)  # the first call: the training pipeline / model
+                return result
+            return wrapper
+
+        def fit(*args, **kwargs):
+            fit_start.setdefault("age_s", process_age_s())
+            return original_fit(*args, **kwargs)
+
         for phase, names in PHASES.items():
             for name in names:
                 function = getattr(train_module, name)
@@ -106,11 +139,11 @@ def measure_overhead(cfg: Config, raw_cfg: DictConfig, steps: int, warmup: int,
         for name in TRACKING_METHODS:
             patches.enter_context(patched(TrackedRun, name,
                                           clock.timed("tracking_s", getattr(TrackedRun, name))))
-        patches.enter_context(patched(keras.Model, "fit", clock.timed("fit_s", keras.Model.fit)))
+        patches.enter_context(patched(keras.Model, "fit", clock.timed("fit_s", fit)))
         patches.enter_context(patched(keras.Model, "evaluate",
                                       clock.timed("evaluate_s", keras.Model.evaluate)))
         patches.enter_context(patched(train_module, "extra_callbacks", lambda: [timer]))
-        train_module.train(cfg, raw_cfg)
+        train_module.train(cfg, raw_cfg, started)
         run_s = time.perf_counter() - start
 
     step_s = timer.median_step_s(min(warmup, len(timer.step_times) - 1))
@@ -120,18 +153,22 @@ def measure_overhead(cfg: Config, raw_cfg: DictConfig, steps: int, warmup: int,
     total_s = startup_s + run_s
     outside = total_s - phases["fit_s"] - phases["evaluate_s"]
     wait = data_wait(captured["build_model"], captured["make_dataset"], steps, warmup)
-    record = {
+    return {
         "measurement": "overhead", "model": cfg.model.name, "batch": cfg.trainer.batch_size,
         "python_import_s": round(import_s, 3), "startup_s": round(startup_s, 3),
+        "before_start_s": round(startup_s - (start - begin), 3),
+        "mlflow_helper": started.opener is not None, "import_s": round(clock.seconds["import_s"], 3),
+        "data_load_s": round(loaded.get("data_load_s", 0.0), 3),
         **{k: round(v, 3) for k, v in phases.items()}, "other_s": round(other_s, 3),
         "total_s": round(total_s, 3), "overhead_s": round(outside, 3),
         "overhead_fraction": round(outside / total_s, 4),
+        "fit_start_age_s": round(fit_start["age_s"], 2),
+        "first_step_s": round(timer.step_times[0], 2),
         "first_step_age_s": round(timer.first_step_end_age_s, 2),
         "median_step_s": round(step_s, 4),
         "loop_gap_fraction": round(median(timer.gaps) / step_s, 5) if timer.gaps else 0.0,
         **wait,
     }
-    return record
 
 
 def data_wait(model, train_ds, steps: int, warmup: int) -> dict[str, float]:

@@ -2,6 +2,8 @@
 
 - `tags`: the names of the tags eanet writes (importable without MLflow or Keras);
 - `store`: which store (URI, SQLite file), its lock, its write check, the experiment lookup;
+- `opening`: a training run's MLflow run created or resumed (no Keras), and `RunOpener`, the
+  helper process that plans and opens it while the training process imports TensorFlow;
 - `run`: one training run as one MLflow run (`TrackedRun`) and its per-epoch Keras logger;
 - `lineage`: the data sets, the MLflow model and the devices a run used;
 - `search`: the queries of sweeps and reports (runs by fingerprint, by sweep, the latest sweep),

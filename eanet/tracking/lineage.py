@@ -8,7 +8,8 @@
   `model/model.keras` run artifact stays as it was;
 - the devices: how many replicas trained the model (`eanet.replicas` tag, global batch param).
 
-Called by `train` inside a `TrackedRun`.
+Called by `train` inside a `TrackedRun`, through `TrackedRun.log_when_continued` (MLflow is
+imported when they run, not with this module).
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import logging
 from importlib import metadata
 from typing import Optional
 
-import mlflow
 import numpy as np
 
 from eanet.tracking.tags import TAG_MODEL_URI, TAG_REPLICAS
@@ -29,6 +29,8 @@ KNOWN_SOURCES = {"keras.datasets.cifar100": "https://www.cs.toronto.edu/~kriz/ci
 
 def log_datasets(data_name: str, source: str, splits) -> None:
     """One MLflow dataset per split: name `<data.name>/<split>`, digest of the arrays."""
+    import mlflow
+
     for context, images, labels in (("training", splits.x_train, splits.y_train),
                                     ("validation", splits.x_val, splits.y_val),
                                     ("test", splits.x_test, splits.y_test)):
@@ -40,6 +42,7 @@ def log_datasets(data_name: str, source: str, splits) -> None:
 
 
 def _numpy_dataset(images: np.ndarray, labels: np.ndarray, name: str, source: Optional[str]):
+    import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
@@ -64,6 +67,7 @@ def _requirements() -> list[str]:
 def log_model_with_signature(model, sample_images: np.ndarray) -> str:
     """Log `model` as an MLflow Keras model whose signature is inferred on `sample_images`
     (float32, (n, H, W, 3), as the input pipeline feeds it). Returns its `models:/` URI."""
+    import mlflow
     from mlflow.models import infer_signature
 
     sample = sample_images.astype(np.float32)
@@ -77,5 +81,7 @@ def log_model_with_signature(model, sample_images: np.ndarray) -> str:
 
 
 def log_replicas(replicas: int, global_batch_size: int) -> None:
+    import mlflow
+
     mlflow.set_tag(TAG_REPLICAS, str(replicas))
     mlflow.log_param("trainer.global_batch_size", global_batch_size)

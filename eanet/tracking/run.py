@@ -10,110 +10,89 @@ manager that ends the run as FINISHED, FAILED or KILLED) and its Keras callback.
   throughput_img_per_s, and param_count_{total,trainable,patch_embedding,attention,mlp,norm,head};
 - artifacts: config.yaml (resolved), hydra/ (Hydra's .hydra folder), model/model.keras,
   history.csv, learning_curves.png;
+- inputs and model: the data splits as MLflow datasets, the MLflow Keras model (eanet.tracking.lineage);
 - tags: eanet.run_type=train, eanet.model, eanet.backend (the Keras backend), eanet.overrides,
-  eanet.sweep_id, eanet.job_num, mlflow.source.git.commit.
+  eanet.sweep_id, eanet.job_num, mlflow.source.git.commit (eanet.tracking.opening).
+
+A run opened by a helper process (`RunOpener`, what `python -m eanet.run` does) is continued here
+only when something is next logged, normally at the end of the first epoch: this process imports
+MLflow after its first training step (on a thread, beside the next steps), not before it. What is
+logged before that (parameter counts, datasets, replicas) waits until then; nothing is lost, and
+a run that fails before then is still ended FAILED or KILLED with its error.
 """
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Any
 
 import keras
-import mlflow
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from eanet.config import Config, flatten, run_name
-from eanet.tracking.store import experiment_id
-from eanet.tracking.tags import (RUN_TYPE_TRAIN, TAG_BACKEND, TAG_ERROR, TAG_JOB_NUM, TAG_MODEL,
-                                 TAG_ONEDNN, TAG_OVERRIDES, TAG_RESUMED, TAG_RUN_TYPE, TAG_SWEEP)
+from eanet.config import Config, run_name
+from eanet.tracking.opening import RunOpener, hydra_context, open_run
+from eanet.tracking.tags import TAG_ERROR, TAG_RESUMED
 from eanet.training.checkpoint import epoch_metrics
 
 log = logging.getLogger(__name__)
 
 
-def git_commit() -> Optional[str]:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                              capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def hydra_context() -> dict[str, Any]:
-    """Overrides, sweep and output folder of the current Hydra job (empty outside Hydra)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return {}
-    hc = HydraConfig.get()
-    context = {"overrides": list(hc.overrides.task), "output_dir": hc.runtime.output_dir}
-    if hc.mode == RunMode.MULTIRUN:
-        context["sweep_id"] = str(hc.sweep.dir)
-        context["job_num"] = hc.job.num
-    return context
-
-
 class EpochLogger(keras.callbacks.Callback):
-    """Logs `epoch_metrics` to the active MLflow run, one step per epoch."""
+    """Logs `epoch_metrics` to the run, one step per epoch; once the first training step is done,
+    has MLflow loaded in the background (`TrackedRun.load_in_background`)."""
+
+    def __init__(self, run: TrackedRun):
+        super().__init__()
+        self.run = run
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
 
+    def on_train_batch_end(self, batch, logs=None):
+        self.run.load_in_background()
+
     def on_epoch_end(self, epoch, logs=None):
-        mlflow.log_metrics(epoch_metrics(self.model, logs, self.epoch_start), step=epoch)
+        metrics = epoch_metrics(self.model, logs, self.epoch_start)
+        self.run.mlflow().log_metrics(metrics, step=epoch)
 
 
 class TrackedRun:
     """`with TrackedRun(cfg, raw_cfg) as run:` — one MLflow run, ended in every case.
 
     FINISHED when the block completes, KILLED on Ctrl-C, FAILED on any other exception (with the
-    error as the `eanet.error` tag and the traceback as `error.txt`).
+    error as the `eanet.error` tag and the traceback as `error.txt`). With an `opener`, the
+    helper process opens the run (`RunOpener.open_run`) and this process continues it when it
+    next logs; without one, it is opened here.
     """
 
-    def __init__(self, cfg: Config, raw_cfg: DictConfig, run_id: Optional[str] = None,
-                 tags: Optional[dict[str, str]] = None):
+    def __init__(self, cfg: Config, raw_cfg: DictConfig, run_id: str | None = None,
+                 tags: dict[str, str] | None = None, opener: RunOpener | None = None):
         self.cfg = cfg
         self.raw_cfg = raw_cfg
         self.context = hydra_context()
-        self.run = None
         self.resume_run_id = run_id  # continue this (interrupted) run instead of starting one
         self.extra_tags = tags or {}
+        self.opener = opener
+        self._run_id: str | None = None
+        self._continued = False  # the run is active in this process
+        self._waiting: list[tuple[Callable, tuple]] = []  # what to log once it is
+        self._loading: threading.Thread | None = None  # importing MLflow, opening the store
 
-    def __enter__(self) -> "TrackedRun":
-        exp_id = experiment_id(self.cfg.tracking.tracking_uri, self.cfg.tracking.experiment_name)
-        tags = {TAG_RUN_TYPE: RUN_TYPE_TRAIN, TAG_MODEL: self.cfg.model.name,
-                TAG_OVERRIDES: " ".join(self.context.get("overrides", [])),
-                TAG_BACKEND: keras.backend.backend(),
-                TAG_ONEDNN: os.environ.get("TF_ENABLE_ONEDNN_OPTS", "")}
-        if "sweep_id" in self.context:
-            tags[TAG_SWEEP] = self.context["sweep_id"]
-            tags[TAG_JOB_NUM] = str(self.context["job_num"])
-        commit = git_commit()
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
-        tags.update(self.extra_tags)
-        if self.resume_run_id:
-            # Its params are recorded already; an earlier failure's error no longer applies.
-            self.run = mlflow.start_run(run_id=self.resume_run_id, tags=tags)
-            if TAG_ERROR in self.run.data.tags:
-                MlflowClient().delete_tag(self.resume_run_id, TAG_ERROR)
-            return self
-        self.run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(self.cfg), tags=tags)
-        params = flatten(OmegaConf.to_container(self.raw_cfg, resolve=True))
-        mlflow.log_params({k: ("None" if v is None else v) for k, v in params.items()})
-        log.info("MLflow run %s (%s) in %s", self.run.info.run_id, run_name(self.cfg),
-                 mlflow.get_tracking_uri())
+    def __enter__(self) -> TrackedRun:
+        if self.opener is not None:
+            self._run_id = self.opener.open_run()
+        else:
+            self._run_id = open_run(self.cfg, self.raw_cfg, self.resume_run_id, self.extra_tags)
+            self._continued = True
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        mlflow = self.mlflow()
         if exc_type is None:
             mlflow.end_run("FINISHED")
             return False
@@ -123,15 +102,60 @@ class TrackedRun:
             mlflow.log_text("".join(traceback.format_exception(exc_type, exc, tb)), "error.txt")
         finally:
             mlflow.end_run(status)
-        log.error("MLflow run %s ended %s: %s", self.run.info.run_id, status, exc)
+        log.error("MLflow run %s ended %s: %s", self.run_id, status, exc)
         return False
+
+    def load_in_background(self) -> None:
+        """Import MLflow and open the store on a thread, if this process has not yet: it then
+        overlaps training steps, which leave the GIL free, and a signal (which Python delivers to
+        the main thread) cannot cut the import short and leave MLflow half-imported."""
+        if not self._continued and self._loading is None:
+            self._loading = threading.Thread(target=self._load, name="eanet-mlflow-load",
+                                             daemon=True)
+            self._loading.start()
+
+    def _load(self) -> None:
+        try:
+            from mlflow.tracking import MlflowClient
+
+            from eanet.tracking.store import use_store
+
+            use_store(self.cfg.tracking.tracking_uri)
+            MlflowClient().get_run(self.run_id)  # opens the store, which MLflow keeps
+        except Exception:  # the main thread does it again and reports the error
+            log.debug("loading MLflow in the background failed", exc_info=True)
+
+    def mlflow(self):
+        """The `mlflow` module, with this run active in this process (continued here, then
+        what was waiting logged, the first time)."""
+        if self._loading is not None:
+            self._loading.join()
+        import mlflow
+
+        from eanet.tracking.store import use_store
+
+        if not self._continued:
+            use_store(self.cfg.tracking.tracking_uri)
+            mlflow.start_run(run_id=self.run_id)
+            self._continued = True
+        while self._waiting:
+            function, args = self._waiting.pop(0)
+            function(*args)
+        return mlflow
+
+    def log_when_continued(self, function: Callable, *args: Any) -> None:
+        """`function(*args)` (an MLflow logging call) now if the run is active here, else when it
+        is: nothing imports MLflow before the first training step."""
+        self._waiting.append((function, args))
+        if self._continued:
+            self.mlflow()
 
     @property
     def run_id(self) -> str:
-        return self.run.info.run_id
+        return self._run_id
 
     def epoch_logger(self) -> keras.callbacks.Callback:
-        return EpochLogger()
+        return EpochLogger(self)
 
     def sync_epoch_metrics(self, epoch_metrics: list[dict[str, float]]) -> None:
         """Log the checkpointed epochs that MLflow lacks (never one twice).
@@ -139,23 +163,28 @@ class TrackedRun:
         An interruption between writing an epoch's checkpoint and logging its metrics leaves such
         a gap; a resumed run fills it before training on.
         """
+        if not epoch_metrics:
+            return
+        mlflow = self.mlflow()
+        from mlflow.tracking import MlflowClient
+
         logged = {m.step for m in MlflowClient().get_metric_history(self.run_id, "loss")}
         for epoch, metrics in enumerate(epoch_metrics):
             if epoch not in logged:
                 mlflow.log_metrics(metrics, step=epoch)
-        if epoch_metrics:
-            mlflow.set_tag(TAG_RESUMED, str(len(epoch_metrics)))
+        mlflow.set_tag(TAG_RESUMED, str(len(epoch_metrics)))
 
     def log_parameter_counts(self, counts: dict[str, int]) -> None:
-        mlflow.log_metrics({f"param_count_{k}": v for k, v in counts.items()})
+        self.log_when_continued(_log_metrics, {f"param_count_{k}": v for k, v in counts.items()})
 
     def log_results(self, results: dict[str, float]) -> None:
-        mlflow.log_metrics(results)
+        self.mlflow().log_metrics(results)
 
     def log_artifacts(self, model: keras.Model, history: dict[str, list[float]]) -> None:
         """Resolved config, Hydra's .hydra folder, the .keras model, history CSV and curves."""
         import pandas as pd
 
+        mlflow = self.mlflow()
         mlflow.log_text(OmegaConf.to_yaml(self.raw_cfg, resolve=True), "config.yaml")
         hydra_dir = Path(self.context.get("output_dir", "")) / ".hydra"
         if self.context and hydra_dir.is_dir():
@@ -170,6 +199,12 @@ class TrackedRun:
             if self.cfg.tracking.log_model:
                 model.save(Path(tmp) / "model.keras")
                 mlflow.log_artifact(str(Path(tmp) / "model.keras"), "model")
+
+
+def _log_metrics(metrics: dict[str, float]) -> None:
+    import mlflow
+
+    mlflow.log_metrics(metrics)
 
 
 def _plot_learning_curves(history, path: Path, title: str) -> None:

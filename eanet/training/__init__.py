@@ -1,6 +1,7 @@
 """The training procedure (`train`) and what it is made of: the optimizers and the seed's
-objective (`optimization`), devices (`distribute`), per-epoch checkpoints (`checkpoint`) and the
-guards that turn faults into recorded endings (`faults`).
+objective (`optimization`), devices (`distribute`), per-epoch checkpoints (`checkpoint`), the
+guards that turn faults into recorded endings (`faults`), and a run's overlapped start-up
+(`startup`: MLflow in a helper process and the data on a thread while TensorFlow imports).
 
 The registries behind `optimizer.name` and `trainer.distribution` are import paths, as in Hydra's
 `_target_`, resolved only when training starts: the config is validated against their names

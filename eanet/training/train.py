@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import keras
 from omegaconf import DictConfig
 
 from eanet.config import Config
-from eanet.data import channel_statistics, load_dataset, make_dataset, split_validation
+from eanet.data import TrainingData, channel_statistics, make_dataset, prepare_data
 from eanet.models.model import build_augmentation, build_model, count_parameters
 from eanet.sweeps.plan import plan_run
 from eanet.tracking import lineage
@@ -25,6 +25,9 @@ from eanet.training.checkpoint import TrainingCheckpoint
 from eanet.training.distribute import distribution_strategy, global_batch_size
 from eanet.training.faults import StopOnNonFiniteLoss
 from eanet.training.optimization import compile_model
+
+if TYPE_CHECKING:
+    from eanet.training.startup import Start
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +67,30 @@ def extra_callbacks() -> list[keras.callbacks.Callback]:
     return []
 
 
-def train(cfg: Config, raw_cfg: DictConfig) -> float:
-    """Train one configuration and record it as one MLflow run; return the best val top-1."""
+def training_data(cfg: Config, started: Start | None) -> TrainingData:
+    """The data `eanet.training.startup` is loading in the background (waiting for it), else
+    loaded now."""
+    return started.loading.result() if started is not None else prepare_data(cfg.data, cfg.seed)
+
+
+def train(cfg: Config, raw_cfg: DictConfig, started: Start | None = None) -> float:
+    """Train one configuration and record it as one MLflow run; return the best val top-1.
+
+    `started` comes from `eanet.training.startup.start` (what `python -m eanet.run` does): the
+    run's plan, its data loading in the background, and the helper process that opens its MLflow
+    run. Without it the run is planned, its data loaded and its MLflow run opened here.
+    """
+    try:
+        return _train(cfg, raw_cfg, started)
+    finally:
+        if started is not None and started.opener is not None:
+            started.opener.close()  # the helper ends, if the run failed before it opened it
+
+
+def _train(cfg: Config, raw_cfg: DictConfig, started: Start | None) -> float:
     t = cfg.trainer
-    plan = plan_run(cfg, raw_cfg)  # skip a configuration that FINISHED; resume an interrupted one
+    # Skip a configuration that FINISHED; resume an interrupted one.
+    plan = started.plan if started is not None else plan_run(cfg, raw_cfg)
     if plan.skip:
         return plan.result
     keras.backend.clear_session()  # sweep jobs share a process: free the previous job's graphs
@@ -76,8 +99,8 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
     batch_size = global_batch_size(t.batch_size, strategy)  # t.batch_size is per replica
 
     # Data: uint8 arrays; a seeded validation split of the training set; test kept apart.
-    data = load_dataset(cfg.data, cfg.seed)
-    splits = split_validation(data, cfg.data.validation_split, cfg.seed)
+    prepared = training_data(cfg, started)
+    data, splits = prepared.data, prepared.splits
     image_size, num_classes = cfg.data.image_size, data.num_classes
     log.info("data %s: %d train / %d val / %d test images", data.source, len(splits.y_train),
              len(splits.y_val), len(splits.y_test))
@@ -89,19 +112,21 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
                            training=False, seed=cfg.seed)
 
     # Model: normalisation statistics of the training split, the seed's augmentation, then EANet/ViT.
-    mean, variance = channel_statistics(splits.x_train)
-    model = build_compiled_model(cfg, mean, variance, num_classes, strategy)
+    model = build_compiled_model(cfg, prepared.mean, prepared.variance, num_classes, strategy)
     counts = count_parameters(model)
     log.info("model %s: %s", cfg.model.name, counts)
 
     checkpoint = TrainingCheckpoint(plan.checkpoint_dir)
-    with TrackedRun(cfg, raw_cfg, run_id=plan.run_id, tags=plan.tags) as run:
+    opener = started.opener if started is not None else None
+    with TrackedRun(cfg, raw_cfg, run_id=plan.run_id, tags=plan.tags, opener=opener) as run:
         initial_epoch = checkpoint.restore(model, run.run_id)
         run.sync_epoch_metrics(checkpoint.epoch_metrics)
         if plan.run_id is None:  # a resumed run has them already
+            # Logged when MLflow is loaded here: after the first step if the helper opened the run.
             run.log_parameter_counts(counts)
-            lineage.log_datasets(cfg.data.name, data.source, splits)
-            lineage.log_replicas(strategy.num_replicas_in_sync, batch_size)
+            run.log_when_continued(lineage.log_datasets, cfg.data.name, data.source, splits)
+            run.log_when_continued(lineage.log_replicas, strategy.num_replicas_in_sync,
+                                   batch_size)
         verbose = 0 if cfg.quiet else t.verbose if t.verbose == "auto" else int(t.verbose)
         start = time.perf_counter()
         # The checkpoint precedes the MLflow logger: an epoch is logged once it can be resumed.
@@ -126,7 +151,7 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         run.log_results(results)
         run.log_artifacts(model, checkpoint.history)
         if cfg.tracking.log_model:
-            lineage.log_model_with_signature(model, splits.x_test[:4])
+            run.log_when_continued(lineage.log_model_with_signature, model, splits.x_test[:4])
         log.info("%s: test top-1 %.4f, top-5 %.4f (%d epochs, %.1f s)", run.run_id,
                  test["top1"], test["top5"], epochs_run, train_time)
     checkpoint.finish(keep=cfg.tracking.keep_checkpoints)

@@ -394,4 +394,12 @@ def _tf_dataset(images, labels, num_classes, batch_size, image_size, training, s
         return x, tf.one_hot(y, num_classes)
 
     dataset = dataset.batch(batch_size).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # tf.data's autotuner off: deleting an iterator waits for the autotuner's thread, which sleeps
+    # between passes for a period that doubles up to a minute. Keras deletes the validation
+    # iterator at every epoch's validation after the first and the training one when `fit`
+    # returns: on 2 cores those waits took 30-37 s per epoch of trainer=quick (experiments/
+    # performance/iterator_wait.md). AUTOTUNE then means fixed defaults (map: one call per core;
+    # prefetch: a buffer grown when the model waits), ample for a step of seconds.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)

@@ -211,6 +211,30 @@ def test_pipeline_batches_one_hot_and_resizes():
     assert y.shape == (4, 4) and float(y.numpy().sum()) == 4.0
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_pipeline_runs_without_the_autotuner_and_yields_the_same_batches(training):
+    """Deleting an iterator waits for tf.data's autotuner thread, which sleeps up to a minute
+    between passes: Keras deletes one at every validation after the first (experiments/performance/
+    iterator_wait.md). The pipeline turns it off; what it yields must not change."""
+    import tensorflow as tf
+
+    images = np.random.default_rng(0).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(40) % 4
+    def pipeline():  # a fresh one each time: a seeded shuffle reshuffles on every iteration
+        return make_dataset(images, labels, 4, batch_size=8, image_size=8, training=training,
+                            seed=3)
+
+    dataset = pipeline()
+    assert dataset.options().autotune.enabled is False
+    autotuned = tf.data.Options()
+    autotuned.autotune.enabled = True
+    with_autotuner = pipeline().with_options(autotuned)
+    assert with_autotuner.options().autotune.enabled is True
+    for (x, y), (x_tuned, y_tuned) in zip(dataset, with_autotuner, strict=True):
+        np.testing.assert_array_equal(x.numpy(), x_tuned.numpy())
+        np.testing.assert_array_equal(y.numpy(), y_tuned.numpy())
+
+
 @pytest.mark.real_data
 def test_real_cifar100_copy():
     if not REAL_CIFAR.exists():

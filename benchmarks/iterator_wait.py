@@ -4,7 +4,7 @@ Keras' `fit` deletes the validation iterator at every validation after the first
 training iterator when `fit` returns). With the autotuner on, the deletion waits for the
 autotuner's thread; on a 2-core CPU busy with training that wait was up to 37 s per epoch of
 `trainer=quick` (experiments/performance/iterator_wait.md). This reproduces it without a model:
-the validation pipeline of eanet.data (batch, cast, one-hot, prefetch), 4 batches read, then
+the validation pipeline of eanet.data (`make_dataset`), 4 batches read, then
 `busy` seconds of matrix products (the training steps until the next validation), then `del`.
 
     python benchmarks/iterator_wait.py on 15 30 60 120
@@ -18,17 +18,16 @@ import numpy as np
 import eanet  # noqa: F401  (oneDNN on, as in a run)
 import tensorflow as tf
 
+from eanet.data import make_dataset
+
 images = np.random.default_rng(0).integers(0, 256, (10000, 32, 32, 3), dtype=np.uint8)
 labels = np.random.default_rng(1).integers(0, 100, (10000,))
 
 
-def prepare(x, y):
-    return tf.cast(x, tf.float32), tf.one_hot(y, 100)
-
-
 def main(autotuner: str, busy_seconds: list[float]) -> None:
-    dataset = (tf.data.Dataset.from_tensor_slices((images, labels)).batch(128)
-               .map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    # The run's own validation pipeline (autotuner off), or the same with it turned back on.
+    dataset = make_dataset(images, labels, 100, batch_size=128, image_size=32, training=False,
+                           seed=0)
     options = tf.data.Options()
     options.autotune.enabled = autotuner == "on"
     dataset = dataset.with_options(options)

@@ -116,8 +116,6 @@ def _cifar_from_folder(path: Path) -> tuple:
 
 
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
-
-
 NPY_READ_CHUNK = 16 << 20  # bytes per read: few rounds of Python, little memory besides the array
 
 
@@ -155,8 +153,8 @@ def _cifar_from_npz(path: Path) -> tuple:
                        if name.endswith(".npy")}
             missing = set(NPZ_ARRAYS) - set(members)
             if missing:
-                raise DataError(f"{path} lacks {sorted(missing)}; expected x_train, y_train, "
-                                f"x_test, y_test (found {sorted(members)})")
+                raise DataError(f"{path} lacks {sorted(missing)}; expected "
+                                f"{', '.join(NPZ_ARRAYS)} (found {sorted(members)})")
             arrays = {}
             for key in NPZ_ARRAYS:
                 with archive.open(members[key]) as file:

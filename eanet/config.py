@@ -20,6 +20,7 @@ from eanet.backend import configured_backend
 from eanet.data import DATASETS
 from eanet.models import ATTENTION_TYPES
 from eanet.training import DISTRIBUTIONS, OPTIMIZERS
+from eanet.training.precision import MATMUL_PRECISIONS, check_matmul_precision
 
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # trainer.precision
@@ -93,6 +94,8 @@ class TrainerConfig:
     distribution: str = "none"
     # Speed switches (measure them with `python -m eanet.bench`); the defaults are the seed's.
     precision: str = "float32"  # a Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16
+    # default | bfloat16: float32 matmuls on bfloat16-rounded inputs (AMX CPUs; eanet.training.precision)
+    matmul_precision: str = "default"
     jit_compile: Optional[bool] = None  # XLA; None lets Keras decide (on GPU when the model allows)
     steps_per_execution: int = 1  # training steps per compiled call
 
@@ -278,5 +281,8 @@ def validate(cfg: DictConfig | Config) -> Config:
         f"several sweep jobs per GPU (docs/gpu.md)",
     )
     _known(t.precision, "trainer.precision", PRECISIONS)
+    _known(t.matmul_precision, "trainer.matmul_precision", MATMUL_PRECISIONS)
+    problem = check_matmul_precision(t.matmul_precision, backend)
+    _require(problem is None, str(problem))
     _positive(t, "trainer", "steps_per_execution")
     return typed

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from omegaconf import OmegaConf
+
 from conftest import compose_config
 from eanet.sweeps.callbacks import sweep_summary
 from eanet.sweeps.plan import fingerprint
@@ -16,8 +18,19 @@ def test_fingerprint_ignores_where_things_go_but_not_what_is_computed():
                  ["data.path=/data/cifar100.npz"], ["tracking.experiment_name=other"]):
         assert fingerprint(compose_config(same)) == base, same
     for different in (["model.patch_size=4"], ["seed=1"], ["optimizer.learning_rate=0.01"],
-                      ["trainer.epochs=3"], ["model=vit"], ["data.augmentation.zoom=0.0"]):
+                      ["trainer.epochs=3"], ["model=vit"], ["data.augmentation.zoom=0.0"],
+                      ["trainer.matmul_precision=bfloat16"]):
         assert fingerprint(compose_config(different)) != base, different
+
+
+def test_a_setting_added_later_keeps_the_fingerprints_of_runs_recorded_before_it():
+    """Runs recorded before trainer.matmul_precision existed computed what `default` computes:
+    their fingerprint is the one of their config without the key, so they are still skipped or
+    resumed, not trained again."""
+    cfg = OmegaConf.to_container(compose_config(), resolve=True)
+    assert cfg["trainer"]["matmul_precision"] == "default"
+    before = {**cfg, "trainer": {k: v for k, v in cfg["trainer"].items() if k != "matmul_precision"}}
+    assert fingerprint(before) == fingerprint(cfg)
 
 
 def test_sweep_summary_lists_each_job_and_each_failure(tmp_path):

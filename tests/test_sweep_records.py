@@ -46,7 +46,8 @@ EA_PARAMS = {
     "tracking.tracking_uri": "None",
     "trainer.batch_size": "16", "trainer.distribution": "none", "trainer.epochs": "1",
     "trainer.global_batch_size": "16", "trainer.jit_compile": "None",
-    "trainer.label_smoothing": "0.1", "trainer.precision": "float32",
+    "trainer.label_smoothing": "0.1", "trainer.matmul_precision": "default",
+    "trainer.precision": "float32",
     "trainer.steps_per_epoch": "None", "trainer.steps_per_execution": "1",
     "trainer.test_steps": "None", "trainer.validation_steps": "None", "trainer.verbose": "0",
 }

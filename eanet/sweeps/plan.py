@@ -32,6 +32,9 @@ JOB_RECORD = "eanet_job.json"  # in each job's output folder: what the job did (
 
 # Settings that say where things go or how much is printed, never what is computed.
 IGNORED = ("tracking.", "trainer.verbose", "data.path", "quiet")
+# Settings added after runs were recorded, left out at the value that computes what runs did
+# before they existed: those runs keep their fingerprints (still skipped or resumed, not redone).
+ADDED_LATER = {"trainer.matmul_precision": "default"}
 
 
 def fingerprint(raw_cfg: DictConfig | dict) -> str:
@@ -39,7 +42,8 @@ def fingerprint(raw_cfg: DictConfig | dict) -> str:
     tree = OmegaConf.to_container(raw_cfg, resolve=True) if isinstance(raw_cfg, DictConfig) \
         else raw_cfg
     kept = {k: v for k, v in flatten(tree).items()
-            if not any(k == p or k.startswith(p) for p in IGNORED)}
+            if not any(k == p or k.startswith(p) for p in IGNORED)
+            and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

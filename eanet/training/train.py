@@ -25,6 +25,7 @@ from eanet.training.checkpoint import TrainingCheckpoint
 from eanet.training.distribute import distribution_strategy, global_batch_size
 from eanet.training.faults import StopOnNonFiniteLoss
 from eanet.training.optimization import compile_model
+from eanet.training.precision import set_matmul_precision
 
 if TYPE_CHECKING:
     from eanet.training.startup import Start
@@ -33,8 +34,10 @@ log = logging.getLogger(__name__)
 
 
 def set_precision(cfg: Config) -> None:
-    """The dtype policy of every layer built after this (global in Keras, so set per run)."""
+    """The dtype policy of every layer built after this (global in Keras, so set per run), and
+    the precision inside float32 matmuls (eanet.training.precision), before the first one."""
     keras.mixed_precision.set_global_policy(cfg.trainer.precision)
+    set_matmul_precision(cfg.trainer.matmul_precision)
 
 
 def build_compiled_model(cfg: Config, mean: Sequence[float], variance: Sequence[float],

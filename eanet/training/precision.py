@@ -1,0 +1,75 @@
+"""A run's numeric precision: Keras' dtype policy (`trainer.precision`) and the precision inside
+float32 matrix multiplications (`trainer.matmul_precision`).
+
+`trainer.matmul_precision=bfloat16` keeps every tensor, weight and element-wise op in float32 and
+lets only the matmul kernels round their float32 inputs to bfloat16, accumulating in float32:
+the CPU counterpart of TF32 on NVIDIA GPUs (PyTorch's `set_float32_matmul_precision("medium")`,
+JAX's `jax_default_matmul_precision`). On a CPU with AMX or AVX512-BF16, oneDNN then runs
+TensorFlow's float32 matmuls on those units: EANet's (B, G·S, N) score and read-out matmuls about
+2× faster, and none of the casts and slower bfloat16 element-wise ops that `mixed_bfloat16` adds
+(docs/performance.md has the measurements). On other CPUs oneDNN keeps float32 kernels. It
+changes numerics (inputs rounded to 8 mantissa bits), so it is off by default.
+
+TensorFlow reads its switch (`TF_SET_ONEDNN_FPMATH_MODE`) once per process, at its first oneDNN
+matmul: a later job in the same process cannot change it, so `check_matmul_precision` refuses
+that at start-up (run such a sweep with a process per job, e.g. `hydra/launcher=joblib`). JAX's
+setting can change at any time. Nothing here imports Keras, TensorFlow or JAX at module level:
+config validation calls `check_matmul_precision`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+MATMUL_PRECISIONS = ("default", "bfloat16")  # trainer.matmul_precision
+TF_FPMATH_ENV = "TF_SET_ONEDNN_FPMATH_MODE"  # read by TensorFlow's oneDNN matmuls, once
+
+# The matmul precision this process' TensorFlow was given (None: not yet given by eanet).
+_tensorflow_matmul_precision: Optional[str] = None
+
+
+def _from_environment() -> str:
+    return "bfloat16" if os.environ.get(TF_FPMATH_ENV, "").upper() == "BF16" else "default"
+
+
+def check_matmul_precision(value: str, backend: str) -> Optional[str]:
+    """Why `value` cannot take effect in this process on `backend`, or None when it can."""
+    if backend != "tensorflow":
+        return None
+    if _tensorflow_matmul_precision is not None and value != _tensorflow_matmul_precision:
+        return (f"trainer.matmul_precision={value}, but this process' TensorFlow already runs its "
+                f"matmuls with trainer.matmul_precision={_tensorflow_matmul_precision} (TensorFlow "
+                f"reads {TF_FPMATH_ENV} once per process). Sweep it with a process per job "
+                "(hydra/launcher=joblib) or keep one value per command")
+    if _tensorflow_matmul_precision is None and TF_FPMATH_ENV in os.environ \
+            and _from_environment() != value:
+        return (f"trainer.matmul_precision={value} contradicts {TF_FPMATH_ENV}="
+                f"{os.environ[TF_FPMATH_ENV]} in the environment: unset the variable and use "
+                "trainer.matmul_precision=default|bfloat16")
+    return None
+
+
+def set_matmul_precision(value: str) -> None:
+    """Give the current Keras backend's float32 matmuls `value` ("default" or "bfloat16").
+
+    Call before the run's first matmul: TensorFlow's oneDNN reads its switch once per process.
+    """
+    global _tensorflow_matmul_precision
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        problem = check_matmul_precision(value, backend)
+        if problem:
+            raise ValueError(problem)
+        if value == "bfloat16":
+            os.environ[TF_FPMATH_ENV] = "BF16"
+        else:
+            os.environ.pop(TF_FPMATH_ENV, None)
+        _tensorflow_matmul_precision = value
+    elif backend == "jax":
+        import jax
+
+        # None is JAX's own default (exact float32 on CPUs, TF32-class on recent NVIDIA GPUs).
+        jax.config.update("jax_default_matmul_precision",
+                          "bfloat16" if value == "bfloat16" else None)

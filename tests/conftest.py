@@ -80,6 +80,27 @@ def compose_config(overrides=(), return_hydra_config=False):
                        return_hydra_config=return_hydra_config)
 
 
+@pytest.fixture(params=["fused", "tensorflow"])
+def attention_kernels(request, monkeypatch):
+    """Each attention kernel test runs twice: with eanet's fused CPU kernels (eanet.models.native,
+    compiled on first use) and with TensorFlow's own ops (EANET_FUSED_KERNELS=0). Without a C++
+    compiler the fused case is skipped, except in CI (CI set), where it fails."""
+    import tensorflow as tf
+
+    from eanet.models import native
+
+    if request.param == "tensorflow":
+        monkeypatch.setenv(native.SWITCH_ENV, "0")
+        assert native.fused_ops_for(tf.float32) is None
+    else:
+        monkeypatch.delenv(native.SWITCH_ENV, raising=False)
+        if native.fused_ops_for(tf.float32) is None:
+            if os.environ.get("CI"):
+                pytest.fail("eanet's fused CPU kernels did not build (see the log's warning)")
+            pytest.skip("eanet's fused CPU kernels are not available here (no C++ compiler?)")
+    return request.param
+
+
 @pytest.fixture
 def tracking_dir(tmp_path, monkeypatch):
     """A temporary working directory holding a fresh MLflow SQLite store; returns its URI."""

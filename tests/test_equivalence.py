@@ -87,7 +87,7 @@ def test_same_gradients_as_the_seed(seed_reference, attention):
 
 @pytest.mark.parametrize("rate", [0.0, 0.2])
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
-def test_self_attention_context_matches_op_by_op(rate, graph):
+def test_self_attention_context_matches_op_by_op(rate, graph, attention_kernels):
     """The written-out, recomputing gradient of self-attention's scores → softmax → dropout →
     context equals TensorFlow's own gradient of the op-by-op computation with the same
     keep-mask, eagerly and in a graph (where the recomputation must survive the optimiser)."""

@@ -71,7 +71,7 @@ def test_double_normalization_gradient_matches_op_by_op():
 
 @pytest.mark.parametrize("rate", [0.0, 0.2])
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
-def test_external_attention_context_matches_op_by_op(rate, graph):
+def test_external_attention_context_matches_op_by_op(rate, graph, attention_kernels):
     """The written-out, recomputing gradient of EANet's scores → double normalisation → dropout
     → read-out equals TensorFlow's own gradient of the op-by-op computation with the same
     keep-mask, eagerly and in a graph (where the recomputation must survive the optimiser)."""
@@ -201,3 +201,26 @@ def test_dropout_rate_scale_and_seed():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
     odd = keras.ops.convert_to_numpy(layer(np.ones((3, 5), "float32"), training=True))
     assert odd.shape == (3, 5)  # an odd number of elements uses half of the last draw
+
+
+def test_fused_kernels_run_on_the_cpu_and_step_aside_under_xla(attention_kernels):
+    """The fused op is in the graph exactly when the kernels are on; an XLA-compiled function
+    (which cannot hold it) gets TensorFlow's ops instead, with the same result."""
+    import tensorflow as tf
+
+    from eanet.models.kernels import external_attention_context
+
+    rng = np.random.default_rng(5)
+    x_t, kernel, bias, read = (tf.constant(rng.normal(0, 1, shape), tf.float32) for shape in
+                               [(2, 5, 7), (12, 5), (12, 1), (5, 12)])
+
+    def attend(x_t):
+        return external_attention_context(x_t, kernel, bias, read, 3, 1e-9, 0.0, None)
+
+    def op_types(function):
+        return {op.type for op in function.get_concrete_function(x_t).graph.get_operations()}
+
+    plain, xla = tf.function(attend), tf.function(attend, jit_compile=True)
+    assert ("EanetNormalizedDropout" in op_types(plain)) == (attention_kernels == "fused")
+    assert "EanetNormalizedDropout" not in op_types(xla)
+    np.testing.assert_allclose(xla(x_t).numpy(), plain(x_t).numpy(), rtol=1e-5, atol=1e-6)

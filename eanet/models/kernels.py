@@ -11,6 +11,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from eanet.models import native
+
 
 @keras.saving.register_keras_serializable(package="eanet", name="Dropout")  # the name saved models hold
 class FastDropout(layers.Dropout):
@@ -89,22 +91,36 @@ def self_attention_context(query, keys, values, rate: float, seed_generator):
     if dropout:
         scores_shape = tf.stack([tf.shape(query)[0], tf.shape(query)[1], tf.shape(keys)[1]])
         keep, scale = keep_mask_16bit(scores_shape, rate, seed_generator, query.dtype)
+    fused = native.fused_ops_for(query.dtype)
+    fused_attrs = dict(rows_per_block=1, normalize_columns=False, epsilon=0.0, use_keep=dropout)
+    fused_keep = keep if dropout else tf.zeros((1,), tf.bool)
 
-    def kept_probabilities(q, k):
-        p = tf.nn.softmax(tf.matmul(q, k, transpose_b=True))  # (B, H·N, N)
-        return p, (tf.where(keep, p, tf.zeros_like(p)) if dropout else p)
+    def kept(scores):
+        """m: the softmax of the scores over the keys, dropped out."""
+        if fused is not None:
+            return fused.eanet_normalized_dropout(scores, fused_keep, **fused_attrs)
+        p = tf.nn.softmax(scores)  # (B, H·N, N)
+        return tf.where(keep, p, tf.zeros_like(p)) if dropout else p
+
+    def kept_and_score_gradient(scores, dm):
+        """m again, and the gradient at the scores given dm, the gradient at m."""
+        if fused is not None:
+            return fused.eanet_normalized_dropout_grad(scores, fused_keep, dm, **fused_attrs)
+        p = tf.nn.softmax(scores)
+        m = tf.where(keep, p, tf.zeros_like(p)) if dropout else p
+        t = dm * m  # dm · m
+        return m, t - p * tf.reduce_sum(t, axis=-1, keepdims=True)
 
     @tf.custom_gradient
     def attend(q, k, v):
-        _, m = kept_probabilities(q, k)
-        out = tf.matmul(m, v)  # (B, H·N, V)
+        out = tf.matmul(kept(tf.matmul(q, k, transpose_b=True)), v)  # (B, H·N, V)
 
         def grad(dout):
             g = dout * scale if dropout else dout
-            p, m = kept_probabilities(recompute_after(dout, q), k)
+            dm = tf.matmul(g, v, transpose_b=True)  # (B, H·N, N)
+            scores = tf.matmul(recompute_after(dout, q), k, transpose_b=True)
+            m, ds = kept_and_score_gradient(scores, dm)
             dv = tf.matmul(m, g, transpose_a=True)  # (B, N, V)
-            t = tf.matmul(g, v, transpose_b=True) * m  # dm · m
-            ds = t - p * tf.reduce_sum(t, axis=-1, keepdims=True)
             return tf.matmul(ds, k), tf.matmul(ds, q, transpose_a=True), dv
 
         return out * scale if dropout else out, grad
@@ -143,30 +159,45 @@ def external_attention_context(x_t, score_kernel_t, score_bias, read_kernel_t, g
     if dropout:
         shape = tf.stack([tf.shape(x_t)[0], tf.shape(score_kernel_t)[0], tf.shape(x_t)[2]])
         keep, scale = keep_mask_16bit(shape, rate, seed_generator, dtype)
+    fused = native.fused_ops_for(dtype)
+    fused_attrs = dict(rows_per_block=score_kernel_t.shape[0] // groups, normalize_columns=True,
+                       epsilon=epsilon, use_keep=dropout)
+    fused_keep = keep if dropout else tf.zeros((1,), tf.bool)
 
-    def normalized(x_t, kernel):
+    def normalized(scores):
         """p, q as (B, G, S, N) float32 and m as (B, G·S, N) in the compute dtype."""
-        scores = tf.cast(tf.matmul(kernel, x_t), tf.float32)  # (B, G·S, N)
+        scores = tf.cast(scores, tf.float32)  # (B, G·S, N)
         batch, patches = tf.shape(scores)[0], tf.shape(scores)[2]
         p = tf.nn.softmax(tf.reshape(scores, (batch, groups, -1, patches)))  # over N
         q = p / (epsilon + tf.reduce_sum(p, axis=2, keepdims=True))  # over S
         m = tf.cast(tf.reshape(q, tf.shape(scores)), dtype)
         return p, q, (tf.where(keep, m, tf.zeros_like(m)) if dropout else m)
 
+    def kept(scores):
+        """m: the double-normalised scores, dropped out."""
+        if fused is not None:
+            return fused.eanet_normalized_dropout(scores, fused_keep, **fused_attrs)
+        return normalized(scores)[2]
+
+    def kept_and_score_gradient(scores, dm):
+        """m again, and the gradient at the scores given dm, the gradient at m."""
+        if fused is not None:
+            return fused.eanet_normalized_dropout_grad(scores, fused_keep, dm, **fused_attrs)
+        p, q, m = normalized(scores)
+        t = tf.reshape(tf.cast(dm * m, tf.float32), tf.shape(q))  # dq · q
+        u = t - q * tf.reduce_sum(t, axis=2, keepdims=True)  # p · dp
+        ds = u - p * tf.reduce_sum(u, axis=-1, keepdims=True)
+        return m, tf.cast(tf.reshape(ds, tf.shape(dm)), dtype)  # (B, G·S, N)
+
     @tf.custom_gradient
     def attend(x_t, kernel, bias, read):
-        *_, m = normalized(x_t, kernel)
-        out = tf.matmul(read, m)  # (B, D, N)
+        out = tf.matmul(read, kept(tf.matmul(kernel, x_t)))  # (B, D, N)
 
         def grad(dout):
             g = dout * scale if dropout else dout
-            p, q, m = normalized(recompute_after(dout, x_t), kernel)
-            dread = tf.reduce_sum(tf.matmul(g, m, transpose_b=True), axis=0)  # (D, G·S)
             dm = tf.matmul(read, g, transpose_a=True)  # (B, G·S, N)
-            t = tf.reshape(tf.cast(dm * m, tf.float32), tf.shape(q))  # dq · q
-            u = t - q * tf.reduce_sum(t, axis=2, keepdims=True)  # p · dp
-            ds = u - p * tf.reduce_sum(u, axis=-1, keepdims=True)
-            ds = tf.cast(tf.reshape(ds, tf.shape(dm)), dtype)  # (B, G·S, N)
+            m, ds = kept_and_score_gradient(tf.matmul(kernel, recompute_after(dout, x_t)), dm)
+            dread = tf.reduce_sum(tf.matmul(g, m, transpose_b=True), axis=0)  # (D, G·S)
             return (tf.matmul(kernel, ds, transpose_a=True),
                     tf.reduce_sum(tf.matmul(ds, x_t, transpose_b=True), axis=0),
                     tf.zeros_like(bias), dread)

@@ -1,0 +1,131 @@
+"""The fused CPU attention kernels (eanet/models/csrc/normalized_dropout.cc), compiled on first
+use against the TensorFlow that is installed, and the rule for when they apply.
+
+TensorFlow runs EANet's double normalisation, the dropout mask and their gradient as a dozen
+element-wise ops, each one pass over the (B, G·S, N) tensors in memory; the fused kernel does the
+same arithmetic block by block in cache (docs/performance.md has the measurements). It is built
+with the C++ compiler (`$CXX`, default g++) and the flags `tf.sysconfig` gives, for this CPU
+(`-march=native`), into a cache folder (`$EANET_KERNEL_CACHE`, default ~/.cache/eanet/kernels),
+one library per source, TensorFlow version and CPU kind; later runs load it in milliseconds.
+Where it cannot be built or loaded (no compiler, another TensorFlow ABI), where a GPU is visible,
+or inside an XLA-compiled function, the layers fall back to TensorFlow's own ops, which compute
+the same function (tests/test_layers.py checks the two against each other).
+`EANET_FUSED_KERNELS=0` turns the kernels off, e.g. to measure them:
+
+    python -m eanet.bench.compare "EANET_FUSED_KERNELS=0 eanet" eanet
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("csrc") / "normalized_dropout.cc"
+SWITCH_ENV = "EANET_FUSED_KERNELS"  # "0": TensorFlow's own ops
+CACHE_ENV = "EANET_KERNEL_CACHE"
+# -march=native, minus AVX512-FP16: TensorFlow's bundled Eigen headers do not compile with it
+# under GCC 12. Compilers that do not know the flag get -march=native alone.
+ARCH_FLAGS = (["-march=native", "-mno-avx512fp16"], ["-march=native"])
+
+_lock = threading.Lock()
+_library: dict[str, Optional[Any]] = {}
+
+
+def cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "eanet" / "kernels"
+
+
+def _cpu_kind() -> str:
+    """The CPU's feature flags (what -march=native compiles for)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _build(tf, target: Path) -> None:
+    compiler = os.environ.get("CXX", "g++")
+    errors = []
+    for arch in ARCH_FLAGS:
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            built = Path(tmp) / target.name
+            command = [compiler, "-shared", "-fPIC", "-O3", *arch, "-w",
+                       *tf.sysconfig.get_compile_flags(), str(SOURCE), "-o", str(built),
+                       *tf.sysconfig.get_link_flags()]
+            try:
+                result = subprocess.run(command, capture_output=True, text=True)
+            except OSError as error:  # no compiler at all
+                raise RuntimeError(f"cannot run {compiler}: {error}") from None
+            if result.returncode == 0:
+                os.replace(built, target)  # whole or not at all, for concurrent sweep jobs
+                return
+            errors.append(result.stderr.strip().splitlines()[-1:] or ["(no output)"])
+    raise RuntimeError(f"{compiler} could not build {SOURCE.name}: {errors[-1][0]}")
+
+
+def _load() -> Any:
+    import tensorflow as tf
+
+    key = hashlib.sha256(b"\0".join([
+        SOURCE.read_bytes(), tf.__version__.encode(), tf.sysconfig.get_build_info().get(
+            "cpu_compiler", "").encode(), _cpu_kind().encode(),
+        os.environ.get("CXX", "g++").encode()])).hexdigest()[:16]
+    target = cache_dir() / f"{SOURCE.stem}-{key}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # One build at a time: the other jobs of a sweep wait for it, then load it.
+        with open(target.parent / f"{target.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not target.exists():
+                log.info("building eanet's fused CPU kernels into %s (once per machine)", target)
+                _build(tf, target)
+    return tf.load_op_library(str(target))
+
+
+def fused_ops() -> Optional[Any]:
+    """The loaded op library, or None when the fused kernels are off or unavailable here."""
+    if os.environ.get(SWITCH_ENV, "1") == "0":
+        return None
+    with _lock:
+        if "ops" not in _library:
+            try:
+                _library["ops"] = _load()
+            except Exception as error:  # any failure: TensorFlow's own ops compute the same
+                log.warning("eanet's fused CPU kernels are not available (%s); using "
+                            "TensorFlow's ops instead (same results, slower on a CPU)", error)
+                _library["ops"] = None
+        return _library["ops"]
+
+
+def fused_ops_for(dtype) -> Optional[Any]:
+    """The op library when this call can use it: float32, no GPU visible, not inside an
+    XLA-compiled function (the kernels are CPU-only TensorFlow ops without an XLA lowering)."""
+    import tensorflow as tf
+
+    if dtype != tf.float32 or tf.config.list_logical_devices("GPU"):
+        return None
+    try:
+        from tensorflow.python.framework import ops as tf_ops
+        from tensorflow.python.ops import control_flow_util
+
+        if control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()):
+            return None
+    except (ImportError, AttributeError):  # TensorFlow moved it: do not risk an XLA graph
+        return None
+    return fused_ops()

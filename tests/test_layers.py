@@ -224,3 +224,18 @@ def test_fused_kernels_run_on_the_cpu_and_step_aside_under_xla(attention_kernels
     assert ("EanetNormalizedDropout" in op_types(plain)) == (attention_kernels == "fused")
     assert "EanetNormalizedDropout" not in op_types(xla)
     np.testing.assert_allclose(xla(x_t).numpy(), plain(x_t).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_written_out_gelu_gives_tensorflows_values_and_gradient():
+    import tensorflow as tf
+
+    from eanet.models.kernels import gelu_tanh
+
+    x = tf.constant(np.random.default_rng(6).normal(0, 3, (64, 16)), tf.float32)
+    upstream = tf.constant(np.random.default_rng(7).normal(0, 1, (64, 16)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours, tensorflows = gelu_tanh(x), tf.nn.gelu(x, approximate=True)
+    np.testing.assert_array_equal(ours.numpy(), tensorflows.numpy())  # the same forward ops
+    np.testing.assert_allclose(tape.gradient(ours, x, upstream).numpy(),
+                               tape.gradient(tensorflows, x, upstream).numpy(), rtol=1e-5, atol=1e-6)

@@ -207,6 +207,32 @@ def external_attention_context(x_t, score_kernel_t, score_bias, read_kernel_t, g
     return attend(x_t, score_kernel_t, score_bias, read_kernel_t)
 
 
+def gelu_tanh(x):
+    """(TensorFlow) The tanh-approximated GELU of the seed's MLP, its gradient written out.
+
+    Forward, the same ops as `tf.nn.gelu(x, approximate=True)` (so the same values):
+        gelu(x) = 0.5 x (1 + t),   t = tanh(c (x + a x³)),   c = √(2/π), a = 0.044715.
+    Backward, from x alone (t recomputed, one tanh):
+        gelu'(x) = 0.5 (1 + t) + 0.5 x (1 − t²) c (1 + 3a x²).
+    TensorFlow's own gradient keeps x³, t, 1 + t and 0.5 x, four more (B, N, mlp_dim) tensors
+    per block until the backward pass reaches it, and takes a dozen passes over them there.
+    """
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def gelu(x):
+        a, c = tf.cast(0.044715, x.dtype), tf.cast(0.7978845608028654, x.dtype)
+
+        def grad(dy):
+            x2 = x * x
+            t = tf.tanh(c * (x + a * x2 * x))
+            return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * a * x2))
+
+        return 0.5 * x * (1.0 + tf.tanh(c * (x + a * tf.pow(x, 3)))), grad
+
+    return gelu(x)
+
+
 @keras.saving.register_keras_serializable(package="eanet", name="LayerNormalization")
 class FastLayerNormalization(layers.LayerNormalization):
     """`keras.layers.LayerNormalization` over the last axis, with its gradient written out.

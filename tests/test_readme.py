@@ -177,7 +177,13 @@ def test_module_answers_help(module):
 
 
 @pytest.mark.parametrize("where, module, arguments", COMMANDS, ids=[c[0] for c in COMMANDS])
-def test_command_line_is_valid(where, module, arguments):
+def test_command_line_is_valid(where, module, arguments, monkeypatch):
+    # Each command starts a fresh process: forget the matmul precision that an earlier test in
+    # this worker gave TensorFlow (eanet.training.precision refuses a second one in one process).
+    from eanet.training import precision
+
+    monkeypatch.setattr(precision, "_tensorflow_matmul_precision", None)
+    monkeypatch.delenv(precision.TF_FPMATH_ENV, raising=False)
     if module in HYDRA_APPS:
         check_composes(module, overrides_of(arguments))
         return

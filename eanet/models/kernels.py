@@ -3,7 +3,10 @@ and self-attention's softmax-with-dropout, computed the cheaper way on TensorFlo
 same function).
 
 Each keeps the Keras layer it replaces as its base class and falls back to it wherever the fast
-path does not apply (other backends, other axes, noise shapes). tests/test_layers.py and
+path does not apply (other backends, other axes, noise shapes). Inside the two attention
+functions, the softmax / double normalisation, the dropout mask and their gradient run as eanet's
+fused C++ op where it is available (float32 on a CPU, outside XLA: eanet.models.native), else as
+the TensorFlow ops written out below; both compute the same terms. tests/test_layers.py and
 tests/test_equivalence.py check outputs and gradients against the plain Keras computation.
 """
 from __future__ import annotations

@@ -94,21 +94,20 @@ def self_attention_context(query, keys, values, rate: float, seed_generator):
     if dropout:
         scores_shape = tf.stack([tf.shape(query)[0], tf.shape(query)[1], tf.shape(keys)[1]])
         keep, scale = keep_mask_16bit(scores_shape, rate, seed_generator, query.dtype)
-    fused = native.fused_ops_for(query.dtype)
-    fused_attrs = dict(rows_per_block=1, normalize_columns=False, epsilon=0.0, use_keep=dropout)
-    fused_keep = keep if dropout else tf.zeros((1,), tf.bool)
+    fused = native.fused_normalized_dropout(query.dtype, keep if dropout else None,
+                                            rows_per_block=1, normalize_columns=False)
 
     def kept(scores):
         """m: the softmax of the scores over the keys, dropped out."""
         if fused is not None:
-            return fused.eanet_normalized_dropout(scores, fused_keep, **fused_attrs)
+            return fused.kept(scores)
         p = tf.nn.softmax(scores)  # (B, H·N, N)
         return tf.where(keep, p, tf.zeros_like(p)) if dropout else p
 
     def kept_and_score_gradient(scores, dm):
         """m again, and the gradient at the scores given dm, the gradient at m."""
         if fused is not None:
-            return fused.eanet_normalized_dropout_grad(scores, fused_keep, dm, **fused_attrs)
+            return fused.kept_and_score_gradient(scores, dm)
         p = tf.nn.softmax(scores)
         m = tf.where(keep, p, tf.zeros_like(p)) if dropout else p
         t = dm * m  # dm · m
@@ -162,10 +161,9 @@ def external_attention_context(x_t, score_kernel_t, score_bias, read_kernel_t, g
     if dropout:
         shape = tf.stack([tf.shape(x_t)[0], tf.shape(score_kernel_t)[0], tf.shape(x_t)[2]])
         keep, scale = keep_mask_16bit(shape, rate, seed_generator, dtype)
-    fused = native.fused_ops_for(dtype)
-    fused_attrs = dict(rows_per_block=score_kernel_t.shape[0] // groups, normalize_columns=True,
-                       epsilon=epsilon, use_keep=dropout)
-    fused_keep = keep if dropout else tf.zeros((1,), tf.bool)
+    fused = native.fused_normalized_dropout(dtype, keep if dropout else None,
+                                            rows_per_block=score_kernel_t.shape[0] // groups,
+                                            normalize_columns=True, epsilon=epsilon)
 
     def normalized(scores):
         """p, q as (B, G, S, N) float32 and m as (B, G·S, N) in the compute dtype."""
@@ -179,13 +177,13 @@ def external_attention_context(x_t, score_kernel_t, score_bias, read_kernel_t, g
     def kept(scores):
         """m: the double-normalised scores, dropped out."""
         if fused is not None:
-            return fused.eanet_normalized_dropout(scores, fused_keep, **fused_attrs)
+            return fused.kept(scores)
         return normalized(scores)[2]
 
     def kept_and_score_gradient(scores, dm):
         """m again, and the gradient at the scores given dm, the gradient at m."""
         if fused is not None:
-            return fused.eanet_normalized_dropout_grad(scores, fused_keep, dm, **fused_attrs)
+            return fused.kept_and_score_gradient(scores, dm)
         p, q, m = normalized(scores)
         t = tf.reshape(tf.cast(dm * m, tf.float32), tf.shape(q))  # dq · q
         u = t - q * tf.reduce_sum(t, axis=2, keepdims=True)  # p · dp

@@ -47,16 +47,15 @@ def cache_dir() -> Path:
 
 
 def _cpu_kind() -> str:
-    """The CPU's feature flags (what -march=native compiles for)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
+    """The CPU's feature flags (what -march=native compiles for); elsewhere its platform name."""
     import platform
 
-    return platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    flags = [line for line in lines if line.startswith("flags")]
+    return flags[0] if flags else platform.processor() or platform.machine()
 
 
 def _build(tf, target: Path) -> None:
@@ -129,3 +128,35 @@ def fused_ops_for(dtype) -> Optional[Any]:
     except (ImportError, AttributeError):  # TensorFlow moved it: do not risk an XLA graph
         return None
     return fused_ops()
+
+
+class FusedNormalizedDropout:
+    """The fused op pair for one attention call: `kept(scores)` → m, and
+    `kept_and_score_gradient(scores, dm)` → (m, the gradient at the scores), with the call's
+    keep-mask (None: no dropout) and layout (normalize_columns: EANet's L1 step over each block
+    of `rows_per_block` memory slots; else the plain softmax of self-attention)."""
+
+    def __init__(self, library, keep, rows_per_block: int, normalize_columns: bool,
+                 epsilon: float = 0.0):
+        import tensorflow as tf
+
+        self._library = library
+        self._keep = keep if keep is not None else tf.zeros((1,), tf.bool)  # unread without dropout
+        self._attrs = dict(rows_per_block=rows_per_block, normalize_columns=normalize_columns,
+                           epsilon=epsilon, use_keep=keep is not None)
+
+    def kept(self, scores):
+        return self._library.eanet_normalized_dropout(scores, self._keep, **self._attrs)
+
+    def kept_and_score_gradient(self, scores, dm):
+        return self._library.eanet_normalized_dropout_grad(scores, self._keep, dm, **self._attrs)
+
+
+def fused_normalized_dropout(dtype, keep, rows_per_block: int, normalize_columns: bool,
+                             epsilon: float = 0.0) -> Optional[FusedNormalizedDropout]:
+    """The fused kernels for an attention call in `dtype`, or None where they do not apply
+    (`fused_ops_for`): the caller then computes the same terms with TensorFlow's ops."""
+    library = fused_ops_for(dtype)
+    if library is None:
+        return None
+    return FusedNormalizedDropout(library, keep, rows_per_block, normalize_columns, epsilon)

@@ -39,7 +39,7 @@ Status SameShapeAsScores(shape_inference::InferenceContext* c) {
 }
 
 struct Layout {
-  int64_t n = 0, rows = 0, blocks = 0;
+  int64_t n = 0, blocks = 0;  // entries per row; blocks of rows_per_block rows
 };
 
 class NormalizedDropoutBase : public OpKernel {
@@ -57,11 +57,11 @@ class NormalizedDropoutBase : public OpKernel {
   void Check(OpKernelContext* ctx, const Tensor& scores, const Tensor& keep, Layout& l) {
     OP_REQUIRES(ctx, scores.dims() >= 1, errors::InvalidArgument("scores must have an axis"));
     l.n = scores.dim_size(scores.dims() - 1);
-    l.rows = l.n ? scores.NumElements() / l.n : 0;
-    OP_REQUIRES(ctx, l.rows % rows_per_block_ == 0,
-                errors::InvalidArgument("rows (", l.rows, ") not divisible by rows_per_block (",
+    const int64_t rows = l.n ? scores.NumElements() / l.n : 0;
+    OP_REQUIRES(ctx, rows % rows_per_block_ == 0,
+                errors::InvalidArgument("rows (", rows, ") not divisible by rows_per_block (",
                                         rows_per_block_, ")"));
-    l.blocks = l.rows / rows_per_block_;
+    l.blocks = rows / rows_per_block_;
     if (use_keep_) {
       OP_REQUIRES(ctx, keep.shape() == scores.shape(),
                   errors::InvalidArgument("keep must have the scores' shape"));
@@ -102,6 +102,11 @@ class NormalizedDropoutBase : public OpKernel {
     }
   }
 
+  // The keep-mask as bytes (one bool each), or nullptr without dropout.
+  const uint8_t* KeepMask(const Tensor& keep) const {
+    return use_keep_ ? reinterpret_cast<const uint8_t*>(keep.flat<bool>().data()) : nullptr;
+  }
+
   void Shard(OpKernelContext* ctx, const Layout& l, int64_t cost_per_block,
              const std::function<void(int64_t, int64_t)>& work) const {
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
@@ -127,8 +132,7 @@ class NormalizedDropoutOp : public NormalizedDropoutBase {
     Tensor* m = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, scores.shape(), &m));
     const float* s = scores.flat<float>().data();
-    const uint8_t* k = use_keep_ ? reinterpret_cast<const uint8_t*>(keep.flat<bool>().data())
-                                 : nullptr;
+    const uint8_t* k = KeepMask(keep);
     float* out = m->flat<float>().data();
     const int64_t n = l.n, r = rows_per_block_, block = r * n;
     Shard(ctx, l, block * 30, [&](int64_t begin, int64_t end) {
@@ -162,8 +166,7 @@ class NormalizedDropoutGradOp : public NormalizedDropoutBase {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, scores.shape(), &m));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, scores.shape(), &ds));
     const float* s = scores.flat<float>().data();
-    const uint8_t* k = use_keep_ ? reinterpret_cast<const uint8_t*>(keep.flat<bool>().data())
-                                 : nullptr;
+    const uint8_t* k = KeepMask(keep);
     const float* g = dm.flat<float>().data();
     float* m_out = m->flat<float>().data();
     float* ds_out = ds->flat<float>().data();

@@ -187,7 +187,7 @@ def test_layer_normalization_matches_keras_with_gradients():
     assert [w.shape for w in ours.weights] == [w.shape for w in theirs.weights]
 
 
-def test_dropout_rate_scale_and_seed():
+def test_dropout_rate_scale_and_seed(attention_kernels):
     x = np.ones((64, 256, 16), "float32")
     layer = FastDropout(0.2, seed=7)
     y = keras.ops.convert_to_numpy(layer(x, training=True))

@@ -36,25 +36,60 @@ class FastDropout(layers.Dropout):
             return super().call(inputs, training=training)
         import tensorflow as tf
 
+        library = native.fused_ops_for(inputs.dtype)
+        if library is not None:  # one pass, the mask drawn in place and never stored
+            return dropout_16bit(inputs, self.rate, self.seed_generator, library)
         keep, scale = keep_mask_16bit(tf.shape(inputs), self.rate, self.seed_generator,
                                       inputs.dtype)
         return tf.where(keep, inputs * scale, tf.zeros_like(inputs))
 
 
-def keep_mask_16bit(shape, rate: float, seed_generator, dtype):
-    """(TensorFlow) A boolean keep-mask of `shape` from 16 random bits per element, and the scale
-    1 / P(keep) of the kept elements (FastDropout's docstring has the arithmetic)."""
+def _seed_and_threshold(rate: float, seed_generator):
     import tensorflow as tf
 
     # SeedGenerator state is int64; stateless ops want int32 (as keras' own _cast_seed).
     seed = tf.cast(tf.math.floormod(seed_generator.next(), 2**31 - 1), tf.int32)
-    threshold = int(round(rate * 65536))
+    return seed, int(round(rate * 65536))
+
+
+def keep_mask_16bit(shape, rate: float, seed_generator, dtype):
+    """(TensorFlow) A boolean keep-mask of `shape` from 16 random bits per element, and the scale
+    1 / P(keep) of the kept elements (FastDropout's docstring has the arithmetic).
+
+    The bits are the uint32 words of tf.random.stateless_uniform, each split into its two
+    16-bit halves. eanet's fused op (eanet/models/csrc/dropout_mask.cc) draws the same words,
+    bit for bit, and compares them in one pass; elsewhere TensorFlow's ops do it.
+    """
+    import tensorflow as tf
+
+    seed, threshold = _seed_and_threshold(rate, seed_generator)
+    scale = tf.constant(65536 / (65536 - threshold), dtype)
+    library = native.fused_ops_for()
+    if library is not None:
+        return library.eanet_keep_mask16(tf.cast(shape, tf.int32), seed, threshold=threshold), scale
     size = tf.reduce_prod(shape)
     bits = tf.random.stateless_uniform(((size + 1) // 2,), seed=seed, minval=None,
                                        maxval=None, dtype=tf.uint32)
     halves = tf.reshape(tf.bitcast(bits, tf.uint16), (-1,))[:size]
-    keep = tf.reshape(halves >= threshold, shape)
-    return keep, tf.constant(65536 / (65536 - threshold), dtype)
+    return tf.reshape(halves >= threshold, shape), scale
+
+
+def dropout_16bit(inputs, rate: float, seed_generator, library):
+    """(TensorFlow, fused op) keep · inputs · scale with keep_mask_16bit's mask, which is drawn
+    inside the op and drawn again for the gradient (keep · upstream · scale) instead of kept."""
+    import tensorflow as tf
+
+    seed, threshold = _seed_and_threshold(rate, seed_generator)
+    attrs = dict(threshold=threshold, scale=65536 / (65536 - threshold))
+
+    @tf.custom_gradient
+    def dropout(x):
+        def grad(upstream):
+            return library.eanet_dropout16(upstream, seed, **attrs)
+
+        return library.eanet_dropout16(x, seed, **attrs), grad
+
+    return dropout(inputs)
 
 
 def recompute_after(upstream, tensor):

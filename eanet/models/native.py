@@ -1,9 +1,14 @@
-"""The fused CPU attention kernels (eanet/models/csrc/normalized_dropout.cc), compiled on first
-use against the TensorFlow that is installed, and the rule for when they apply.
+"""eanet's fused CPU kernels (eanet/models/csrc/), compiled on first use against the TensorFlow
+that is installed, and the rule for when they apply.
 
-TensorFlow runs EANet's double normalisation, the dropout mask and their gradient as a dozen
-element-wise ops, each one pass over the (B, G·S, N) tensors in memory; the fused kernel does the
-same arithmetic block by block in cache (docs/performance.md has the measurements). It is built
+- normalized_dropout.cc: TensorFlow runs EANet's double normalisation (self-attention's softmax),
+  the dropout mask and their gradient as a dozen element-wise ops, each one pass over the
+  (B, G·S, N) tensors in memory; the fused kernel does the same arithmetic block by block in cache.
+- dropout_mask.cc: FastDropout's 16-bit keep-mask from the same Philox stream as TensorFlow's
+  stateless_uniform, bit for bit, with the Philox rounds on vector registers, and the dropout
+  itself (x · keep · scale) without storing the mask.
+
+docs/performance.md has the measurements. Both are built into one library
 with the C++ compiler (`$CXX`, default g++) and the flags `tf.sysconfig` gives, for this CPU
 (`-march=native`), into a cache folder (`$EANET_KERNEL_CACHE`, default ~/.cache/eanet/kernels),
 one library per source, TensorFlow version and CPU kind; later runs load it in milliseconds.
@@ -28,7 +33,8 @@ from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "normalized_dropout.cc"
+SOURCES = tuple(Path(__file__).with_name("csrc") / name
+                for name in ("normalized_dropout.cc", "dropout_mask.cc"))
 SWITCH_ENV = "EANET_FUSED_KERNELS"  # "0": TensorFlow's own ops
 CACHE_ENV = "EANET_KERNEL_CACHE"
 # -march=native, minus AVX512-FP16: TensorFlow's bundled Eigen headers do not compile with it
@@ -65,7 +71,7 @@ def _build(tf, target: Path) -> None:
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             built = Path(tmp) / target.name
             command = [compiler, "-shared", "-fPIC", "-O3", *arch, "-w",
-                       *tf.sysconfig.get_compile_flags(), str(SOURCE), "-o", str(built),
+                       *tf.sysconfig.get_compile_flags(), *map(str, SOURCES), "-o", str(built),
                        *tf.sysconfig.get_link_flags()]
             try:
                 result = subprocess.run(command, capture_output=True, text=True)
@@ -75,17 +81,18 @@ def _build(tf, target: Path) -> None:
                 os.replace(built, target)  # whole or not at all, for concurrent sweep jobs
                 return
             errors.append(result.stderr.strip().splitlines()[-1:] or ["(no output)"])
-    raise RuntimeError(f"{compiler} could not build {SOURCE.name}: {errors[-1][0]}")
+    names = ", ".join(source.name for source in SOURCES)
+    raise RuntimeError(f"{compiler} could not build {names}: {errors[-1][0]}")
 
 
 def _load() -> Any:
     import tensorflow as tf
 
     key = hashlib.sha256(b"\0".join([
-        SOURCE.read_bytes(), tf.__version__.encode(), tf.sysconfig.get_build_info().get(
-            "cpu_compiler", "").encode(), _cpu_kind().encode(),
+        *(source.read_bytes() for source in SOURCES), tf.__version__.encode(),
+        tf.sysconfig.get_build_info().get("cpu_compiler", "").encode(), _cpu_kind().encode(),
         os.environ.get("CXX", "g++").encode()])).hexdigest()[:16]
-    target = cache_dir() / f"{SOURCE.stem}-{key}.so"
+    target = cache_dir() / f"eanet_kernels-{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         # One build at a time: the other jobs of a sweep wait for it, then load it.
@@ -112,12 +119,13 @@ def fused_ops() -> Optional[Any]:
         return _library["ops"]
 
 
-def fused_ops_for(dtype) -> Optional[Any]:
-    """The op library when this call can use it: float32, no GPU visible, not inside an
-    XLA-compiled function (the kernels are CPU-only TensorFlow ops without an XLA lowering)."""
+def fused_ops_for(dtype=None) -> Optional[Any]:
+    """The op library when this call can use it: float32 (`dtype` None: a dtype-free op such as
+    the keep-mask), no GPU visible, not inside an XLA-compiled function (the kernels are
+    CPU-only TensorFlow ops without an XLA lowering)."""
     import tensorflow as tf
 
-    if dtype != tf.float32 or tf.config.list_logical_devices("GPU"):
+    if (dtype is not None and dtype != tf.float32) or tf.config.list_logical_devices("GPU"):
         return None
     try:
         from tensorflow.python.framework import ops as tf_ops

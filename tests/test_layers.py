@@ -204,7 +204,7 @@ def test_dropout_rate_scale_and_seed(attention_kernels):
 
 
 def test_fused_kernels_run_on_the_cpu_and_step_aside_under_xla(attention_kernels):
-    """The fused op is in the graph exactly when the kernels are on; an XLA-compiled function
+    """The fused attention op is in the graph exactly when the kernels are on; an XLA-compiled function
     (which cannot hold it) gets TensorFlow's ops instead, with the same result."""
     import tensorflow as tf
 
@@ -221,8 +221,8 @@ def test_fused_kernels_run_on_the_cpu_and_step_aside_under_xla(attention_kernels
         return {op.type for op in function.get_concrete_function(x_t).graph.get_operations()}
 
     plain, xla = tf.function(attend), tf.function(attend, jit_compile=True)
-    assert ("EanetNormalizedDropout" in op_types(plain)) == (attention_kernels == "fused")
-    assert "EanetNormalizedDropout" not in op_types(xla)
+    assert ("EanetExternalAttention" in op_types(plain)) == (attention_kernels == "fused")
+    assert not {op for op in op_types(xla) if op.startswith("Eanet")}
     np.testing.assert_allclose(xla(x_t).numpy(), plain(x_t).numpy(), rtol=1e-5, atol=1e-6)
 
 

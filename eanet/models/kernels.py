@@ -106,6 +106,27 @@ def recompute_after(upstream, tensor):
     return tensor + zero
 
 
+def fused_call(fused, scale, unread=()):
+    """(TensorFlow) The attention computed by `fused` (native.FusedAttention), its output scaled
+    by the dropout scale (None: no dropout), with the fused backward op as its gradient. The
+    inputs at the positions in `unread` are not passed to the op: their gradient is 0 (EANet's
+    score bias, which the softmax over N cancels)."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def call(*inputs):
+        read = [x for i, x in enumerate(inputs) if i not in unread]
+        out = fused.forward(*read)
+
+        def grad(dout):
+            grads = iter(fused.backward(*read, dout * scale if scale is not None else dout))
+            return [tf.zeros_like(x) if i in unread else next(grads) for i, x in enumerate(inputs)]
+
+        return (out * scale if scale is not None else out), grad
+
+    return call
+
+
 def self_attention_context(query, keys, values, rate: float, seed_generator):
     """(TensorFlow) softmax(query · keysᵀ) with dropout, times values; the gradient written out
     and the (N × N) tensors recomputed in it instead of kept.
@@ -129,6 +150,9 @@ def self_attention_context(query, keys, values, rate: float, seed_generator):
     if dropout:
         scores_shape = tf.stack([tf.shape(query)[0], tf.shape(query)[1], tf.shape(keys)[1]])
         keep, scale = keep_mask_16bit(scores_shape, rate, seed_generator, query.dtype)
+    whole = native.fused_self_attention(query.dtype, keep if dropout else None)
+    if whole is not None:  # all of it, matmuls included, as one op per direction
+        return fused_call(whole, scale if dropout else None)(query, keys, values)
     fused = native.fused_normalized_dropout(query.dtype, keep if dropout else None,
                                             rows_per_block=1, normalize_columns=False)
 
@@ -196,6 +220,10 @@ def external_attention_context(x_t, score_kernel_t, score_bias, read_kernel_t, g
     if dropout:
         shape = tf.stack([tf.shape(x_t)[0], tf.shape(score_kernel_t)[0], tf.shape(x_t)[2]])
         keep, scale = keep_mask_16bit(shape, rate, seed_generator, dtype)
+    whole = native.fused_external_attention(dtype, keep if dropout else None, groups, epsilon)
+    if whole is not None:  # all of it, matmuls included, as one op per direction
+        attend = fused_call(whole, scale if dropout else None, unread=(2,))
+        return attend(x_t, score_kernel_t, score_bias, read_kernel_t)
     fused = native.fused_normalized_dropout(dtype, keep if dropout else None,
                                             rows_per_block=score_kernel_t.shape[0] // groups,
                                             normalize_columns=True, epsilon=epsilon)

@@ -33,8 +33,10 @@ from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
-SOURCES = tuple(Path(__file__).with_name("csrc") / name
-                for name in ("normalized_dropout.cc", "dropout_mask.cc"))
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = tuple(CSRC / name for name in
+                ("normalized_dropout.cc", "fused_attention.cc", "dropout_mask.cc"))
+HEADERS = (CSRC / "attention_block.h",)
 SWITCH_ENV = "EANET_FUSED_KERNELS"  # "0": TensorFlow's own ops
 CACHE_ENV = "EANET_KERNEL_CACHE"
 # -march=native, minus AVX512-FP16: TensorFlow's bundled Eigen headers do not compile with it
@@ -89,7 +91,7 @@ def _load() -> Any:
     import tensorflow as tf
 
     key = hashlib.sha256(b"\0".join([
-        *(source.read_bytes() for source in SOURCES), tf.__version__.encode(),
+        *(source.read_bytes() for source in SOURCES + HEADERS), tf.__version__.encode(),
         tf.sysconfig.get_build_info().get("cpu_compiler", "").encode(), _cpu_kind().encode(),
         os.environ.get("CXX", "g++").encode()])).hexdigest()[:16]
     target = cache_dir() / f"eanet_kernels-{key}.so"
@@ -168,3 +170,41 @@ def fused_normalized_dropout(dtype, keep, rows_per_block: int, normalize_columns
     if library is None:
         return None
     return FusedNormalizedDropout(library, keep, rows_per_block, normalize_columns, epsilon)
+
+
+class FusedAttention:
+    """A whole attention call as the fused op pair (eanet/models/csrc/fused_attention.cc):
+    `forward(*inputs)` → out and `backward(*inputs, g)` → the inputs' gradients, with the call's
+    keep-mask (None: no dropout) and attributes in one place."""
+
+    def __init__(self, forward_op, backward_op, keep, **attrs):
+        import tensorflow as tf
+
+        self._forward_op, self._backward_op = forward_op, backward_op
+        self._keep = keep if keep is not None else tf.zeros((1,), tf.bool)  # unread without dropout
+        self._attrs = dict(attrs, use_keep=keep is not None)
+
+    def forward(self, *inputs):
+        return self._forward_op(*inputs, self._keep, **self._attrs)
+
+    def backward(self, *inputs_and_g):
+        *inputs, g = inputs_and_g
+        return self._backward_op(*inputs, self._keep, g, **self._attrs)
+
+
+def fused_self_attention(dtype, keep) -> Optional[FusedAttention]:
+    """EanetSelfAttention(Grad) for a call in `dtype`, or None where the kernels do not apply."""
+    library = fused_ops_for(dtype)
+    if library is None:
+        return None
+    return FusedAttention(library.eanet_self_attention, library.eanet_self_attention_grad, keep)
+
+
+def fused_external_attention(dtype, keep, groups: int, epsilon: float) -> Optional[FusedAttention]:
+    """EanetExternalAttention(Grad) for a call in `dtype`, or None where they do not apply."""
+    library = fused_ops_for(dtype)
+    if library is None:
+        return None
+    return FusedAttention(library.eanet_external_attention,
+                          library.eanet_external_attention_grad, keep, groups=groups,
+                          epsilon=epsilon)

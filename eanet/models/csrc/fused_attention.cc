@@ -1,0 +1,405 @@
+// Whole attention calls as one CPU op per direction: the score matmul, the normalisation and
+// dropout (attention_block.h) and the read-out matmul, one block of rows at a time, so the
+// (B, rows, N) scores, probabilities and their gradients live in a thread's cache and are never
+// written to memory. The backward ops recompute them the same way (as eanet/models/kernels.py's
+// written-out gradients do with TensorFlow's ops). The matmuls are Eigen's (-march=native).
+//
+// Self-attention (ViT; kernels.self_attention_context):
+//   EanetSelfAttention      query (B, R, D), keys (B, N, D), values (B, N, V), keep (B, R, N)
+//                           → out (B, R, V) = m · values,  m = keep · softmax(query · keysᵀ)
+//   EanetSelfAttentionGrad  + g (B, R, V), the gradient at out → dquery, dkeys, dvalues:
+//                           dm = g · valuesᵀ, dvalues = Σ mᵀ · g, ds (attention_block.h),
+//                           dquery = ds · keys, dkeys = Σ dsᵀ · query
+//   (R = H·N rows, the heads stacked; blocks of 64 rows of one image.)
+// External attention (EANet; kernels.external_attention_context):
+//   EanetExternalAttention      x_t (B, D, N), score_kernel (G·S, D), read_kernel (D, G·S),
+//                               keep (B, G·S, N) → out (B, D, N) = Σ_g read_g · m_g,
+//                               m_g = keep · double-normalised(score_kernel_g · x_t)
+//   EanetExternalAttentionGrad  + g (B, D, N) → dx_t, dscore_kernel, dread_kernel:
+//                               dm_g = read_gᵀ · g, dread_g = Σ_B g · m_gᵀ, ds_g,
+//                               dscore_kernel_g = Σ_B ds_g · x_tᵀ, dx_t = Σ_g score_kernel_gᵀ · ds_g
+//   (one block per (image, group): its S memory slots.)
+// Sums over the batch go through a fixed number of partial sums added in a fixed order, so the
+// results do not depend on how the threads split the work.
+#define EIGEN_USE_THREADS
+#include <algorithm>
+#include <functional>
+
+#include "Eigen/Core"
+#include "attention_block.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+using namespace tensorflow;  // NOLINT
+using eanet::BlockNorm;
+using eanet::Scratch;
+
+namespace {
+
+using MatrixR = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Matrix = Eigen::Map<MatrixR>;
+using ConstMatrix = Eigen::Map<const MatrixR>;
+// Columns [c, c + width) of a row-major matrix with `cols` columns.
+using Columns = Eigen::Map<MatrixR, 0, Eigen::OuterStride<>>;
+using ConstColumns = Eigen::Map<const MatrixR, 0, Eigen::OuterStride<>>;
+
+constexpr int64_t kSelfAttentionRows = 64;  // rows per block: 64 × N floats per scratch buffer
+constexpr int64_t kBatchParts = 8;          // partial sums over the batch (fixed: deterministic)
+
+void Shard(OpKernelContext* ctx, int64_t units, int64_t cost_per_unit,
+           const std::function<void(int64_t, int64_t)>& work) {
+  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+  pool->ParallelFor(units, cost_per_unit, work);
+}
+
+const uint8_t* KeepMask(const Tensor& keep, bool use_keep) {
+  return use_keep ? reinterpret_cast<const uint8_t*>(keep.flat<bool>().data()) : nullptr;
+}
+
+Status CheckRank3(const Tensor& t, const char* name) {
+  if (t.dims() != 3) return errors::InvalidArgument(name, " must be rank 3, got ", t.shape().DebugString());
+  return OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Self-attention.
+
+struct SelfAttentionShapes {
+  int64_t batch, rows, n, d, v;
+};
+
+class SelfAttentionBase : public OpKernel {
+ public:
+  explicit SelfAttentionBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("use_keep", &use_keep_));
+  }
+
+ protected:
+  void Check(OpKernelContext* ctx, SelfAttentionShapes& s) const {
+    const Tensor &q = ctx->input(0), &k = ctx->input(1), &v = ctx->input(2), &keep = ctx->input(3);
+    OP_REQUIRES_OK(ctx, CheckRank3(q, "query"));
+    OP_REQUIRES_OK(ctx, CheckRank3(k, "keys"));
+    OP_REQUIRES_OK(ctx, CheckRank3(v, "values"));
+    s = {q.dim_size(0), q.dim_size(1), k.dim_size(1), q.dim_size(2), v.dim_size(2)};
+    OP_REQUIRES(ctx, k.dim_size(0) == s.batch && v.dim_size(0) == s.batch &&
+                         k.dim_size(2) == s.d && v.dim_size(1) == s.n,
+                errors::InvalidArgument("query (B, R, D), keys (B, N, D), values (B, N, V) "
+                                        "disagree: ", q.shape().DebugString(), " ",
+                                        k.shape().DebugString(), " ", v.shape().DebugString()));
+    if (use_keep_) {
+      OP_REQUIRES(ctx, keep.shape() == TensorShape({s.batch, s.rows, s.n}),
+                  errors::InvalidArgument("keep must be (B, R, N)"));
+    }
+  }
+
+  bool use_keep_ = false;
+};
+
+class SelfAttentionOp : public SelfAttentionBase {
+ public:
+  using SelfAttentionBase::SelfAttentionBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    SelfAttentionShapes s;
+    Check(ctx, s);
+    if (!ctx->status().ok()) return;
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({s.batch, s.rows, s.v}), &out));
+    const float* q = ctx->input(0).flat<float>().data();
+    const float* k = ctx->input(1).flat<float>().data();
+    const float* v = ctx->input(2).flat<float>().data();
+    const uint8_t* keep = KeepMask(ctx->input(3), use_keep_);
+    float* o = out->flat<float>().data();
+    const int64_t blocks = (s.rows + kSelfAttentionRows - 1) / kSelfAttentionRows;
+    Shard(ctx, s.batch * blocks, kSelfAttentionRows * s.n * (2 * s.d + 2 * s.v + 30),
+          [&](int64_t begin, int64_t end) {
+            Scratch p(kSelfAttentionRows * s.n);
+            for (int64_t unit = begin; unit < end; ++unit) {
+              const int64_t b = unit / blocks, r0 = (unit % blocks) * kSelfAttentionRows;
+              const int64_t rows = std::min(kSelfAttentionRows, s.rows - r0);
+              const int64_t row = b * s.rows + r0;
+              BlockNorm norm{rows, s.n, false, 0.0f};
+              Matrix block(p.data(), rows, s.n);  // the scores, then p, then m, in place
+              block.noalias() = ConstMatrix(q + row * s.d, rows, s.d) *
+                                ConstMatrix(k + b * s.n * s.d, s.n, s.d).transpose();
+              norm.Normalize(p.data(), p.data(), nullptr);
+              norm.Masked(p.data(), nullptr, keep ? keep + row * s.n : nullptr, p.data());
+              Matrix(o + row * s.v, rows, s.v).noalias() =
+                  block * ConstMatrix(v + b * s.n * s.v, s.n, s.v);
+            }
+          });
+  }
+};
+
+class SelfAttentionGradOp : public SelfAttentionBase {
+ public:
+  using SelfAttentionBase::SelfAttentionBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    SelfAttentionShapes s;
+    Check(ctx, s);
+    if (!ctx->status().ok()) return;
+    const Tensor& g_in = ctx->input(4);
+    OP_REQUIRES(ctx, g_in.shape() == TensorShape({s.batch, s.rows, s.v}),
+                errors::InvalidArgument("g must be (B, R, V)"));
+    Tensor *dq_t = nullptr, *dk_t = nullptr, *dv_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dq_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &dk_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &dv_t));
+    const float* q = ctx->input(0).flat<float>().data();
+    const float* k = ctx->input(1).flat<float>().data();
+    const float* v = ctx->input(2).flat<float>().data();
+    const uint8_t* keep = KeepMask(ctx->input(3), use_keep_);
+    const float* g = g_in.flat<float>().data();
+    float* dq = dq_t->flat<float>().data();
+    float* dk = dk_t->flat<float>().data();
+    float* dv = dv_t->flat<float>().data();
+    // One image per unit: its dkeys and dvalues sum over all its row blocks.
+    Shard(ctx, s.batch, s.rows * s.n * (5 * s.d + 2 * s.v + 50), [&](int64_t begin, int64_t end) {
+      const int64_t block = kSelfAttentionRows * s.n;
+      Scratch p(block), m(use_keep_ ? block : 0), ds(block), colsum(s.n);
+      for (int64_t b = begin; b < end; ++b) {
+        ConstMatrix keys(k + b * s.n * s.d, s.n, s.d), values(v + b * s.n * s.v, s.n, s.v);
+        Matrix dkeys(dk + b * s.n * s.d, s.n, s.d), dvalues(dv + b * s.n * s.v, s.n, s.v);
+        dkeys.setZero();
+        dvalues.setZero();
+        for (int64_t r0 = 0; r0 < s.rows; r0 += kSelfAttentionRows) {
+          const int64_t rows = std::min(kSelfAttentionRows, s.rows - r0);
+          const int64_t row = b * s.rows + r0;
+          BlockNorm norm{rows, s.n, false, 0.0f};
+          ConstMatrix query(q + row * s.d, rows, s.d), grad(g + row * s.v, rows, s.v);
+          Matrix probabilities(p.data(), rows, s.n), dscores(ds.data(), rows, s.n);
+          probabilities.noalias() = query * keys.transpose();
+          norm.Normalize(p.data(), p.data(), nullptr);
+          float* kept = p.data();
+          if (keep) {
+            kept = m.data();
+            norm.Masked(p.data(), nullptr, keep + row * s.n, kept);
+          }
+          Matrix masked(kept, rows, s.n);
+          dscores.noalias() = grad * values.transpose();  // dm
+          dvalues.noalias() += masked.transpose() * grad;
+          norm.ScoreGradient(p.data(), nullptr, kept, ds.data(), ds.data(), colsum.data());
+          Matrix(dq + row * s.d, rows, s.d).noalias() = dscores * keys;
+          dkeys.noalias() += dscores.transpose() * query;
+        }
+      }
+    });
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// External attention.
+
+struct ExternalAttentionShapes {
+  int64_t batch, d, n, groups, slots;  // slots: S, the memory slots per group
+};
+
+class ExternalAttentionBase : public OpKernel {
+ public:
+  explicit ExternalAttentionBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("groups", &groups_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("use_keep", &use_keep_));
+    OP_REQUIRES(ctx, groups_ > 0, errors::InvalidArgument("groups must be > 0"));
+  }
+
+ protected:
+  void Check(OpKernelContext* ctx, ExternalAttentionShapes& s) const {
+    const Tensor &x = ctx->input(0), &kernel = ctx->input(1), &read = ctx->input(2),
+                 &keep = ctx->input(3);
+    OP_REQUIRES_OK(ctx, CheckRank3(x, "x_t"));
+    OP_REQUIRES(ctx, kernel.dims() == 2 && read.dims() == 2,
+                errors::InvalidArgument("score_kernel and read_kernel must be matrices"));
+    const int64_t memory = kernel.dim_size(0);
+    s = {x.dim_size(0), x.dim_size(1), x.dim_size(2), groups_, memory / groups_};
+    OP_REQUIRES(ctx, memory % groups_ == 0 && kernel.dim_size(1) == s.d &&
+                         read.dim_size(0) == s.d && read.dim_size(1) == memory,
+                errors::InvalidArgument("x_t (B, D, N), score_kernel (G·S, D), read_kernel "
+                                        "(D, G·S) disagree: ", x.shape().DebugString(), " ",
+                                        kernel.shape().DebugString(), " ",
+                                        read.shape().DebugString()));
+    if (use_keep_) {
+      OP_REQUIRES(ctx, keep.shape() == TensorShape({s.batch, memory, s.n}),
+                  errors::InvalidArgument("keep must be (B, G·S, N)"));
+    }
+  }
+
+  int groups_ = 1;
+  float epsilon_ = 0.0f;
+  bool use_keep_ = false;
+};
+
+class ExternalAttentionOp : public ExternalAttentionBase {
+ public:
+  using ExternalAttentionBase::ExternalAttentionBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    ExternalAttentionShapes s;
+    Check(ctx, s);
+    if (!ctx->status().ok()) return;
+    Tensor* out_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &out_t));
+    const float* x = ctx->input(0).flat<float>().data();
+    const float* kernel = ctx->input(1).flat<float>().data();
+    const float* read = ctx->input(2).flat<float>().data();
+    const uint8_t* keep = KeepMask(ctx->input(3), use_keep_);
+    float* out = out_t->flat<float>().data();
+    const int64_t memory = s.groups * s.slots, dn = s.d * s.n;
+    // One image per unit: its output sums over the groups.
+    Shard(ctx, s.batch, memory * s.n * (4 * s.d + 40), [&](int64_t begin, int64_t end) {
+      Scratch p(s.slots * s.n), rcs(s.n);
+      const BlockNorm norm{s.slots, s.n, true, epsilon_};
+      for (int64_t b = begin; b < end; ++b) {
+        ConstMatrix x_t(x + b * dn, s.d, s.n);
+        Matrix output(out + b * dn, s.d, s.n);
+        output.setZero();
+        for (int64_t grp = 0; grp < s.groups; ++grp) {
+          Matrix block(p.data(), s.slots, s.n);  // the scores, then p, then m, in place
+          block.noalias() = ConstMatrix(kernel + grp * s.slots * s.d, s.slots, s.d) * x_t;
+          norm.Normalize(p.data(), p.data(), rcs.data());
+          norm.Masked(p.data(), rcs.data(),
+                      keep ? keep + (b * memory + grp * s.slots) * s.n : nullptr, p.data());
+          output.noalias() += ConstColumns(read + grp * s.slots, s.d, s.slots,
+                                           Eigen::OuterStride<>(memory)) * block;
+        }
+      }
+    });
+  }
+};
+
+class ExternalAttentionGradOp : public ExternalAttentionBase {
+ public:
+  using ExternalAttentionBase::ExternalAttentionBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    ExternalAttentionShapes s;
+    Check(ctx, s);
+    if (!ctx->status().ok()) return;
+    const Tensor& g_in = ctx->input(4);
+    OP_REQUIRES(ctx, g_in.shape() == ctx->input(0).shape(),
+                errors::InvalidArgument("g must be (B, D, N)"));
+    Tensor *dx_t = nullptr, *dkernel_t = nullptr, *dread_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dx_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &dkernel_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &dread_t));
+    const float* x = ctx->input(0).flat<float>().data();
+    const float* kernel = ctx->input(1).flat<float>().data();
+    const float* read = ctx->input(2).flat<float>().data();
+    const uint8_t* keep = KeepMask(ctx->input(3), use_keep_);
+    const float* g = g_in.flat<float>().data();
+    float* dx = dx_t->flat<float>().data();
+    const int64_t memory = s.groups * s.slots, dn = s.d * s.n, weights = memory * s.d;
+    // The weight gradients sum over the batch: kBatchParts fixed slices of it, each summed in
+    // order into its own partial (dscore_kernel, then dread_kernel), then the partials in order.
+    const int64_t parts = std::min<int64_t>(kBatchParts, std::max<int64_t>(s.batch, 1));
+    Scratch partials(parts * 2 * weights, 0.0f);
+    Shard(ctx, parts, (s.batch / parts + 1) * memory * s.n * (8 * s.d + 60),
+          [&](int64_t begin, int64_t end) {
+      Scratch p(s.slots * s.n), m(s.slots * s.n), ds(s.slots * s.n), rcs(s.n), colsum(s.n);
+      const BlockNorm norm{s.slots, s.n, true, epsilon_};
+      for (int64_t part = begin; part < end; ++part) {
+        Matrix dkernel(partials.data() + part * 2 * weights, memory, s.d);
+        Matrix dread(partials.data() + part * 2 * weights + weights, s.d, memory);
+        for (int64_t b = part * s.batch / parts; b < (part + 1) * s.batch / parts; ++b) {
+          ConstMatrix x_t(x + b * dn, s.d, s.n), grad(g + b * dn, s.d, s.n);
+          Matrix dx_b(dx + b * dn, s.d, s.n);
+          dx_b.setZero();
+          for (int64_t grp = 0; grp < s.groups; ++grp) {
+            ConstMatrix kernel_g(kernel + grp * s.slots * s.d, s.slots, s.d);
+            ConstColumns read_g(read + grp * s.slots, s.d, s.slots, Eigen::OuterStride<>(memory));
+            Matrix scores(p.data(), s.slots, s.n), masked(m.data(), s.slots, s.n),
+                dscores(ds.data(), s.slots, s.n);
+            scores.noalias() = kernel_g * x_t;
+            norm.Normalize(p.data(), p.data(), rcs.data());
+            norm.Masked(p.data(), rcs.data(),
+                        keep ? keep + (b * memory + grp * s.slots) * s.n : nullptr, m.data());
+            dscores.noalias() = read_g.transpose() * grad;  // dm
+            Columns(dread.data() + grp * s.slots, s.d, s.slots, Eigen::OuterStride<>(memory))
+                .noalias() += grad * masked.transpose();
+            norm.ScoreGradient(p.data(), rcs.data(), m.data(), ds.data(), ds.data(),
+                               colsum.data());
+            dkernel.block(grp * s.slots, 0, s.slots, s.d).noalias() += dscores * x_t.transpose();
+            dx_b.noalias() += kernel_g.transpose() * dscores;
+          }
+        }
+      }
+    });
+    Matrix dkernel(dkernel_t->flat<float>().data(), memory, s.d);
+    Matrix dread(dread_t->flat<float>().data(), s.d, memory);
+    dkernel.setZero();
+    dread.setZero();
+    for (int64_t part = 0; part < parts; ++part) {
+      dkernel += ConstMatrix(partials.data() + part * 2 * weights, memory, s.d);
+      dread += ConstMatrix(partials.data() + part * 2 * weights + weights, s.d, memory);
+    }
+  }
+};
+
+}  // namespace
+
+REGISTER_OP("EanetSelfAttention")
+    .Input("query: float")
+    .Input("keys: float")
+    .Input("values: float")
+    .Input("keep: bool")
+    .Output("out: float")
+    .Attr("use_keep: bool")
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      c->set_output(0, c->MakeShape({c->Dim(c->input(0), 0), c->Dim(c->input(0), 1),
+                                     c->Dim(c->input(2), 2)}));
+      return OkStatus();
+    });
+
+REGISTER_OP("EanetSelfAttentionGrad")
+    .Input("query: float")
+    .Input("keys: float")
+    .Input("values: float")
+    .Input("keep: bool")
+    .Input("g: float")
+    .Output("dquery: float")
+    .Output("dkeys: float")
+    .Output("dvalues: float")
+    .Attr("use_keep: bool")
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      for (int i = 0; i < 3; ++i) c->set_output(i, c->input(i));
+      return OkStatus();
+    });
+
+REGISTER_OP("EanetExternalAttention")
+    .Input("x_t: float")
+    .Input("score_kernel: float")
+    .Input("read_kernel: float")
+    .Input("keep: bool")
+    .Output("out: float")
+    .Attr("groups: int")
+    .Attr("epsilon: float")
+    .Attr("use_keep: bool")
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      return OkStatus();
+    });
+
+REGISTER_OP("EanetExternalAttentionGrad")
+    .Input("x_t: float")
+    .Input("score_kernel: float")
+    .Input("read_kernel: float")
+    .Input("keep: bool")
+    .Input("g: float")
+    .Output("dx_t: float")
+    .Output("dscore_kernel: float")
+    .Output("dread_kernel: float")
+    .Attr("groups: int")
+    .Attr("epsilon: float")
+    .Attr("use_keep: bool")
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      for (int i = 0; i < 3; ++i) c->set_output(i, c->input(i));
+      return OkStatus();
+    });
+
+REGISTER_KERNEL_BUILDER(Name("EanetSelfAttention").Device(DEVICE_CPU), SelfAttentionOp);
+REGISTER_KERNEL_BUILDER(Name("EanetSelfAttentionGrad").Device(DEVICE_CPU), SelfAttentionGradOp);
+REGISTER_KERNEL_BUILDER(Name("EanetExternalAttention").Device(DEVICE_CPU), ExternalAttentionOp);
+REGISTER_KERNEL_BUILDER(Name("EanetExternalAttentionGrad").Device(DEVICE_CPU),
+                        ExternalAttentionGradOp);

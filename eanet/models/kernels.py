@@ -297,6 +297,38 @@ def gelu_tanh(x):
     return gelu(x)
 
 
+def gelu_then_dropout(x, dropout: FastDropout, training):
+    """dropout(gelu(x)), the MLP's tanh-approximated GELU and the dropout after it.
+
+    On TensorFlow's CPU (float32) one C++ op per direction (csrc/gelu_dropout.cc): the same
+    terms as `gelu_tanh` then `dropout`, with the same keep-mask (dropout's seed generator,
+    FastDropout's stream), which the gradient draws again instead of storing. Elsewhere the two
+    steps as they are (`gelu_tanh` on TensorFlow, Keras' `ops.gelu` on other backends).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return dropout(ops.gelu(x, approximate=True), training=training)
+    library = native.fused_ops_for(x.dtype)
+    if library is None or dropout.noise_shape is not None:
+        return dropout(gelu_tanh(x), training=training)
+    import tensorflow as tf
+
+    active = bool(training) and dropout.rate > 0
+    if active:
+        seed, threshold = _seed_and_threshold(dropout.rate, dropout.seed_generator)
+    else:
+        seed, threshold = tf.zeros((2,), tf.int32), 0  # unread
+    attrs = dict(threshold=threshold, scale=65536 / (65536 - threshold), use_keep=active)
+
+    @tf.custom_gradient
+    def fused(x):
+        def grad(dy):
+            return library.eanet_gelu_dropout_grad(x, dy, seed, **attrs)
+
+        return library.eanet_gelu_dropout(x, seed, **attrs), grad
+
+    return fused(x)
+
+
 @keras.saving.register_keras_serializable(package="eanet", name="LayerNormalization")
 class FastLayerNormalization(layers.LayerNormalization):
     """`keras.layers.LayerNormalization` over the last axis, with its gradient written out.
@@ -323,6 +355,19 @@ def layer_norm_last_axis(x, gamma, beta, epsilon):
     gradient: with x̂ the normalised input, g = dy * gamma and inv = 1 / sqrt(var + eps),
         dx = inv * (g - mean(g) - x̂ * mean(g * x̂)),  dgamma = Σ dy * x̂,  dbeta = Σ dy.
     """
+
+    library = native.fused_ops_for(x.dtype) if keras.backend.backend() == "tensorflow" else None
+    if library is not None:  # the same terms as one C++ op per direction (csrc/layer_norm.cc)
+        import tensorflow as tf
+
+        @tf.custom_gradient
+        def fused(x, gamma, beta):
+            def grad(dy):
+                return library.eanet_layer_norm_grad(x, gamma, dy, epsilon=epsilon)
+
+            return library.eanet_layer_norm(x, gamma, beta, epsilon=epsilon), grad
+
+        return fused(x, gamma, beta)
 
     @ops.custom_gradient
     def normalize(x, gamma, beta):

@@ -11,7 +11,8 @@ import keras
 from keras import layers, ops
 
 from eanet.models.kernels import (FastDropout, FastLayerNormalization, double_normalization,
-                                  external_attention_context, gelu_tanh, self_attention_context)
+                                  external_attention_context, gelu_then_dropout,
+                                  self_attention_context)
 
 register = keras.saving.register_keras_serializable(package="eanet")
 
@@ -302,11 +303,10 @@ class TransformerBlock(layers.Layer):
 
     def call(self, x, training=None):
         x = x + self.attention(self.attention_norm(x), training=training)
-        # tanh-approximated GELU, as the seed's `ops.gelu` (Keras' "gelu" string is the exact erf form);
-        # on TensorFlow with its gradient written out (`gelu_tanh`: same values, less kept).
+        # tanh-approximated GELU, as the seed's `ops.gelu` (Keras' "gelu" string is the exact erf form),
+        # then dropout; on TensorFlow's CPU one fused op (`gelu_then_dropout`: same values, less kept).
         h = self.mlp_hidden(self.mlp_norm(x))
-        h = gelu_tanh(h) if keras.backend.backend() == "tensorflow" else ops.gelu(h, approximate=True)
-        h = self.mlp_hidden_dropout(h, training=training)
+        h = gelu_then_dropout(h, self.mlp_hidden_dropout, training)
         return x + self.mlp_output_dropout(self.mlp_output(h), training=training)
 
     def compute_output_shape(self, input_shape):

@@ -34,9 +34,9 @@ from typing import Any, Optional
 log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = tuple(CSRC / name for name in
-                ("normalized_dropout.cc", "fused_attention.cc", "dropout_mask.cc"))
-HEADERS = (CSRC / "attention_block.h",)
+SOURCES = tuple(CSRC / name for name in ("normalized_dropout.cc", "fused_attention.cc",
+                                         "dropout_mask.cc", "gelu_dropout.cc", "layer_norm.cc"))
+HEADERS = (CSRC / "attention_block.h", CSRC / "dropout_stream.h")
 SWITCH_ENV = "EANET_FUSED_KERNELS"  # "0": TensorFlow's own ops
 CACHE_ENV = "EANET_KERNEL_CACHE"
 # -march=native, minus AVX512-FP16: TensorFlow's bundled Eigen headers do not compile with it
@@ -66,25 +66,37 @@ def _cpu_kind() -> str:
     return flags[0] if flags else platform.processor() or platform.machine()
 
 
+def _compile(commands: list[list[str]]) -> Optional[str]:
+    """Runs the compiler commands side by side; None when all succeed, else the first error's
+    last line."""
+    try:
+        running = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True) for command in commands]
+    except OSError as error:  # no compiler at all
+        raise RuntimeError(f"cannot run {commands[0][0]}: {error}") from None
+    errors = [(process.communicate()[1], process.returncode) for process in running]
+    failed = [stderr for stderr, code in errors if code != 0]
+    return (failed[0].strip().splitlines()[-1:] or ["(no output)"])[0] if failed else None
+
+
 def _build(tf, target: Path) -> None:
+    """Compiles each source on its own process (they take ~20 s each), then links them."""
     compiler = os.environ.get("CXX", "g++")
-    errors = []
+    error = None
     for arch in ARCH_FLAGS:
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            objects = [str(Path(tmp) / f"{source.stem}.o") for source in SOURCES]
             built = Path(tmp) / target.name
-            command = [compiler, "-shared", "-fPIC", "-O3", *arch, "-w",
-                       *tf.sysconfig.get_compile_flags(), *map(str, SOURCES), "-o", str(built),
-                       *tf.sysconfig.get_link_flags()]
-            try:
-                result = subprocess.run(command, capture_output=True, text=True)
-            except OSError as error:  # no compiler at all
-                raise RuntimeError(f"cannot run {compiler}: {error}") from None
-            if result.returncode == 0:
+            error = _compile([[compiler, "-c", "-fPIC", "-O3", *arch, "-w",
+                               *tf.sysconfig.get_compile_flags(), str(source), "-o", obj]
+                              for source, obj in zip(SOURCES, objects)])
+            error = error or _compile([[compiler, "-shared", *objects, "-o", str(built),
+                                        *tf.sysconfig.get_link_flags()]])
+            if error is None:
                 os.replace(built, target)  # whole or not at all, for concurrent sweep jobs
                 return
-            errors.append(result.stderr.strip().splitlines()[-1:] or ["(no output)"])
     names = ", ".join(source.name for source in SOURCES)
-    raise RuntimeError(f"{compiler} could not build {names}: {errors[-1][0]}")
+    raise RuntimeError(f"{compiler} could not build {names}: {error}")
 
 
 def _load() -> Any:

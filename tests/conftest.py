@@ -80,11 +80,13 @@ def compose_config(overrides=(), return_hydra_config=False):
                        return_hydra_config=return_hydra_config)
 
 
-@pytest.fixture(params=["fused", "tensorflow"])
+@pytest.fixture(params=["fused", "normalization", "tensorflow"])
 def attention_kernels(request, monkeypatch):
-    """Each attention kernel test runs twice: with eanet's fused CPU kernels (eanet.models.native,
-    compiled on first use) and with TensorFlow's own ops (EANET_FUSED_KERNELS=0). Without a C++
-    compiler the fused case is skipped, except in CI (CI set), where it fails."""
+    """Each attention kernel test runs three times: with eanet's fused CPU kernels
+    (eanet.models.native, compiled on first use: the whole attention as one op), with only the
+    normalisation fused around TensorFlow's matmuls (what runs when those matmuls are on
+    bfloat16, native.matmuls_on_bfloat16) and with TensorFlow's own ops (EANET_FUSED_KERNELS=0).
+    Without a C++ compiler the fused cases are skipped, except in CI (CI set), where they fail."""
     import tensorflow as tf
 
     from eanet.models import native
@@ -95,6 +97,8 @@ def attention_kernels(request, monkeypatch):
     else:
         monkeypatch.delenv(native.SWITCH_ENV, raising=False)
         require_fused_kernels()
+        if request.param == "normalization":
+            monkeypatch.setattr(native, "matmuls_on_bfloat16", lambda: True)
     return request.param
 
 

@@ -222,6 +222,7 @@ def test_fused_kernels_run_on_the_cpu_and_step_aside_under_xla(attention_kernels
 
     plain, xla = tf.function(attend), tf.function(attend, jit_compile=True)
     assert ("EanetExternalAttention" in op_types(plain)) == (attention_kernels == "fused")
+    assert ("EanetNormalizedDropout" in op_types(plain)) == (attention_kernels == "normalization")
     assert not {op for op in op_types(xla) if op.startswith("Eanet")}
     np.testing.assert_allclose(xla(x_t).numpy(), plain(x_t).numpy(), rtol=1e-5, atol=1e-6)
 

@@ -81,24 +81,24 @@ def test_external_attention_context_matches_op_by_op(rate, graph, attention_kern
 
     groups, slots, dim, patches = 3, 4, 5, 7
     rng = np.random.default_rng(4)
-    x_t, kernel, bias, read, upstream = (
+    x, kernel, bias, read, upstream = (
         tf.constant(rng.normal(0, 1, shape), tf.float32) for shape in
-        [(2, dim, patches), (groups * slots, dim), (groups * slots, 1), (dim, groups * slots),
-         (2, dim, patches)])
+        [(2, patches, dim), (dim, groups * slots), (groups * slots,), (groups * slots, dim),
+         (2, patches, dim)])
 
-    def op_by_op(x_t, kernel, bias, read, generator):
-        scores = tf.reshape(tf.matmul(kernel, x_t) + bias, (2, groups, slots, patches))
-        p = tf.nn.softmax(scores, axis=-1)
+    def op_by_op(x, kernel, bias, read, generator):
+        scores = tf.matmul(tf.transpose(kernel), tf.transpose(x, (0, 2, 1))) + bias[:, None]
+        p = tf.nn.softmax(tf.reshape(scores, (2, groups, slots, patches)), axis=-1)
         q = tf.reshape(p / (1e-9 + tf.reduce_sum(p, axis=2, keepdims=True)), (2, -1, patches))
         if rate:
             keep, scale = keep_mask_16bit(tf.shape(q), rate, generator, q.dtype)
             q = tf.where(keep, q * scale, tf.zeros_like(q))
-        return tf.matmul(read, q)
+        return tf.transpose(tf.matmul(tf.transpose(read), q), (0, 2, 1))  # (2, patches, dim)
 
-    def fused(x_t, kernel, bias, read, generator):
-        return external_attention_context(x_t, kernel, bias, read, groups, 1e-9, rate, generator)
+    def fused(x, kernel, bias, read, generator):
+        return external_attention_context(x, kernel, bias, read, groups, 1e-9, rate, generator)
 
-    inputs = [x_t, kernel, bias, read]
+    inputs = [x, kernel, bias, read]
 
     def output_and_gradients(function):
         generator = keras.random.SeedGenerator(7)  # the same mask for both
@@ -113,7 +113,7 @@ def test_external_attention_context_matches_op_by_op(rate, graph, attention_kern
         return [output.numpy()] + [g.numpy() for g in grads]
 
     expected, received = output_and_gradients(op_by_op), output_and_gradients(fused)
-    names = ["output", "dx_t", "dscore_kernel", "dscore_bias", "dread_kernel"]
+    names = ["output", "dx", "dscore_kernel", "dscore_bias", "dread_kernel"]
     for name, got, want in zip(names, received, expected):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=name)
         # The score bias is constant along N, which the softmax over N cancels: its gradient is
@@ -211,20 +211,20 @@ def test_fused_kernels_run_on_the_cpu_and_step_aside_under_xla(attention_kernels
     from eanet.models.kernels import external_attention_context
 
     rng = np.random.default_rng(5)
-    x_t, kernel, bias, read = (tf.constant(rng.normal(0, 1, shape), tf.float32) for shape in
-                               [(2, 5, 7), (12, 5), (12, 1), (5, 12)])
+    x, kernel, bias, read = (tf.constant(rng.normal(0, 1, shape), tf.float32) for shape in
+                             [(2, 7, 5), (5, 12), (12,), (12, 5)])
 
-    def attend(x_t):
-        return external_attention_context(x_t, kernel, bias, read, 3, 1e-9, 0.0, None)
+    def attend(x):
+        return external_attention_context(x, kernel, bias, read, 3, 1e-9, 0.0, None)
 
     def op_types(function):
-        return {op.type for op in function.get_concrete_function(x_t).graph.get_operations()}
+        return {op.type for op in function.get_concrete_function(x).graph.get_operations()}
 
     plain, xla = tf.function(attend), tf.function(attend, jit_compile=True)
     assert ("EanetExternalAttention" in op_types(plain)) == (attention_kernels == "fused")
     assert ("EanetNormalizedDropout" in op_types(plain)) == (attention_kernels == "normalization")
     assert not {op for op in op_types(xla) if op.startswith("Eanet")}
-    np.testing.assert_allclose(xla(x_t).numpy(), plain(x_t).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(xla(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_written_out_gelu_gives_tensorflows_values_and_gradient():

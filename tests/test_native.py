@@ -139,8 +139,8 @@ def test_whole_attention_ops_at_block_edges_match_tensorflow_and_repeat_bitwise(
         def attend(inputs, generator):
             return self_attention_context(*inputs, 0.2, generator)
     else:
-        shapes = [(11, 6, 50), (3 * 7, 6), (3 * 7, 1), (6, 3 * 7)]
-        out_shape = (11, 6, 50)
+        shapes = [(11, 50, 6), (6, 3 * 7), (3 * 7,), (3 * 7, 6)]
+        out_shape = (11, 50, 6)
 
         def attend(inputs, generator):
             return external_attention_context(*inputs, 3, 1e-9, 0.2, generator)

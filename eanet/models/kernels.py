@@ -189,42 +189,62 @@ def self_attention_context(query, keys, values, rate: float, seed_generator):
     return attend(query, keys, values)
 
 
-def external_attention_context(x_t, score_kernel_t, score_bias, read_kernel_t, groups: int,
+def external_attention_context(x, score_kernel, score_bias, read_kernel, groups: int,
                                epsilon: float, rate: float, seed_generator):
     """(TensorFlow) EANet's attention from the scores to the read-out, the gradient written out
     and the (B, G·S, N) tensors recomputed in it instead of kept.
 
-    Shapes: x_t (B, D, N) the transposed input, score_kernel_t (G·S, D) and score_bias (G·S, 1)
-    the folded M_k projection, read_kernel_t (D, G·S) the folded M_v projection; the result is
-    (B, D, N), before the read-out bias. With s = score_kernel_t · x_t viewed as (B, G, S, N),
-    the double normalisation (in float32)
+    Shapes: x (B, N, D) the block's input, score_kernel (D, G·S) and score_bias (G·S,) the
+    folded M_k projection, read_kernel (G·S, D) the folded M_v projection; the result is
+    (B, N, D), before the read-out bias. With x_t = xᵀ (B, D, N), s = score_kernelᵀ · x_t viewed
+    as (B, G, S, N) (the patches on the last axis, so no large tensor is transposed), the double
+    normalisation (in float32)
         p = softmax_N(s),   norm = ε + Σ_S p,   q = p / norm,
     FastDropout's 16-bit keep-mask and scale c (all True / 1 without dropout),
-        m = keep · q,   out = c · read_kernel_t · m.
+        m = keep · q,   out = c · (read_kernelᵀ · m)ᵀ.
     The score bias is constant along N, so the softmax over N cancels it: it is left out, and
     its gradient is an exact 0 (the seed's graph gives it rounding noise around 0).
-    Backward, from the upstream gradient dout, with g = c · dout (the small tensor scaled) and
-    dm = read_kernel_tᵀ · g, dq = keep · dm, dp the gradient at p:
-        dread = Σ_B g · mᵀ,   t = dq · q = dm · m,
+    Backward, from the upstream gradient dout, with g = c · doutᵀ (the small tensor scaled) and
+    dm = read_kernel · g, dq = keep · dm, dp the gradient at p:
+        dread = Σ_B (g · mᵀ)ᵀ,   t = dq · q = dm · m,
         p · dp = t − q · Σ_S t =: u   (the L1 step, as p / norm = q),
         ds = u − p · Σ_N u            (the softmax),
-        dscore_kernel = Σ_B ds · x_tᵀ,   dx_t = score_kernel_tᵀ · ds.
-    Only x_t, the weights and the boolean keep-mask are kept for the backward pass; s, p, q and
+        dscore_kernel = Σ_B (ds · x_tᵀ)ᵀ,   dx = (score_kernel · ds)ᵀ.
+    Only x, the weights and the boolean keep-mask are kept for the backward pass; s, p, q and
     m are recomputed there (a (G·S × D) matmul and the normalisation again) instead of holding
-    (B, G, S, N) tensors per block until the backward pass reaches it.
+    (B, G, S, N) tensors per block until the backward pass reaches it. The fused op
+    (csrc/fused_attention.cc) reads x and writes the result in (B, N, D) directly; TensorFlow's
+    ops transpose the small (B, N, D) tensors.
     """
     import tensorflow as tf
 
-    dtype = x_t.dtype
     dropout = rate > 0 and seed_generator is not None
     if dropout:
-        shape = tf.stack([tf.shape(x_t)[0], tf.shape(score_kernel_t)[0], tf.shape(x_t)[2]])
-        keep, scale = keep_mask_16bit(shape, rate, seed_generator, dtype)
-    whole = native.fused_external_attention(dtype, keep if dropout else None, groups, epsilon)
+        shape = tf.stack([tf.shape(x)[0], tf.shape(score_kernel)[1], tf.shape(x)[1]])
+        keep, scale = keep_mask_16bit(shape, rate, seed_generator, x.dtype)
+    whole = native.fused_external_attention(x.dtype, keep if dropout else None, groups, epsilon)
     if whole is not None:  # all of it, matmuls included, as one op per direction
         attend = fused_call(whole, scale if dropout else None, unread=(2,))
-        return attend(x_t, score_kernel_t, score_bias, read_kernel_t)
-    fused = native.fused_normalized_dropout(dtype, keep if dropout else None,
+        return attend(x, score_kernel, score_bias, read_kernel)
+    x_t = tf.transpose(x, (0, 2, 1))  # (B, D, N)
+    out_t = _external_attention_context_t(
+        x_t, tf.transpose(score_kernel), tf.reshape(score_bias, (-1, 1)),
+        tf.transpose(read_kernel), groups, epsilon, keep if dropout else None,
+        scale if dropout else None)
+    return tf.transpose(out_t, (0, 2, 1))  # (B, N, D)
+
+
+def _external_attention_context_t(x_t, score_kernel_t, score_bias, read_kernel_t, groups: int,
+                                  epsilon: float, keep, scale):
+    """external_attention_context on the transposed input x_t (B, D, N), with score_kernel_t
+    (G·S, D), score_bias (G·S, 1), read_kernel_t (D, G·S) and the call's keep-mask and scale
+    (None: no dropout), as TensorFlow ops around the fused normalisation where it applies
+    (native.fused_normalized_dropout); the result is (B, D, N)."""
+    import tensorflow as tf
+
+    dtype = x_t.dtype
+    dropout = keep is not None
+    fused = native.fused_normalized_dropout(dtype, keep,
                                             rows_per_block=score_kernel_t.shape[0] // groups,
                                             normalize_columns=True, epsilon=epsilon)
 

@@ -161,20 +161,18 @@ class ExternalAttention(layers.Layer):
         _, num_patches, _ = x.shape
         g, s = self.total_heads, self.memory_size
         score_kernel, score_bias, read_kernel, read_bias = self.folded_weights()
-        # Patches on the last axis, so the softmax over them needs no transpose of the large
-        # (B, G, S, N) tensors; only the small (B, N, D) input and output are transposed.
-        x_t = ops.transpose(x, (0, 2, 1))  # (B, D, N)
         if keras.backend.backend() == "tensorflow":
             # Scores → double normalisation → dropout → read-out as one kernel whose gradient
             # recomputes the (B, G, S, N) tensors instead of keeping them.
             dropout = bool(training) and self.attention_dropout > 0
-            x_t = external_attention_context(
-                x_t, ops.transpose(score_kernel), ops.reshape(score_bias, (g * s, 1)),
-                ops.transpose(read_kernel), g, self.epsilon,
+            x = external_attention_context(
+                x, score_kernel, score_bias, read_kernel, g, self.epsilon,
                 self.attention_dropout if dropout else 0.0,
-                self.attention_dropout_layer.seed_generator if dropout else None)
-            x = ops.transpose(x_t, (0, 2, 1)) + read_bias  # (B, N, D)
+                self.attention_dropout_layer.seed_generator if dropout else None) + read_bias
             return self.projection_dropout_layer(x, training=training)
+        # Patches on the last axis, so the softmax over them needs no transpose of the large
+        # (B, G, S, N) tensors; only the small (B, N, D) input and output are transposed.
+        x_t = ops.transpose(x, (0, 2, 1))  # (B, D, N)
         scores = ops.matmul(ops.transpose(score_kernel), x_t)  # (B, G*S, N)
         scores = scores + ops.reshape(score_bias, (g * s, 1))
         attention = self.normalize(ops.reshape(scores, (-1, g, s, num_patches)))  # (B, G, S, N)

@@ -11,13 +11,14 @@
 //                           dm = g · valuesᵀ, dvalues = Σ mᵀ · g, ds (attention_block.h),
 //                           dquery = ds · keys, dkeys = Σ dsᵀ · query
 //   (R = H·N rows, the heads stacked; blocks of 64 rows of one image.)
-// External attention (EANet; kernels.external_attention_context):
-//   EanetExternalAttention      x_t (B, D, N), score_kernel (G·S, D), read_kernel (D, G·S),
-//                               keep (B, G·S, N) → out (B, D, N) = Σ_g read_g · m_g,
-//                               m_g = keep · double-normalised(score_kernel_g · x_t)
-//   EanetExternalAttentionGrad  + g (B, D, N) → dx_t, dscore_kernel, dread_kernel:
-//                               dm_g = read_gᵀ · g, dread_g = Σ_B g · m_gᵀ, ds_g,
-//                               dscore_kernel_g = Σ_B ds_g · x_tᵀ, dx_t = Σ_g score_kernel_gᵀ · ds_g
+// External attention (EANet; kernels.external_attention_context), in the block's (B, N, D)
+// layout, so neither the input nor the output is transposed:
+//   EanetExternalAttention      x (B, N, D), score_kernel (D, G·S), read_kernel (G·S, D),
+//                               keep (B, G·S, N) → out (B, N, D) = Σ_g m_gᵀ · read_g,
+//                               m_g = keep · double-normalised(score_kernel_gᵀ · xᵀ)  (S × N)
+//   EanetExternalAttentionGrad  + g (B, N, D) → dx, dscore_kernel, dread_kernel:
+//                               dm_g = read_g · gᵀ, dread_g = Σ_B m_g · g, ds_g,
+//                               dscore_kernel_g = Σ_B xᵀ · ds_gᵀ, dx = Σ_g ds_gᵀ · score_kernel_gᵀ
 //   (one block per (image, group): its S memory slots.)
 // Sums over the batch go through a fixed number of partial sums added in a fixed order, so the
 // results do not depend on how the threads split the work.
@@ -193,7 +194,7 @@ class SelfAttentionGradOp : public SelfAttentionBase {
 // External attention.
 
 struct ExternalAttentionShapes {
-  int64_t batch, d, n, groups, slots;  // slots: S, the memory slots per group
+  int64_t batch, n, d, groups, slots;  // slots: S, the memory slots per group
 };
 
 class ExternalAttentionBase : public OpKernel {
@@ -209,21 +210,28 @@ class ExternalAttentionBase : public OpKernel {
   void Check(OpKernelContext* ctx, ExternalAttentionShapes& s) const {
     const Tensor &x = ctx->input(0), &kernel = ctx->input(1), &read = ctx->input(2),
                  &keep = ctx->input(3);
-    OP_REQUIRES_OK(ctx, CheckRank3(x, "x_t"));
+    OP_REQUIRES_OK(ctx, CheckRank3(x, "x"));
     OP_REQUIRES(ctx, kernel.dims() == 2 && read.dims() == 2,
                 errors::InvalidArgument("score_kernel and read_kernel must be matrices"));
-    const int64_t memory = kernel.dim_size(0);
+    const int64_t memory = kernel.dim_size(1);
     s = {x.dim_size(0), x.dim_size(1), x.dim_size(2), groups_, memory / groups_};
-    OP_REQUIRES(ctx, memory % groups_ == 0 && kernel.dim_size(1) == s.d &&
-                         read.dim_size(0) == s.d && read.dim_size(1) == memory,
-                errors::InvalidArgument("x_t (B, D, N), score_kernel (G·S, D), read_kernel "
-                                        "(D, G·S) disagree: ", x.shape().DebugString(), " ",
+    OP_REQUIRES(ctx, memory % groups_ == 0 && kernel.dim_size(0) == s.d &&
+                         read.dim_size(0) == memory && read.dim_size(1) == s.d,
+                errors::InvalidArgument("x (B, N, D), score_kernel (D, G·S), read_kernel "
+                                        "(G·S, D) disagree: ", x.shape().DebugString(), " ",
                                         kernel.shape().DebugString(), " ",
                                         read.shape().DebugString()));
     if (use_keep_) {
       OP_REQUIRES(ctx, keep.shape() == TensorShape({s.batch, memory, s.n}),
                   errors::InvalidArgument("keep must be (B, G·S, N)"));
     }
+  }
+
+  // score_kernel_g, columns [g·S, (g+1)·S) of the (D, G·S) score kernel: (D × S).
+  static ConstColumns ScoreColumns(const float* kernel, const ExternalAttentionShapes& s,
+                                   int64_t grp) {
+    return ConstColumns(kernel + grp * s.slots, s.d, s.slots,
+                        Eigen::OuterStride<>(s.groups * s.slots));
   }
 
   int groups_ = 1;
@@ -246,23 +254,23 @@ class ExternalAttentionOp : public ExternalAttentionBase {
     const float* read = ctx->input(2).flat<float>().data();
     const uint8_t* keep = KeepMask(ctx->input(3), use_keep_);
     float* out = out_t->flat<float>().data();
-    const int64_t memory = s.groups * s.slots, dn = s.d * s.n;
+    const int64_t memory = s.groups * s.slots, nd = s.n * s.d;
     // One image per unit: its output sums over the groups.
     Shard(ctx, s.batch, memory * s.n * (4 * s.d + 40), [&](int64_t begin, int64_t end) {
       Scratch p(s.slots * s.n), rcs(s.n);
       const BlockNorm norm{s.slots, s.n, true, epsilon_};
       for (int64_t b = begin; b < end; ++b) {
-        ConstMatrix x_t(x + b * dn, s.d, s.n);
-        Matrix output(out + b * dn, s.d, s.n);
+        ConstMatrix x_b(x + b * nd, s.n, s.d);
+        Matrix output(out + b * nd, s.n, s.d);
         output.setZero();
         for (int64_t grp = 0; grp < s.groups; ++grp) {
           Matrix block(p.data(), s.slots, s.n);  // the scores, then p, then m, in place
-          block.noalias() = ConstMatrix(kernel + grp * s.slots * s.d, s.slots, s.d) * x_t;
+          block.noalias() = ScoreColumns(kernel, s, grp).transpose() * x_b.transpose();
           norm.Normalize(p.data(), p.data(), rcs.data());
           norm.Masked(p.data(), rcs.data(),
                       keep ? keep + (b * memory + grp * s.slots) * s.n : nullptr, p.data());
-          output.noalias() += ConstColumns(read + grp * s.slots, s.d, s.slots,
-                                           Eigen::OuterStride<>(memory)) * block;
+          output.noalias() +=
+              block.transpose() * ConstMatrix(read + grp * s.slots * s.d, s.slots, s.d);
         }
       }
     });
@@ -279,7 +287,7 @@ class ExternalAttentionGradOp : public ExternalAttentionBase {
     if (!ctx->status().ok()) return;
     const Tensor& g_in = ctx->input(4);
     OP_REQUIRES(ctx, g_in.shape() == ctx->input(0).shape(),
-                errors::InvalidArgument("g must be (B, D, N)"));
+                errors::InvalidArgument("g must be (B, N, D)"));
     Tensor *dx_t = nullptr, *dkernel_t = nullptr, *dread_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dx_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &dkernel_t));
@@ -290,7 +298,7 @@ class ExternalAttentionGradOp : public ExternalAttentionBase {
     const uint8_t* keep = KeepMask(ctx->input(3), use_keep_);
     const float* g = g_in.flat<float>().data();
     float* dx = dx_t->flat<float>().data();
-    const int64_t memory = s.groups * s.slots, dn = s.d * s.n, weights = memory * s.d;
+    const int64_t memory = s.groups * s.slots, nd = s.n * s.d, weights = memory * s.d;
     // The weight gradients sum over the batch: kBatchParts fixed slices of it, each summed in
     // order into its own partial (dscore_kernel, then dread_kernel), then the partials in order.
     const int64_t parts = std::min<int64_t>(kBatchParts, std::max<int64_t>(s.batch, 1));
@@ -300,39 +308,39 @@ class ExternalAttentionGradOp : public ExternalAttentionBase {
       Scratch p(s.slots * s.n), m(s.slots * s.n), ds(s.slots * s.n), rcs(s.n), colsum(s.n);
       const BlockNorm norm{s.slots, s.n, true, epsilon_};
       for (int64_t part = begin; part < end; ++part) {
-        Matrix dkernel(partials.data() + part * 2 * weights, memory, s.d);
-        Matrix dread(partials.data() + part * 2 * weights + weights, s.d, memory);
+        float* dkernel = partials.data() + part * 2 * weights;  // (D, G·S)
+        Matrix dread(partials.data() + part * 2 * weights + weights, memory, s.d);
         for (int64_t b = part * s.batch / parts; b < (part + 1) * s.batch / parts; ++b) {
-          ConstMatrix x_t(x + b * dn, s.d, s.n), grad(g + b * dn, s.d, s.n);
-          Matrix dx_b(dx + b * dn, s.d, s.n);
+          ConstMatrix x_b(x + b * nd, s.n, s.d), grad(g + b * nd, s.n, s.d);
+          Matrix dx_b(dx + b * nd, s.n, s.d);
           dx_b.setZero();
           for (int64_t grp = 0; grp < s.groups; ++grp) {
-            ConstMatrix kernel_g(kernel + grp * s.slots * s.d, s.slots, s.d);
-            ConstColumns read_g(read + grp * s.slots, s.d, s.slots, Eigen::OuterStride<>(memory));
+            const ConstColumns kernel_g = ScoreColumns(kernel, s, grp);  // (D × S)
+            ConstMatrix read_g(read + grp * s.slots * s.d, s.slots, s.d);
             Matrix scores(p.data(), s.slots, s.n), masked(m.data(), s.slots, s.n),
                 dscores(ds.data(), s.slots, s.n);
-            scores.noalias() = kernel_g * x_t;
+            scores.noalias() = kernel_g.transpose() * x_b.transpose();
             norm.Normalize(p.data(), p.data(), rcs.data());
             norm.Masked(p.data(), rcs.data(),
                         keep ? keep + (b * memory + grp * s.slots) * s.n : nullptr, m.data());
-            dscores.noalias() = read_g.transpose() * grad;  // dm
-            Columns(dread.data() + grp * s.slots, s.d, s.slots, Eigen::OuterStride<>(memory))
-                .noalias() += grad * masked.transpose();
+            dscores.noalias() = read_g * grad.transpose();  // dm
+            dread.block(grp * s.slots, 0, s.slots, s.d).noalias() += masked * grad;
             norm.ScoreGradient(p.data(), rcs.data(), m.data(), ds.data(), ds.data(),
                                colsum.data());
-            dkernel.block(grp * s.slots, 0, s.slots, s.d).noalias() += dscores * x_t.transpose();
-            dx_b.noalias() += kernel_g.transpose() * dscores;
+            Columns(dkernel + grp * s.slots, s.d, s.slots, Eigen::OuterStride<>(memory))
+                .noalias() += x_b.transpose() * dscores.transpose();
+            dx_b.noalias() += dscores.transpose() * kernel_g.transpose();
           }
         }
       }
     });
-    Matrix dkernel(dkernel_t->flat<float>().data(), memory, s.d);
-    Matrix dread(dread_t->flat<float>().data(), s.d, memory);
+    Matrix dkernel(dkernel_t->flat<float>().data(), s.d, memory);
+    Matrix dread(dread_t->flat<float>().data(), memory, s.d);
     dkernel.setZero();
     dread.setZero();
     for (int64_t part = 0; part < parts; ++part) {
-      dkernel += ConstMatrix(partials.data() + part * 2 * weights, memory, s.d);
-      dread += ConstMatrix(partials.data() + part * 2 * weights + weights, s.d, memory);
+      dkernel += ConstMatrix(partials.data() + part * 2 * weights, s.d, memory);
+      dread += ConstMatrix(partials.data() + part * 2 * weights + weights, memory, s.d);
     }
   }
 };
@@ -368,7 +376,7 @@ REGISTER_OP("EanetSelfAttentionGrad")
     });
 
 REGISTER_OP("EanetExternalAttention")
-    .Input("x_t: float")
+    .Input("x: float")
     .Input("score_kernel: float")
     .Input("read_kernel: float")
     .Input("keep: bool")
@@ -382,12 +390,12 @@ REGISTER_OP("EanetExternalAttention")
     });
 
 REGISTER_OP("EanetExternalAttentionGrad")
-    .Input("x_t: float")
+    .Input("x: float")
     .Input("score_kernel: float")
     .Input("read_kernel: float")
     .Input("keep: bool")
     .Input("g: float")
-    .Output("dx_t: float")
+    .Output("dx: float")
     .Output("dscore_kernel: float")
     .Output("dread_kernel: float")
     .Attr("groups: int")

@@ -95,14 +95,20 @@ def test_self_attention_context_matches_op_by_op(rate, graph, attention_kernels)
 
     rng = np.random.default_rng(0)
     query, keys, values, upstream = (tf.constant(rng.normal(0, 1, shape), tf.float32) for shape in
-                                     [(2, 3 * 5, 4), (2, 5, 4), (2, 5, 6), (2, 3 * 5, 6)])
+                                     [(2, 5, 3, 4), (2, 5, 4), (2, 5, 6), (2, 5, 3, 6)])
+
+    def stacked(t):  # (B, N, H, ·) → (B, H·N, ·): the heads along the rows
+        return tf.reshape(tf.transpose(t, (0, 2, 1, 3)), (2, 3 * 5, -1))
+
+    def interleaved(t):  # and back
+        return tf.transpose(tf.reshape(t, (2, 3, 5, -1)), (0, 2, 1, 3))
 
     def op_by_op(q, k, v, generator):
-        p = tf.nn.softmax(tf.matmul(q, k, transpose_b=True))
+        p = tf.nn.softmax(tf.matmul(stacked(q), k, transpose_b=True))
         if rate:
             keep, scale = keep_mask_16bit(tf.shape(p), rate, generator, p.dtype)
             p = tf.where(keep, p * scale, tf.zeros_like(p))
-        return tf.matmul(p, v)
+        return interleaved(tf.matmul(p, v))
 
     def fused(q, k, v, generator):
         return self_attention_context(q, k, v, rate, generator)
@@ -123,7 +129,8 @@ def test_self_attention_context_matches_op_by_op(rate, graph, attention_kernels)
     for name, got, want in zip(["output", "dquery", "dkeys", "dvalues"], received, expected):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
         assert np.abs(want).max() > 1e-3, name  # not trivially zero
-    without_dropout = tf.matmul(tf.nn.softmax(tf.matmul(query, keys, transpose_b=True)), values)
+    without_dropout = interleaved(
+        tf.matmul(tf.nn.softmax(tf.matmul(stacked(query), keys, transpose_b=True)), values))
     assert np.allclose(received[0], without_dropout.numpy(), atol=1e-6) == (rate == 0)
 
 

@@ -124,8 +124,8 @@ def test_the_switch_turns_them_off_and_bfloat16_never_uses_them(monkeypatch):
 def test_whole_attention_ops_at_block_edges_match_tensorflow_and_repeat_bitwise(monkeypatch,
                                                                                  attention):
     """The fused whole-attention ops (csrc/fused_attention.cc) against TensorFlow's ops where
-    their blocking has edges: self-attention rows not a multiple of its 64-row blocks (150 =
-    64 + 64 + 22), a batch (11) that the 8 partial weight-gradient sums split unevenly; with
+    their blocking has edges: self-attention rows per head not a multiple of its 64-row blocks
+    (150 = 64 + 64 + 22, 3 heads), a batch (11) that the 8 partial weight-gradient sums split unevenly; with
     dropout. Outputs and every gradient agree, and a second run is bitwise the same."""
     import tensorflow as tf
 
@@ -133,8 +133,8 @@ def test_whole_attention_ops_at_block_edges_match_tensorflow_and_repeat_bitwise(
 
     rng = np.random.default_rng(9)
     if attention == "self":
-        shapes = [(11, 3 * 50, 8), (11, 50, 8), (11, 50, 9)]
-        out_shape = (11, 150, 9)
+        shapes = [(11, 150, 3, 8), (11, 150, 8), (11, 150, 9)]
+        out_shape = (11, 150, 3, 9)
 
         def attend(inputs, generator):
             return self_attention_context(*inputs, 0.2, generator)

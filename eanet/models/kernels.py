@@ -128,33 +128,51 @@ def fused_call(fused, scale, unread=()):
 
 
 def self_attention_context(query, keys, values, rate: float, seed_generator):
-    """(TensorFlow) softmax(query · keysᵀ) with dropout, times values; the gradient written out
-    and the (N × N) tensors recomputed in it instead of kept.
+    """(TensorFlow) softmax(query · keysᵀ) with dropout, times values, per head; the gradient
+    written out and the (N × N) tensors recomputed in it instead of kept.
 
-    Shapes: query (B, H·N, D) (heads stacked along the rows, already scaled by 1/√K), keys
-    (B, N, D), values (B, N, V); the result is (B, H·N, V). With s = query · keysᵀ,
-    p = softmax(s) over the keys, keep FastDropout's 16-bit keep-mask (all True without dropout)
-    and c its scale,
-        m = keep · p,   out = c · m · values.
+    Shapes: query (B, N, H, D) (per patch, each head's query, already scaled by 1/√K), keys
+    (B, N, D), values (B, N, V), shared by the heads; the result is (B, N, H, V). Per head,
+    with s = query_h · keysᵀ, p = softmax(s) over the keys, keep FastDropout's 16-bit
+    keep-mask of the (B, H·N, N) scores (all True without dropout) and c its scale,
+        m = keep · p,   out_h = c · m · values.
     Backward, from the upstream gradient dout, with g = c · dout (scaling the small tensor,
     not the large one):
-        dvalues = mᵀ · g,   dm = g · valuesᵀ,   t = dm · m  (= p · dp, dp = keep · dm),
-        ds = t − p · Σ_keys t,   dquery = ds · keys,   dkeys = dsᵀ · query.
+        dvalues = Σ_h mᵀ · g,   dm = g · valuesᵀ,   t = dm · m  (= p · dp, dp = keep · dm),
+        ds = t − p · Σ_keys t,   dquery_h = ds · keys,   dkeys = Σ_h dsᵀ · query_h.
     Only query, keys, values and the boolean keep-mask are kept for the backward pass: s, p and
     m (B, H·N, N) are recomputed there, one more matmul of the step's attention, instead of
-    holding two float (B, H, N, N) tensors per block until the backward pass reaches it.
+    holding two float (B, H, N, N) tensors per block until the backward pass reaches it. The
+    fused op (csrc/fused_attention.cc) reads and writes the heads interleaved as given;
+    TensorFlow's ops stack them along the rows, (B, H·N, ·), and back.
     """
     import tensorflow as tf
 
     dropout = rate > 0 and seed_generator is not None
+    batch, patches, heads, width = (tf.shape(query)[0], tf.shape(query)[1], query.shape[2],
+                                    query.shape[3])
     if dropout:
-        scores_shape = tf.stack([tf.shape(query)[0], tf.shape(query)[1], tf.shape(keys)[1]])
+        scores_shape = tf.stack([batch, heads * patches, tf.shape(keys)[1]])
         keep, scale = keep_mask_16bit(scores_shape, rate, seed_generator, query.dtype)
     whole = native.fused_self_attention(query.dtype, keep if dropout else None)
     if whole is not None:  # all of it, matmuls included, as one op per direction
         return fused_call(whole, scale if dropout else None)(query, keys, values)
-    fused = native.fused_normalized_dropout(query.dtype, keep if dropout else None,
-                                            rows_per_block=1, normalize_columns=False)
+    stacked = tf.reshape(tf.transpose(query, (0, 2, 1, 3)), (batch, heads * patches, width))
+    out = _self_attention_context_rows(stacked, keys, values, keep if dropout else None,
+                                       scale if dropout else None)  # (B, H·N, V)
+    return tf.transpose(tf.reshape(out, (batch, heads, patches, values.shape[-1])), (0, 2, 1, 3))
+
+
+def _self_attention_context_rows(query, keys, values, keep, scale):
+    """self_attention_context with the heads stacked along the rows, query (B, H·N, D), and the
+    call's keep-mask and scale (None: no dropout), as TensorFlow ops around the fused
+    normalisation where it applies (native.fused_normalized_dropout); the result is
+    (B, H·N, V)."""
+    import tensorflow as tf
+
+    dropout = keep is not None
+    fused = native.fused_normalized_dropout(query.dtype, keep, rows_per_block=1,
+                                            normalize_columns=False)
 
     def kept(scores):
         """m: the softmax of the scores over the keys, dropped out."""

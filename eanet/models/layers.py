@@ -241,17 +241,15 @@ class SelfAttention(layers.Layer):
         u = ops.einsum("ehk,hk->he", w_k, b_q)  # (H, D)
         scale = ops.cast(1.0 / float(k) ** 0.5, x.dtype)
         query = (ops.reshape(ops.matmul(x, ops.reshape(a, (d, h * d))), (-1, n, h, d)) + u) * scale
-        query = ops.reshape(ops.transpose(query, (0, 2, 1, 3)), (-1, h * n, d))  # (B, H*N, D)
         # out = Σ_h P_h (x W_v,h + b_v,h) W_o,h + b_o = Σ_h [P_h x, rowsum P_h] M_h + b_o with
         # M_h = [W_v,h W_o,h ; b_v,h W_o,h] (D+1, D): a column of ones carries the rowsums.
         x1 = ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)  # (B, N, D+1)
-        # [P_h x, P_h 1] for all heads at once, P_h = dropout(softmax(scores_h)): (B, H*N, D+1).
+        # [P_h x, P_h 1] for all heads at once, P_h = dropout(softmax(scores_h)): (B, N, H, D+1).
         dropout = bool(training) and self.attention_dropout > 0
         context = self_attention_context(
             query, x, x1, self.attention_dropout if dropout else 0.0,
             self.probability_dropout.seed_generator if dropout else None)
-        context = ops.reshape(ops.transpose(ops.reshape(context, (-1, h, n, d + 1)), (0, 2, 1, 3)),
-                              (-1, n, h * (d + 1)))
+        context = ops.reshape(context, (-1, n, h * (d + 1)))
         m = ops.concatenate([ops.einsum("dhk,hke->hde", w_v, w_o),
                              ops.einsum("hk,hke->he", b_v, w_o)[:, None, :]], axis=1)  # (H, D+1, D)
         # b_k cannot change the output (the softmax over keys cancels it); the seed's graph gives it

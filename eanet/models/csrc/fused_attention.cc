@@ -4,13 +4,15 @@
 // written to memory. The backward ops recompute them the same way (as eanet/models/kernels.py's
 // written-out gradients do with TensorFlow's ops). The matmuls are Eigen's (-march=native).
 //
-// Self-attention (ViT; kernels.self_attention_context):
-//   EanetSelfAttention      query (B, R, D), keys (B, N, D), values (B, N, V), keep (B, R, N)
-//                           → out (B, R, V) = m · values,  m = keep · softmax(query · keysᵀ)
-//   EanetSelfAttentionGrad  + g (B, R, V), the gradient at out → dquery, dkeys, dvalues:
-//                           dm = g · valuesᵀ, dvalues = Σ mᵀ · g, ds (attention_block.h),
-//                           dquery = ds · keys, dkeys = Σ dsᵀ · query
-//   (R = H·N rows, the heads stacked; blocks of 64 rows of one image.)
+// Self-attention (ViT; kernels.self_attention_context), the heads interleaved as the layer's
+// projections give and take them, so neither the query nor the context is transposed:
+//   EanetSelfAttention      query (B, N, H, D), keys (B, M, D), values (B, M, V),
+//                           keep (B, H·N, M) → out (B, N, H, V): per head h,
+//                           out_h = m_h · values,  m_h = keep_h · softmax(query_h · keysᵀ)
+//   EanetSelfAttentionGrad  + g (B, N, H, V), the gradient at out → dquery, dkeys, dvalues:
+//                           dm_h = g_h · valuesᵀ, dvalues = Σ_h m_hᵀ · g_h, ds_h
+//                           (attention_block.h), dquery_h = ds_h · keys, dkeys = Σ_h ds_hᵀ · query_h
+//   (blocks of 64 query rows of one image and head.)
 // External attention (EANet; kernels.external_attention_context), in the block's (B, N, D)
 // layout, so neither the input nor the output is transposed:
 //   EanetExternalAttention      x (B, N, D), score_kernel (D, G·S), read_kernel (G·S, D),
@@ -25,6 +27,7 @@
 #define EIGEN_USE_THREADS
 #include <algorithm>
 #include <functional>
+#include <type_traits>
 
 #include "Eigen/Core"
 #include "attention_block.h"
@@ -67,8 +70,17 @@ Status CheckRank3(const Tensor& t, const char* name) {
 // Self-attention.
 
 struct SelfAttentionShapes {
-  int64_t batch, rows, n, d, v;
+  int64_t batch, n, heads, d, keys, v;  // n query rows per head, `keys` key rows
 };
+
+// Rows [row, row + rows) of head h of image b in a (B, N, H, width) tensor: (rows × width).
+template <typename T>
+Eigen::Map<T, 0, Eigen::OuterStride<>> HeadRows(typename std::conditional<
+    std::is_const<T>::value, const float*, float*>::type data, const SelfAttentionShapes& s,
+    int64_t b, int64_t h, int64_t row, int64_t rows, int64_t width) {
+  return Eigen::Map<T, 0, Eigen::OuterStride<>>(data + ((b * s.n + row) * s.heads + h) * width,
+                                                rows, width, Eigen::OuterStride<>(s.heads * width));
+}
 
 class SelfAttentionBase : public OpKernel {
  public:
@@ -79,19 +91,26 @@ class SelfAttentionBase : public OpKernel {
  protected:
   void Check(OpKernelContext* ctx, SelfAttentionShapes& s) const {
     const Tensor &q = ctx->input(0), &k = ctx->input(1), &v = ctx->input(2), &keep = ctx->input(3);
-    OP_REQUIRES_OK(ctx, CheckRank3(q, "query"));
+    OP_REQUIRES(ctx, q.dims() == 4,
+                errors::InvalidArgument("query must be (B, N, H, D), got ", q.shape().DebugString()));
     OP_REQUIRES_OK(ctx, CheckRank3(k, "keys"));
     OP_REQUIRES_OK(ctx, CheckRank3(v, "values"));
-    s = {q.dim_size(0), q.dim_size(1), k.dim_size(1), q.dim_size(2), v.dim_size(2)};
+    s = {q.dim_size(0), q.dim_size(1), q.dim_size(2), q.dim_size(3), k.dim_size(1), v.dim_size(2)};
     OP_REQUIRES(ctx, k.dim_size(0) == s.batch && v.dim_size(0) == s.batch &&
-                         k.dim_size(2) == s.d && v.dim_size(1) == s.n,
-                errors::InvalidArgument("query (B, R, D), keys (B, N, D), values (B, N, V) "
+                         k.dim_size(2) == s.d && v.dim_size(1) == s.keys,
+                errors::InvalidArgument("query (B, N, H, D), keys (B, M, D), values (B, M, V) "
                                         "disagree: ", q.shape().DebugString(), " ",
                                         k.shape().DebugString(), " ", v.shape().DebugString()));
     if (use_keep_) {
-      OP_REQUIRES(ctx, keep.shape() == TensorShape({s.batch, s.rows, s.n}),
-                  errors::InvalidArgument("keep must be (B, R, N)"));
+      OP_REQUIRES(ctx, keep.shape() == TensorShape({s.batch, s.heads * s.n, s.keys}),
+                  errors::InvalidArgument("keep must be (B, H·N, M)"));
     }
+  }
+
+  // The keep-mask of rows [row, row + rows) of head h of image b (its (H·N, M) layout).
+  static const uint8_t* KeepRows(const uint8_t* keep, const SelfAttentionShapes& s, int64_t b,
+                                 int64_t h, int64_t row) {
+    return keep ? keep + ((b * s.heads + h) * s.n + row) * s.keys : nullptr;
   }
 
   bool use_keep_ = false;
@@ -106,28 +125,29 @@ class SelfAttentionOp : public SelfAttentionBase {
     Check(ctx, s);
     if (!ctx->status().ok()) return;
     Tensor* out = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({s.batch, s.rows, s.v}), &out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({s.batch, s.n, s.heads, s.v}), &out));
     const float* q = ctx->input(0).flat<float>().data();
     const float* k = ctx->input(1).flat<float>().data();
     const float* v = ctx->input(2).flat<float>().data();
     const uint8_t* keep = KeepMask(ctx->input(3), use_keep_);
     float* o = out->flat<float>().data();
-    const int64_t blocks = (s.rows + kSelfAttentionRows - 1) / kSelfAttentionRows;
-    Shard(ctx, s.batch * blocks, kSelfAttentionRows * s.n * (2 * s.d + 2 * s.v + 30),
+    const int64_t blocks = (s.n + kSelfAttentionRows - 1) / kSelfAttentionRows;
+    Shard(ctx, s.batch * s.heads * blocks,
+          kSelfAttentionRows * s.keys * (2 * s.d + 2 * s.v + 30),
           [&](int64_t begin, int64_t end) {
-            Scratch p(kSelfAttentionRows * s.n);
+            Scratch p(kSelfAttentionRows * s.keys);
             for (int64_t unit = begin; unit < end; ++unit) {
-              const int64_t b = unit / blocks, r0 = (unit % blocks) * kSelfAttentionRows;
-              const int64_t rows = std::min(kSelfAttentionRows, s.rows - r0);
-              const int64_t row = b * s.rows + r0;
-              BlockNorm norm{rows, s.n, false, 0.0f};
-              Matrix block(p.data(), rows, s.n);  // the scores, then p, then m, in place
-              block.noalias() = ConstMatrix(q + row * s.d, rows, s.d) *
-                                ConstMatrix(k + b * s.n * s.d, s.n, s.d).transpose();
+              const int64_t b = unit / (s.heads * blocks), h = unit / blocks % s.heads;
+              const int64_t row = (unit % blocks) * kSelfAttentionRows;
+              const int64_t rows = std::min(kSelfAttentionRows, s.n - row);
+              BlockNorm norm{rows, s.keys, false, 0.0f};
+              Matrix block(p.data(), rows, s.keys);  // the scores, then p, then m, in place
+              block.noalias() = HeadRows<const MatrixR>(q, s, b, h, row, rows, s.d) *
+                                ConstMatrix(k + b * s.keys * s.d, s.keys, s.d).transpose();
               norm.Normalize(p.data(), p.data(), nullptr);
-              norm.Masked(p.data(), nullptr, keep ? keep + row * s.n : nullptr, p.data());
-              Matrix(o + row * s.v, rows, s.v).noalias() =
-                  block * ConstMatrix(v + b * s.n * s.v, s.n, s.v);
+              norm.Masked(p.data(), nullptr, KeepRows(keep, s, b, h, row), p.data());
+              HeadRows<MatrixR>(o, s, b, h, row, rows, s.v).noalias() =
+                  block * ConstMatrix(v + b * s.keys * s.v, s.keys, s.v);
             }
           });
   }
@@ -142,8 +162,8 @@ class SelfAttentionGradOp : public SelfAttentionBase {
     Check(ctx, s);
     if (!ctx->status().ok()) return;
     const Tensor& g_in = ctx->input(4);
-    OP_REQUIRES(ctx, g_in.shape() == TensorShape({s.batch, s.rows, s.v}),
-                errors::InvalidArgument("g must be (B, R, V)"));
+    OP_REQUIRES(ctx, g_in.shape() == TensorShape({s.batch, s.n, s.heads, s.v}),
+                errors::InvalidArgument("g must be (B, N, H, V)"));
     Tensor *dq_t = nullptr, *dk_t = nullptr, *dv_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dq_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &dk_t));
@@ -156,34 +176,37 @@ class SelfAttentionGradOp : public SelfAttentionBase {
     float* dq = dq_t->flat<float>().data();
     float* dk = dk_t->flat<float>().data();
     float* dv = dv_t->flat<float>().data();
-    // One image per unit: its dkeys and dvalues sum over all its row blocks.
-    Shard(ctx, s.batch, s.rows * s.n * (5 * s.d + 2 * s.v + 50), [&](int64_t begin, int64_t end) {
-      const int64_t block = kSelfAttentionRows * s.n;
-      Scratch p(block), m(use_keep_ ? block : 0), ds(block), colsum(s.n);
+    // One image per unit: its dkeys and dvalues sum over all its heads and row blocks.
+    Shard(ctx, s.batch, s.heads * s.n * s.keys * (5 * s.d + 2 * s.v + 50),
+          [&](int64_t begin, int64_t end) {
+      const int64_t block = kSelfAttentionRows * s.keys;
+      Scratch p(block), m(use_keep_ ? block : 0), ds(block), colsum(s.keys);
       for (int64_t b = begin; b < end; ++b) {
-        ConstMatrix keys(k + b * s.n * s.d, s.n, s.d), values(v + b * s.n * s.v, s.n, s.v);
-        Matrix dkeys(dk + b * s.n * s.d, s.n, s.d), dvalues(dv + b * s.n * s.v, s.n, s.v);
+        ConstMatrix keys(k + b * s.keys * s.d, s.keys, s.d), values(v + b * s.keys * s.v, s.keys, s.v);
+        Matrix dkeys(dk + b * s.keys * s.d, s.keys, s.d), dvalues(dv + b * s.keys * s.v, s.keys, s.v);
         dkeys.setZero();
         dvalues.setZero();
-        for (int64_t r0 = 0; r0 < s.rows; r0 += kSelfAttentionRows) {
-          const int64_t rows = std::min(kSelfAttentionRows, s.rows - r0);
-          const int64_t row = b * s.rows + r0;
-          BlockNorm norm{rows, s.n, false, 0.0f};
-          ConstMatrix query(q + row * s.d, rows, s.d), grad(g + row * s.v, rows, s.v);
-          Matrix probabilities(p.data(), rows, s.n), dscores(ds.data(), rows, s.n);
-          probabilities.noalias() = query * keys.transpose();
-          norm.Normalize(p.data(), p.data(), nullptr);
-          float* kept = p.data();
-          if (keep) {
-            kept = m.data();
-            norm.Masked(p.data(), nullptr, keep + row * s.n, kept);
+        for (int64_t h = 0; h < s.heads; ++h) {
+          for (int64_t row = 0; row < s.n; row += kSelfAttentionRows) {
+            const int64_t rows = std::min(kSelfAttentionRows, s.n - row);
+            BlockNorm norm{rows, s.keys, false, 0.0f};
+            const auto query = HeadRows<const MatrixR>(q, s, b, h, row, rows, s.d);
+            const auto grad = HeadRows<const MatrixR>(g, s, b, h, row, rows, s.v);
+            Matrix probabilities(p.data(), rows, s.keys), dscores(ds.data(), rows, s.keys);
+            probabilities.noalias() = query * keys.transpose();
+            norm.Normalize(p.data(), p.data(), nullptr);
+            float* kept = p.data();
+            if (keep) {
+              kept = m.data();
+              norm.Masked(p.data(), nullptr, KeepRows(keep, s, b, h, row), kept);
+            }
+            Matrix masked(kept, rows, s.keys);
+            dscores.noalias() = grad * values.transpose();  // dm
+            dvalues.noalias() += masked.transpose() * grad;
+            norm.ScoreGradient(p.data(), nullptr, kept, ds.data(), ds.data(), colsum.data());
+            HeadRows<MatrixR>(dq, s, b, h, row, rows, s.d).noalias() = dscores * keys;
+            dkeys.noalias() += dscores.transpose() * query;
           }
-          Matrix masked(kept, rows, s.n);
-          dscores.noalias() = grad * values.transpose();  // dm
-          dvalues.noalias() += masked.transpose() * grad;
-          norm.ScoreGradient(p.data(), nullptr, kept, ds.data(), ds.data(), colsum.data());
-          Matrix(dq + row * s.d, rows, s.d).noalias() = dscores * keys;
-          dkeys.noalias() += dscores.transpose() * query;
         }
       }
     });
@@ -355,7 +378,8 @@ REGISTER_OP("EanetSelfAttention")
     .Output("out: float")
     .Attr("use_keep: bool")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
-      c->set_output(0, c->MakeShape({c->Dim(c->input(0), 0), c->Dim(c->input(0), 1),
+      auto q = c->input(0);
+      c->set_output(0, c->MakeShape({c->Dim(q, 0), c->Dim(q, 1), c->Dim(q, 2),
                                      c->Dim(c->input(2), 2)}));
       return OkStatus();
     });

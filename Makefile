@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS),test]"
+	$(PY) -m eanet.models.native  # the fused CPU kernels, built once here rather than in the first run
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -230,3 +230,10 @@ def fused_external_attention(dtype, keep, groups: int, epsilon: float) -> Option
     return FusedAttention(library.eanet_external_attention,
                           library.eanet_external_attention_grad, keep, groups=groups,
                           epsilon=epsilon)
+
+
+if __name__ == "__main__":  # `python -m eanet.models.native` (make venv): build now, not in the first run
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    library = fused_ops()
+    print("eanet's fused CPU kernels:", "ready" if library is not None else
+          "not available (runs use TensorFlow's ops)")

@@ -1,0 +1,16 @@
+#!/bin/bash
+# The measurements behind experiments/performance/xeon-amx-fused (run from the repository root).
+# Worktrees: /tmp/base = 7c1a1b6 (main at the start of this work), /tmp/new = 4044fc8 (+ the
+# dropout-mask kernels), /tmp/whole = the whole-attention kernels, /tmp/fuse3 = 12bf61b (+ layer
+# norm, GELU-dropout, EANet's (B, N, D) layout), /tmp/fuse4 = 29188ba (+ ViT's interleaved heads).
+set -x
+OUT=experiments/performance/xeon-amx-fused
+.venv/bin/python -m eanet.bench.compare --rounds 3 --steps 8 --warmup 2 seed "PYTHONPATH=/tmp/base eanet" "PYTHONPATH=/tmp/new eanet" > $OUT/ab_dropout_mask_ea.txt 2>&1
+.venv/bin/python -m eanet.bench.compare --rounds 3 --steps 8 --warmup 2 seed "PYTHONPATH=/tmp/new eanet" "PYTHONPATH=/tmp/whole eanet" "PYTHONPATH=/tmp/whole eanet trainer.matmul_precision=bfloat16" "PYTHONPATH=/tmp/new eanet trainer.matmul_precision=bfloat16" > $OUT/ab_whole_attention_ea.txt 2>&1
+.venv/bin/python -m eanet.bench.compare --attention self --rounds 3 --steps 6 --warmup 2 seed "PYTHONPATH=/tmp/new eanet" "PYTHONPATH=/tmp/whole eanet" "PYTHONPATH=/tmp/whole eanet trainer.matmul_precision=bfloat16" "PYTHONPATH=/tmp/new eanet trainer.matmul_precision=bfloat16" > $OUT/ab_whole_attention_vit.txt 2>&1
+.venv/bin/python -m eanet.bench.compare --rounds 4 --steps 8 --warmup 2 seed "PYTHONPATH=/tmp/base eanet" "PYTHONPATH=/tmp/fuse3 eanet" "PYTHONPATH=/tmp/fuse3 eanet trainer.matmul_precision=bfloat16" "PYTHONPATH=/tmp/fuse3 eanet trainer.precision=mixed_bfloat16" > $OUT/compare_eanet.txt 2>&1
+.venv/bin/python -m eanet.bench.compare --attention self --rounds 3 --steps 6 --warmup 2 seed "PYTHONPATH=/tmp/base eanet" "PYTHONPATH=/tmp/fuse4 eanet" "PYTHONPATH=/tmp/fuse4 eanet trainer.matmul_precision=bfloat16" "PYTHONPATH=/tmp/fuse4 eanet trainer.precision=mixed_bfloat16" > $OUT/compare_vit.txt 2>&1
+for m in ea vit; do
+  .venv/bin/python benchmarks/attention_paths.py $m > $OUT/attention_paths_$m.txt 2>&1
+  .venv/bin/python -m eanet.bench bench.mode=profile model=$m bench.steps=3 bench.warmup=2 bench.out=$OUT > $OUT/profile_$m.txt 2>&1
+done

@@ -1,13 +1,15 @@
-"""The CPU speed kernels: Keras' dropout and layer normalisation, EANet's double normalisation
-and self-attention's softmax-with-dropout, computed the cheaper way on TensorFlow (same weights,
-same function).
+"""The CPU speed kernels: Keras' dropout and layer normalisation, the MLP's GELU, EANet's double
+normalisation and self-attention's softmax-with-dropout, computed the cheaper way on TensorFlow
+(same weights, same function).
 
 Each keeps the Keras layer it replaces as its base class and falls back to it wherever the fast
-path does not apply (other backends, other axes, noise shapes). Inside the two attention
-functions, the softmax / double normalisation, the dropout mask and their gradient run as eanet's
-fused C++ op where it is available (float32 on a CPU, outside XLA: eanet.models.native), else as
-the TensorFlow ops written out below; both compute the same terms. tests/test_layers.py and
-tests/test_equivalence.py check outputs and gradients against the plain Keras computation.
+path does not apply (other backends, other axes, noise shapes). Where eanet's fused C++ ops are
+available (float32 on a CPU, outside XLA: eanet.models.native, sources in csrc/), each attention
+call runs whole as one op per direction (matmuls included), and dropout, GELU-then-dropout and
+layer normalisation as one op each; else the TensorFlow ops written out below compute the same
+terms (the attention's around the fused normalisation where only that applies).
+tests/test_layers.py, tests/test_equivalence.py and tests/test_native.py check outputs and
+gradients both ways against the plain computation.
 """
 from __future__ import annotations
 

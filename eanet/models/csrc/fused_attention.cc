@@ -57,6 +57,9 @@ void Shard(OpKernelContext* ctx, int64_t units, int64_t cost_per_unit,
   pool->ParallelFor(units, cost_per_unit, work);
 }
 
+// Input i's float data.
+const float* Floats(OpKernelContext* ctx, int i) { return ctx->input(i).flat<float>().data(); }
+
 const uint8_t* KeepMask(const Tensor& keep, bool use_keep) {
   return use_keep ? reinterpret_cast<const uint8_t*>(keep.flat<bool>().data()) : nullptr;
 }
@@ -126,9 +129,9 @@ class SelfAttentionOp : public SelfAttentionBase {
     if (!ctx->status().ok()) return;
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({s.batch, s.n, s.heads, s.v}), &out));
-    const float* q = ctx->input(0).flat<float>().data();
-    const float* k = ctx->input(1).flat<float>().data();
-    const float* v = ctx->input(2).flat<float>().data();
+    const float* q = Floats(ctx, 0);
+    const float* k = Floats(ctx, 1);
+    const float* v = Floats(ctx, 2);
     const uint8_t* keep = KeepMask(ctx->input(3), use_keep_);
     float* o = out->flat<float>().data();
     const int64_t blocks = (s.n + kSelfAttentionRows - 1) / kSelfAttentionRows;
@@ -168,11 +171,11 @@ class SelfAttentionGradOp : public SelfAttentionBase {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dq_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &dk_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &dv_t));
-    const float* q = ctx->input(0).flat<float>().data();
-    const float* k = ctx->input(1).flat<float>().data();
-    const float* v = ctx->input(2).flat<float>().data();
+    const float* q = Floats(ctx, 0);
+    const float* k = Floats(ctx, 1);
+    const float* v = Floats(ctx, 2);
     const uint8_t* keep = KeepMask(ctx->input(3), use_keep_);
-    const float* g = g_in.flat<float>().data();
+    const float* g = Floats(ctx, 4);
     float* dq = dq_t->flat<float>().data();
     float* dk = dk_t->flat<float>().data();
     float* dv = dv_t->flat<float>().data();
@@ -272,9 +275,9 @@ class ExternalAttentionOp : public ExternalAttentionBase {
     if (!ctx->status().ok()) return;
     Tensor* out_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &out_t));
-    const float* x = ctx->input(0).flat<float>().data();
-    const float* kernel = ctx->input(1).flat<float>().data();
-    const float* read = ctx->input(2).flat<float>().data();
+    const float* x = Floats(ctx, 0);
+    const float* kernel = Floats(ctx, 1);
+    const float* read = Floats(ctx, 2);
     const uint8_t* keep = KeepMask(ctx->input(3), use_keep_);
     float* out = out_t->flat<float>().data();
     const int64_t memory = s.groups * s.slots, nd = s.n * s.d;
@@ -315,11 +318,11 @@ class ExternalAttentionGradOp : public ExternalAttentionBase {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dx_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &dkernel_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &dread_t));
-    const float* x = ctx->input(0).flat<float>().data();
-    const float* kernel = ctx->input(1).flat<float>().data();
-    const float* read = ctx->input(2).flat<float>().data();
+    const float* x = Floats(ctx, 0);
+    const float* kernel = Floats(ctx, 1);
+    const float* read = Floats(ctx, 2);
     const uint8_t* keep = KeepMask(ctx->input(3), use_keep_);
-    const float* g = g_in.flat<float>().data();
+    const float* g = Floats(ctx, 4);
     float* dx = dx_t->flat<float>().data();
     const int64_t memory = s.groups * s.slots, nd = s.n * s.d, weights = memory * s.d;
     // The weight gradients sum over the batch: kBatchParts fixed slices of it, each summed in

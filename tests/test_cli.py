@@ -119,6 +119,18 @@ def test_sweep_with_a_bad_job_stops_before_the_first_job_naming_it(tmp_path):
     assert_no_job_started(tmp_path, result)
 
 
+def test_sweep_over_matmul_precision_in_one_process_stops_before_the_first_job(tmp_path):
+    """TensorFlow reads trainer.matmul_precision once per process: with Hydra's basic launcher
+    (every job in the sweep's process) two values cannot both take effect, so the sweep is
+    refused up front, not after its first job has trained."""
+    result = run_eanet(tmp_path, "-m", "trainer.matmul_precision=default,bfloat16",
+                       env={"PYTHONWARNINGS": None}, timeout=120)
+    line = one_line_error(result)
+    assert "trainer.matmul_precision takes 2 values in this sweep (bfloat16, default)" in line
+    assert "hydra/launcher=joblib" in line
+    assert_no_job_started(tmp_path, result)
+
+
 def test_error_only_a_job_can_meet_fails_each_job_with_one_line(tmp_path):
     """An unwritable checkpoint folder is each job's own check: both jobs fail with the line a
     single run prints, no traceback, and the sweep exits non-zero."""

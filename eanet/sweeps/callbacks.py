@@ -150,6 +150,7 @@ class PrepareSweep(Callback):
 
         try:
             jobs = self.validated_jobs(config, config_name)
+            self.check_matmul_precisions(config, jobs)
             self.check_data(jobs)
             from eanet.tracking.store import experiment_id
 
@@ -176,6 +177,20 @@ class PrepareSweep(Callback):
             except ConfigError as error:
                 raise ConfigError(f"{error} (job with overrides {' '.join(overrides)})") from None
         return typed
+
+    @staticmethod
+    def check_matmul_precisions(config: DictConfig, jobs: list) -> None:
+        """Jobs that share this process (Hydra's basic launcher) cannot differ in
+        trainer.matmul_precision on TensorFlow, which reads it once per process."""
+        from eanet.backend import configured_backend
+        from eanet.config import ConfigError
+        from eanet.training.precision import check_sweep_matmul_precisions
+
+        one_process = str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher")
+        problem = check_sweep_matmul_precisions([cfg.trainer.matmul_precision for cfg in jobs],
+                                                one_process, configured_backend())
+        if problem:
+            raise ConfigError(problem)
 
     @staticmethod
     def check_data(jobs: list) -> None:

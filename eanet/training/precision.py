@@ -49,6 +49,20 @@ def check_matmul_precision(value: str, backend: str) -> Optional[str]:
     return None
 
 
+def check_sweep_matmul_precisions(values: list[str], one_process: bool,
+                                  backend: str) -> Optional[str]:
+    """Why a sweep whose jobs ask for these matmul precisions cannot give each its own, or None:
+    TensorFlow reads the setting once per process, so jobs sharing a process (Hydra's basic
+    launcher) must share it. Checked before the first job, so no job runs in vain."""
+    distinct = sorted(set(values))
+    if backend != "tensorflow" or not one_process or len(distinct) < 2:
+        return None
+    return (f"trainer.matmul_precision takes {len(distinct)} values in this sweep "
+            f"({', '.join(distinct)}), but hydra/launcher=basic runs every job in this one "
+            f"process, whose TensorFlow reads {TF_FPMATH_ENV} once. Sweep it with a process per "
+            "job (hydra/launcher=joblib) or keep one value per command")
+
+
 def set_matmul_precision(value: str) -> None:
     """Give the current Keras backend's float32 matmuls `value` ("default" or "bfloat16").
 

@@ -126,7 +126,7 @@ def measure_throughput(cfg: Config, steps: int, warmup: int) -> dict[str, Any]:
         "attention": cfg.model.attention, "batch": t.batch_size, "image_size": d.image_size,
         "patch_size": cfg.model.patch_size, "precision": t.precision,
         "trainable_params": counts["trainable"], "total_params": counts["total"],
-        "median_step_s": round(step, 4), "img_per_s": round(t.batch_size / step, 2),
+        "median_step_s": round(step, 6), "img_per_s": round(t.batch_size / step, 2),
         "median_step_cpu_s": round(median(timer.cpu_times[warmup:]), 4),
         "first_step_s": round(timer.step_times[0], 3), "steps_timed": len(timer.step_times) - warmup,
         "loop_gap_s": round(median(timer.gaps[warmup:]), 5),

@@ -129,7 +129,7 @@ def main(argv=None) -> list[dict]:
         step = statistics.median(r["median_step_s"] for r in records)
         summary.append({"contender": contender, "attention": args.attention, "batch": args.batch,
                         "rounds": len(records), "trainable_params": records[0]["trainable_params"],
-                        "median_step_s": round(step, 4), "img_per_s": round(args.batch / step, 2),
+                        "median_step_s": round(step, 6), "img_per_s": round(args.batch / step, 2),
                         "peak_rss_mb": statistics.median(r["process_peak_rss_mb"]
                                                          for r in records),
                         "step_s_per_round": [r["median_step_s"] for r in records]})

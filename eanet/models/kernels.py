@@ -46,12 +46,15 @@ class FastDropout(layers.Dropout):
         return tf.where(keep, inputs * scale, tf.zeros_like(inputs))
 
 
-def _seed_and_threshold(rate: float, seed_generator):
+def _seed_threshold_scale(rate: float, seed_generator):
+    """One draw's stateless seed (the generator moves on), the 16-bit keep threshold and the
+    scale 1 / P(keep) of the kept elements (FastDropout's docstring has the arithmetic)."""
     import tensorflow as tf
 
     # SeedGenerator state is int64; stateless ops want int32 (as keras' own _cast_seed).
     seed = tf.cast(tf.math.floormod(seed_generator.next(), 2**31 - 1), tf.int32)
-    return seed, int(round(rate * 65536))
+    threshold = int(round(rate * 65536))
+    return seed, threshold, 65536 / (65536 - threshold)
 
 
 def keep_mask_16bit(shape, rate: float, seed_generator, dtype):
@@ -64,8 +67,8 @@ def keep_mask_16bit(shape, rate: float, seed_generator, dtype):
     """
     import tensorflow as tf
 
-    seed, threshold = _seed_and_threshold(rate, seed_generator)
-    scale = tf.constant(65536 / (65536 - threshold), dtype)
+    seed, threshold, scale = _seed_threshold_scale(rate, seed_generator)
+    scale = tf.constant(scale, dtype)
     library = native.fused_ops_for()
     if library is not None:
         return library.eanet_keep_mask16(tf.cast(shape, tf.int32), seed, threshold=threshold), scale
@@ -81,8 +84,8 @@ def dropout_16bit(inputs, rate: float, seed_generator, library):
     inside the op and drawn again for the gradient (keep · upstream · scale) instead of kept."""
     import tensorflow as tf
 
-    seed, threshold = _seed_and_threshold(rate, seed_generator)
-    attrs = dict(threshold=threshold, scale=65536 / (65536 - threshold))
+    seed, threshold, scale = _seed_threshold_scale(rate, seed_generator)
+    attrs = dict(threshold=threshold, scale=scale)
 
     @tf.custom_gradient
     def dropout(x):
@@ -109,7 +112,7 @@ def recompute_after(upstream, tensor):
 
 
 def fused_call(fused, scale, unread=()):
-    """(TensorFlow) The attention computed by `fused` (native.FusedAttention), its output scaled
+    """(TensorFlow) The attention computed by `fused` (native.FusedOpPair), its output scaled
     by the dropout scale (None: no dropout), with the fused backward op as its gradient. The
     inputs at the positions in `unread` are not passed to the op: their gradient is 0 (EANet's
     score bias, which the softmax over N cancels)."""
@@ -179,14 +182,14 @@ def _self_attention_context_rows(query, keys, values, keep, scale):
     def kept(scores):
         """m: the softmax of the scores over the keys, dropped out."""
         if fused is not None:
-            return fused.kept(scores)
+            return fused.forward(scores)
         p = tf.nn.softmax(scores)  # (B, H·N, N)
         return tf.where(keep, p, tf.zeros_like(p)) if dropout else p
 
     def kept_and_score_gradient(scores, dm):
         """m again, and the gradient at the scores given dm, the gradient at m."""
         if fused is not None:
-            return fused.kept_and_score_gradient(scores, dm)
+            return fused.backward(scores, dm)
         p = tf.nn.softmax(scores)
         m = tf.where(keep, p, tf.zeros_like(p)) if dropout else p
         t = dm * m  # dm · m
@@ -280,13 +283,13 @@ def _external_attention_context_t(x_t, score_kernel_t, score_bias, read_kernel_t
     def kept(scores):
         """m: the double-normalised scores, dropped out."""
         if fused is not None:
-            return fused.kept(scores)
+            return fused.forward(scores)
         return normalized(scores)[2]
 
     def kept_and_score_gradient(scores, dm):
         """m again, and the gradient at the scores given dm, the gradient at m."""
         if fused is not None:
-            return fused.kept_and_score_gradient(scores, dm)
+            return fused.backward(scores, dm)
         p, q, m = normalized(scores)
         t = tf.reshape(tf.cast(dm * m, tf.float32), tf.shape(q))  # dq · q
         u = t - q * tf.reduce_sum(t, axis=2, keepdims=True)  # p · dp
@@ -354,10 +357,10 @@ def gelu_then_dropout(x, dropout: FastDropout, training):
 
     active = bool(training) and dropout.rate > 0
     if active:
-        seed, threshold = _seed_and_threshold(dropout.rate, dropout.seed_generator)
+        seed, threshold, scale = _seed_threshold_scale(dropout.rate, dropout.seed_generator)
     else:
-        seed, threshold = tf.zeros((2,), tf.int32), 0  # unread
-    attrs = dict(threshold=threshold, scale=65536 / (65536 - threshold), use_keep=active)
+        seed, threshold, scale = tf.zeros((2,), tf.int32), 0, 1.0  # unread
+    attrs = dict(threshold=threshold, scale=scale, use_keep=active)
 
     @tf.custom_gradient
     def fused(x):

@@ -1,20 +1,22 @@
 """eanet's fused CPU kernels (eanet/models/csrc/), compiled on first use against the TensorFlow
 that is installed, and the rule for when they apply.
 
-- normalized_dropout.cc: TensorFlow runs EANet's double normalisation (self-attention's softmax),
-  the dropout mask and their gradient as a dozen element-wise ops, each one pass over the
-  (B, G·S, N) tensors in memory; the fused kernel does the same arithmetic block by block in cache.
-- dropout_mask.cc: FastDropout's 16-bit keep-mask from the same Philox stream as TensorFlow's
-  stateless_uniform, bit for bit, with the Philox rounds on vector registers, and the dropout
-  itself (x · keep · scale) without storing the mask.
+TensorFlow runs each of these as a chain of ops, each one pass over its tensors in memory; the
+kernels do the same arithmetic in one pass, block by block in cache:
+- fused_attention.cc: a whole attention call (score matmul, normalisation, dropout, read-out);
+- normalized_dropout.cc: the attention's normalisation and dropout alone, between TensorFlow's
+  matmuls (where those run on bfloat16: matmuls_on_bfloat16);
+- dropout_mask.cc, gelu_dropout.cc, layer_norm.cc: FastDropout's keep-mask and dropout (the
+  same Philox stream as TensorFlow's, bit for bit), the MLP's GELU-then-dropout, layer norm.
 
-docs/performance.md has the measurements. Both are built into one library
-with the C++ compiler (`$CXX`, default g++) and the flags `tf.sysconfig` gives, for this CPU
-(`-march=native`), into a cache folder (`$EANET_KERNEL_CACHE`, default ~/.cache/eanet/kernels),
-one library per source, TensorFlow version and CPU kind; later runs load it in milliseconds.
+docs/performance.md has the measurements. They are built into one library with the C++
+compiler (`$CXX`, default g++) and the flags `tf.sysconfig` gives, for this CPU (`-march=native`),
+into a cache folder (`$EANET_KERNEL_CACHE`, default ~/.cache/eanet/kernels), one library per
+set of sources, TensorFlow version and CPU kind (`make venv` builds it: `python -m
+eanet.models.native`); later runs load it in milliseconds.
 Where it cannot be built or loaded (no compiler, another TensorFlow ABI), where a GPU is visible,
 or inside an XLA-compiled function, the layers fall back to TensorFlow's own ops, which compute
-the same function (tests/test_layers.py checks the two against each other).
+the same function (tests/test_native.py and tests/test_layers.py check the two against each other).
 `EANET_FUSED_KERNELS=0` turns the kernels off, e.g. to measure them:
 
     python -m eanet.bench.compare "EANET_FUSED_KERNELS=0 eanet" eanet
@@ -152,42 +154,10 @@ def fused_ops_for(dtype=None) -> Optional[Any]:
     return fused_ops()
 
 
-class FusedNormalizedDropout:
-    """The fused op pair for one attention call: `kept(scores)` → m, and
-    `kept_and_score_gradient(scores, dm)` → (m, the gradient at the scores), with the call's
-    keep-mask (None: no dropout) and layout (normalize_columns: EANet's L1 step over each block
-    of `rows_per_block` memory slots; else the plain softmax of self-attention)."""
-
-    def __init__(self, library, keep, rows_per_block: int, normalize_columns: bool,
-                 epsilon: float = 0.0):
-        import tensorflow as tf
-
-        self._library = library
-        self._keep = keep if keep is not None else tf.zeros((1,), tf.bool)  # unread without dropout
-        self._attrs = dict(rows_per_block=rows_per_block, normalize_columns=normalize_columns,
-                           epsilon=epsilon, use_keep=keep is not None)
-
-    def kept(self, scores):
-        return self._library.eanet_normalized_dropout(scores, self._keep, **self._attrs)
-
-    def kept_and_score_gradient(self, scores, dm):
-        return self._library.eanet_normalized_dropout_grad(scores, self._keep, dm, **self._attrs)
-
-
-def fused_normalized_dropout(dtype, keep, rows_per_block: int, normalize_columns: bool,
-                             epsilon: float = 0.0) -> Optional[FusedNormalizedDropout]:
-    """The fused kernels for an attention call in `dtype`, or None where they do not apply
-    (`fused_ops_for`): the caller then computes the same terms with TensorFlow's ops."""
-    library = fused_ops_for(dtype)
-    if library is None:
-        return None
-    return FusedNormalizedDropout(library, keep, rows_per_block, normalize_columns, epsilon)
-
-
-class FusedAttention:
-    """A whole attention call as the fused op pair (eanet/models/csrc/fused_attention.cc):
-    `forward(*inputs)` → out and `backward(*inputs, g)` → the inputs' gradients, with the call's
-    keep-mask (None: no dropout) and attributes in one place."""
+class FusedOpPair:
+    """A fused forward op and its backward op for one call: `forward(*inputs)` → out and
+    `backward(*inputs, g)` → the backward op's outputs, with the call's keep-mask (None: no
+    dropout) and attributes in one place."""
 
     def __init__(self, forward_op, backward_op, keep, **attrs):
         import tensorflow as tf
@@ -204,32 +174,48 @@ class FusedAttention:
         return self._backward_op(*inputs, self._keep, g, **self._attrs)
 
 
+def fused_normalized_dropout(dtype, keep, rows_per_block: int, normalize_columns: bool,
+                             epsilon: float = 0.0) -> Optional[FusedOpPair]:
+    """The attention's normalisation and dropout (normalized_dropout.cc) for a call in `dtype`:
+    forward(scores) → m, backward(scores, dm) → (m, the gradient at the scores), with the
+    layout (normalize_columns: EANet's L1 step over each block of `rows_per_block` memory slots;
+    else self-attention's plain softmax). None where the kernels do not apply (`fused_ops_for`):
+    the caller then computes the same terms with TensorFlow's ops."""
+    library = fused_ops_for(dtype)
+    if library is None:
+        return None
+    return FusedOpPair(library.eanet_normalized_dropout, library.eanet_normalized_dropout_grad,
+                       keep, rows_per_block=rows_per_block, normalize_columns=normalize_columns,
+                       epsilon=epsilon)
+
+
 def matmuls_on_bfloat16() -> bool:
     """Whether TensorFlow's oneDNN matmuls round their float32 inputs to bfloat16
     (`trainer.matmul_precision=bfloat16`). On AMX they are then faster than the fused attention's
     float32 matmuls (ViT 2.69 against 3.24 s/step on the AMX Xeon), so the attention keeps
     TensorFlow's matmuls around the fused normalisation instead (fused_normalized_dropout)."""
-    return os.environ.get("TF_SET_ONEDNN_FPMATH_MODE", "").upper() == "BF16"
+    from eanet.training.precision import matmul_precision_from_environment
+
+    return matmul_precision_from_environment() == "bfloat16"
 
 
-def fused_self_attention(dtype, keep) -> Optional[FusedAttention]:
+def fused_self_attention(dtype, keep) -> Optional[FusedOpPair]:
     """EanetSelfAttention(Grad) for a call in `dtype`, or None where the kernels do not apply
     or TensorFlow's matmuls are the faster choice (matmuls_on_bfloat16)."""
     library = fused_ops_for(dtype)
     if library is None or matmuls_on_bfloat16():
         return None
-    return FusedAttention(library.eanet_self_attention, library.eanet_self_attention_grad, keep)
+    return FusedOpPair(library.eanet_self_attention, library.eanet_self_attention_grad, keep)
 
 
-def fused_external_attention(dtype, keep, groups: int, epsilon: float) -> Optional[FusedAttention]:
+def fused_external_attention(dtype, keep, groups: int, epsilon: float) -> Optional[FusedOpPair]:
     """EanetExternalAttention(Grad) for a call in `dtype`, or None where they do not apply
     or TensorFlow's matmuls are the faster choice (matmuls_on_bfloat16)."""
     library = fused_ops_for(dtype)
     if library is None or matmuls_on_bfloat16():
         return None
-    return FusedAttention(library.eanet_external_attention,
-                          library.eanet_external_attention_grad, keep, groups=groups,
-                          epsilon=epsilon)
+    return FusedOpPair(library.eanet_external_attention, library.eanet_external_attention_grad,
+                       keep, groups=groups, epsilon=epsilon)
 
 
 if __name__ == "__main__":  # `python -m eanet.models.native` (make venv): build now, not in the first run

@@ -28,7 +28,8 @@ TF_FPMATH_ENV = "TF_SET_ONEDNN_FPMATH_MODE"  # read by TensorFlow's oneDNN matmu
 _tensorflow_matmul_precision: Optional[str] = None
 
 
-def _from_environment() -> str:
+def matmul_precision_from_environment() -> str:
+    """The matmul precision TensorFlow's oneDNN reads from the environment (TF_FPMATH_ENV)."""
     return "bfloat16" if os.environ.get(TF_FPMATH_ENV, "").upper() == "BF16" else "default"
 
 
@@ -42,7 +43,7 @@ def check_matmul_precision(value: str, backend: str) -> Optional[str]:
                 f"reads {TF_FPMATH_ENV} once per process). Sweep it with a process per job "
                 "(hydra/launcher=joblib) or keep one value per command")
     if _tensorflow_matmul_precision is None and TF_FPMATH_ENV in os.environ \
-            and _from_environment() != value:
+            and matmul_precision_from_environment() != value:
         return (f"trainer.matmul_precision={value} contradicts {TF_FPMATH_ENV}="
                 f"{os.environ[TF_FPMATH_ENV]} in the environment: unset the variable and use "
                 "trainer.matmul_precision=default|bfloat16")

@@ -44,7 +44,8 @@ class KeepMask16Op : public DropoutStreamOp {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, shape, &keep));
     bool* out = keep->flat<bool>().data();
     const int threshold = threshold_;
-    ForEachChunk(ctx, StreamFromSeed(seed), shape.num_elements(),
+    const eanet::Stream stream = StreamFromSeed(seed);
+    ForEachChunk(ctx, &stream, shape.num_elements(),
                  [&](int64_t first, int64_t count, const uint16_t* halves) {
                    for (int64_t i = 0; i < count; ++i) out[first + i] = halves[i] >= threshold;
                  });
@@ -67,7 +68,8 @@ class Dropout16Op : public DropoutStreamOp {
     float* out = y->flat<float>().data();
     const int threshold = threshold_;
     const float scale = scale_;
-    ForEachChunk(ctx, StreamFromSeed(seed), x.NumElements(),
+    const eanet::Stream stream = StreamFromSeed(seed);
+    ForEachChunk(ctx, &stream, x.NumElements(),
                  [&](int64_t first, int64_t count, const uint16_t* halves) {
                    for (int64_t i = 0; i < count; ++i) {
                      out[first + i] = halves[i] >= threshold ? in[first + i] * scale : 0.0f;

@@ -114,17 +114,19 @@ inline void ChunkHalves(const Stream& st, int64_t chunk, uint16_t* halves) {
   std::memcpy(halves, words, sizeof(words));
 }
 
-// Runs work(first, count, halves) over the stream's chunks covering `size` elements, in parallel.
+// Runs work(first, count, halves) over chunks of kChunk elements covering `size`, in parallel:
+// `halves` are the stream's for those elements, or nullptr when `st` is (no dropout).
 template <typename Work>
-void ForEachChunk(OpKernelContext* ctx, const Stream& st, int64_t size, const Work& work) {
+void ForEachChunk(OpKernelContext* ctx, const Stream* st, int64_t size, const Work& work,
+                  int64_t cost_per_chunk = kChunk * 4) {
   const int64_t chunks = (size + kChunk - 1) / kChunk;
   auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-  pool->ParallelFor(chunks, kChunk * 4, [&](int64_t begin, int64_t end) {
+  pool->ParallelFor(chunks, cost_per_chunk, [&](int64_t begin, int64_t end) {
     alignas(64) uint16_t halves[kChunk];
     for (int64_t chunk = begin; chunk < end; ++chunk) {
-      ChunkHalves(st, chunk, halves);
+      if (st) ChunkHalves(*st, chunk, halves);
       const int64_t first = chunk * kChunk;
-      work(first, std::min(kChunk, size - first), halves);
+      work(first, std::min(kChunk, size - first), st ? halves : nullptr);
     }
   });
 }

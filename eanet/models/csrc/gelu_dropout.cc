@@ -46,19 +46,9 @@ class GeluDropoutBase : public OpKernel {
       }
       work(first, count, factor);
     };
-    if (use_keep_) {
-      if (!eanet::CheckSeed(ctx, seed)) return;
-      eanet::ForEachChunk(ctx, eanet::StreamFromSeed(seed), size, run);
-      return;
-    }
-    const int64_t chunks = (size + eanet::kChunk - 1) / eanet::kChunk;
-    auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-    pool->ParallelFor(chunks, eanet::kChunk * 20, [&](int64_t begin, int64_t end) {
-      for (int64_t chunk = begin; chunk < end; ++chunk) {
-        const int64_t first = chunk * eanet::kChunk;
-        run(first, std::min(eanet::kChunk, size - first), nullptr);
-      }
-    });
+    if (use_keep_ && !eanet::CheckSeed(ctx, seed)) return;
+    const eanet::Stream stream = use_keep_ ? eanet::StreamFromSeed(seed) : eanet::Stream{};
+    eanet::ForEachChunk(ctx, use_keep_ ? &stream : nullptr, size, run, eanet::kChunk * 20);
   }
 
   int threshold_ = 0;

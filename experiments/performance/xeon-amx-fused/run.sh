@@ -18,7 +18,7 @@ done
 .venv/bin/python -m eanet.bench.compare --rounds 4 --steps 8 --warmup 2 seed "PYTHONPATH=/tmp/base eanet" "PYTHONPATH=/tmp/final eanet" "PYTHONPATH=/tmp/final eanet trainer.matmul_precision=bfloat16" "PYTHONPATH=/tmp/final eanet trainer.precision=mixed_bfloat16" > $OUT/compare_eanet_final.txt 2>&1
 .venv/bin/python -m eanet.bench.compare --attention self --rounds 3 --steps 6 --warmup 2 seed "PYTHONPATH=/tmp/base eanet" "PYTHONPATH=/tmp/final eanet" "PYTHONPATH=/tmp/final eanet trainer.matmul_precision=bfloat16" "PYTHONPATH=/tmp/final eanet trainer.precision=mixed_bfloat16" > $OUT/compare_vit_final.txt 2>&1
 .venv/bin/python -m eanet.bench.compare --attention self --rounds 3 --steps 6 --warmup 2 seed "PYTHONPATH=/tmp/fuse4 eanet" > $OUT/compare_vit_again.txt 2>&1
-bash $OUT/ab_first_step.sh > $OUT/ab_first_step.txt 2>&1
+bash experiments/performance/xeon-amx/ab_first_step.sh > $OUT/ab_first_step.txt 2>&1  # /tmp/base = 7c1a1b6
 make venv && /usr/bin/time -f "make quick wall %e s" make quick DATA=../shared/data/cifar100.npz ARGS="hydra.sweep.dir=$(mktemp -d)/multirun tracking.tracking_uri=sqlite:///$(mktemp -d)/mlflow.db" > $OUT/make_quick.txt 2>&1
 .venv/bin/python $OUT/avx2_build_tests.py
 for m in ea vit; do .venv/bin/python $OUT/avx2_attention_paths.py $m; done

@@ -1,6 +1,7 @@
 #!/bin/bash
-# First training step after the command, A B rounds: main before this work (bb0c7bc, a git
-# worktree at /tmp/base on PYTHONPATH) against the final commit, a short real EANet run started
+# First training step after the command, A B rounds: main before the work measured (a git
+# worktree at /tmp/base on PYTHONPATH: bb0c7bc here, 7c1a1b6 for ../xeon-amx-fused) against the
+# working tree, a short real EANet run started
 # as `python -m eanet.run` starts it (fresh MLflow store each time; the fused kernels' library is
 # already in ~/.cache/eanet/kernels, as on any run after a machine's first).
 set -u

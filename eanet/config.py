@@ -52,6 +52,13 @@ class AugmentationConfig:
     rotation: float = 0.1  # fraction of 2*pi
     contrast: float = 0.1
     zoom: float = 0.2
+    # Keras 3's RandomContrast clips its output to pixel values, [0, 255]. In the seed's order it runs
+    # after the normalisation, on values around 0, where that clip zeroes every negative value, in
+    # training only: train and inference inputs then differ (EANet's validation loss rises from the
+    # first epoch: experiments/seed/README.md). tf.keras did not clip when the Keras example recorded
+    # its numbers (keras-team/keras-cv#427). false: contrast unclipped, as in that run; true: the
+    # clip, as the seed's code runs under Keras 3.
+    contrast_clip: bool = False
 
 
 @dataclass

@@ -19,7 +19,8 @@ def test_fingerprint_ignores_where_things_go_but_not_what_is_computed():
         assert fingerprint(compose_config(same)) == base, same
     for different in (["model.patch_size=4"], ["seed=1"], ["optimizer.learning_rate=0.01"],
                       ["trainer.epochs=3"], ["model=vit"], ["data.augmentation.zoom=0.0"],
-                      ["trainer.matmul_precision=bfloat16"]):
+                      ["trainer.matmul_precision=bfloat16"],
+                      ["data.augmentation.contrast_clip=true"]):
         assert fingerprint(compose_config(different)) != base, different
 
 
@@ -31,6 +32,17 @@ def test_a_setting_added_later_keeps_the_fingerprints_of_runs_recorded_before_it
     assert cfg["trainer"]["matmul_precision"] == "default"
     before = {**cfg, "trainer": {k: v for k, v in cfg["trainer"].items() if k != "matmul_precision"}}
     assert fingerprint(before) == fingerprint(cfg)
+
+
+def test_runs_recorded_with_keras3_contrast_clip_keep_their_fingerprints():
+    """Runs recorded before data.augmentation.contrast_clip existed clipped (Keras 3's default):
+    with contrast_clip=true a configuration has their fingerprint; the new default (no clip)
+    computes something else, so it does not match them."""
+    clipped = OmegaConf.to_container(compose_config(["data.augmentation.contrast_clip=true"]),
+                                     resolve=True)
+    augmentation = {k: v for k, v in clipped["data"]["augmentation"].items() if k != "contrast_clip"}
+    before = {**clipped, "data": {**clipped["data"], "augmentation": augmentation}}
+    assert fingerprint(before) == fingerprint(clipped) != fingerprint(compose_config())
 
 
 def test_sweep_summary_lists_each_job_and_each_failure(tmp_path):

@@ -55,3 +55,37 @@ def test_unknown_attention_lists_valid_names():
     with pytest.raises(ValueError, match="Valid values: external, self"):
         attention_factory("linear")
     assert set(ATTENTION_TYPES) == {"external", "self"}
+
+
+@pytest.mark.parametrize("contrast_clip", [False, True])
+def test_contrast_after_normalisation_clips_only_when_asked(contrast_clip):
+    """The seed's order puts RandomContrast after the normalisation, on values around 0. Keras 3's
+    layer clips to pixel values, [0, 255]: with contrast_clip that zeroes every negative value in
+    training; without it the layer is the plain contrast change (x - mean) * f + mean per image and
+    channel, f in [0.9, 1.1]. At inference both are the normalisation alone."""
+    import keras
+    import numpy as np
+
+    from eanet.config import AugmentationConfig
+    from eanet.models.model import build_augmentation
+
+    contrast_only = AugmentationConfig(horizontal_flip=False, rotation=0.0, zoom=0.0,
+                                       contrast=0.1, contrast_clip=contrast_clip)
+    mean, variance = [120.0, 110.0, 100.0], [3600.0, 3600.0, 3600.0]
+    augmentation = build_augmentation(contrast_only, mean, variance, seed=3)
+    images = np.random.default_rng(0).uniform(0, 255, (8, 6, 6, 3)).astype("float32")
+    normalised = (images - np.array(mean, "float32")) / 60.0
+    trained = keras.ops.convert_to_numpy(augmentation(images, training=True))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(augmentation(images, training=False)),
+                               normalised, rtol=1e-5, atol=1e-5)
+    assert (normalised < 0).mean() > 0.3
+    if contrast_clip:
+        assert trained.min() == 0.0 and (trained == 0).mean() > 0.3  # the negatives are gone
+    else:
+        centre = normalised.mean(axis=(1, 2), keepdims=True)  # per image and channel
+        spread, changed = normalised - centre, trained - centre
+        factor = (spread * changed).sum(axis=(1, 2, 3), keepdims=True) / \
+            (spread ** 2).sum(axis=(1, 2, 3), keepdims=True)  # one factor per image
+        np.testing.assert_allclose(trained, spread * factor + centre, rtol=1e-5, atol=1e-5)
+        assert 0.9 - 1e-4 <= factor.min() and factor.max() <= 1.1 + 1e-4
+        assert trained.min() < 0

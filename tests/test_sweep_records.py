@@ -13,7 +13,8 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import TINY, client_for, run_eanet, training_runs
+from conftest import TINY, client_for, compose_config, run_eanet, training_runs
+from eanet.sweeps.plan import fingerprint
 
 EPOCH_METRICS = {"loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "learning_rate",
                  "epoch_time_s"}
@@ -24,11 +25,15 @@ FINAL_METRICS = {"test_loss", "test_top1", "test_top5", "best_val_top1", "train_
                  "param_count_head"}
 ARTIFACTS = ["config.yaml", "history.csv", "hydra", "hydra/config.yaml", "hydra/hydra.yaml",
              "hydra/overrides.yaml", "learning_curves.png", "model", "model/model.keras"]
-FINGERPRINTS = {"ea-p2-h2-dc2-s0": "3fbe1da9ffb2bd43", "vit-p2-h2-s0": "61ac3ab9eb5d08bd"}
+FINGERPRINTS = {"ea-p2-h2-dc2-s0": "20ee387a55d958b4", "vit-p2-h2-s0": "cf29b4e71daf7acf"}
+# What those jobs computed at dcafedb: Keras 3's contrast clip, now data.augmentation.contrast_clip=true
+# (their runs keep these fingerprints; the unclipped default is another computation).
+FINGERPRINTS_CLIPPED = {"ea": "3fbe1da9ffb2bd43", "vit": "61ac3ab9eb5d08bd"}
 
 # The EANet job's params: the whole resolved config, flattened, plus the global batch size.
 EA_PARAMS = {
-    "data.augmentation.contrast": "0.1", "data.augmentation.horizontal_flip": "True",
+    "data.augmentation.contrast": "0.1", "data.augmentation.contrast_clip": "False",
+    "data.augmentation.horizontal_flip": "True",
     "data.augmentation.rotation": "0.1", "data.augmentation.zoom": "0.2", "data.image_size": "8",
     "data.name": "synthetic", "data.num_classes": "4", "data.path": "None",
     "data.synthetic_test_size": "32", "data.synthetic_train_size": "64", "data.test_size": "None",
@@ -99,6 +104,13 @@ def test_one_finished_run_per_model_named_and_tagged(sweep):
             *("trainer.epochs=1" if o.startswith("trainer.epochs=") else o for o in TINY),
             f"model={model}"]
         assert run.data.tags["mlflow.runName"] == name
+
+
+@pytest.mark.parametrize("model", ["ea", "vit"])
+def test_runs_recorded_with_the_contrast_clip_keep_their_fingerprints(model):
+    overrides = [*("trainer.epochs=1" if o.startswith("trainer.epochs=") else o for o in TINY),
+                 f"model={model}", "data.augmentation.contrast_clip=true"]
+    assert fingerprint(compose_config(overrides)) == FINGERPRINTS_CLIPPED[model]
 
 
 def test_params_are_the_resolved_config(sweep):

@@ -20,6 +20,8 @@ from eanet.models.layers import (ClassifierHead, ExternalAttention, PatchEmbeddi
 if TYPE_CHECKING:
     from eanet.config import AugmentationConfig, ModelConfig
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def external_attention(cfg: ModelConfig, name: str) -> layers.Layer:
     return ExternalAttention(cfg.embedding_dim, cfg.num_heads, cfg.dim_coefficient,
@@ -52,7 +54,12 @@ def build_augmentation(cfg: AugmentationConfig, mean: Sequence[float], variance:
     if cfg.rotation > 0:
         stages.append(layers.RandomRotation(cfg.rotation, seed=seed, name="rotation"))
     if cfg.contrast > 0:
-        stages.append(layers.RandomContrast(cfg.contrast, seed=seed, name="contrast"))
+        # After the normalisation, Keras' default value_range=(0, 255) would clip away every
+        # negative value in training (AugmentationConfig.contrast_clip says why it is off); the
+        # widest float32 range makes the clip a no-op and stays valid JSON in the saved config.
+        value_range = (0, 255) if cfg.contrast_clip else (-_FLOAT32_MAX, _FLOAT32_MAX)
+        stages.append(layers.RandomContrast(cfg.contrast, value_range=value_range, seed=seed,
+                                            name="contrast"))
     if cfg.zoom > 0:
         stages.append(layers.RandomZoom(cfg.zoom, cfg.zoom, seed=seed, name="zoom"))
     if keras.backend.backend() != "tensorflow":

@@ -34,7 +34,7 @@ JOB_RECORD = "eanet_job.json"  # in each job's output folder: what the job did (
 IGNORED = ("tracking.", "trainer.verbose", "data.path", "quiet")
 # Settings added after runs were recorded, left out at the value that computes what runs did
 # before they existed: those runs keep their fingerprints (still skipped or resumed, not redone).
-ADDED_LATER = {"trainer.matmul_precision": "default"}
+ADDED_LATER = {"trainer.matmul_precision": "default", "data.augmentation.contrast_clip": True}
 
 
 def fingerprint(raw_cfg: DictConfig | dict) -> str:

@@ -12,15 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/cifar100.npz}
-if [ -z "${PYTHON312:-}" ]; then  # the first Python 3.12 that runs
-    for candidate in python3.12 ~/.pyenv/versions/3.12*/bin/python; do
-        if "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
-            PYTHON312=$candidate
-            break
-        fi
-    done
-fi
-: "${PYTHON312:?needs Python 3.12, the version of the H200 image: PYTHON312=/path/to/python3.12}"
+PYTHON312=${PYTHON312:-$(scripts/find_python312.sh)}
 BUILD=.carry-build
 rm -rf "$BUILD" .carry[0-9]*
 mkdir -p "$BUILD"

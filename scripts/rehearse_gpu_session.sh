@@ -15,7 +15,7 @@
 #      GPU "CPU rehearsal": the sha256 of the reassembled data, the offline venv, the study's sweep,
 #      report and record, both measurements.
 # Leaves everything under REHEARSAL (/tmp/eanet-rehearsal): the stage timings in rehearsal.log, and
-# gpu-session-out/ as $OUT would come back. About 12 minutes on 2 cores (2026-12-01).
+# gpu-session-out/ as $OUT would come back. 7.3 minutes on 2 cores (2026-12-01, beside a training run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -23,15 +23,7 @@ DATA=$(realpath "${1:-../shared/data/cifar100.npz}")
 REHEARSAL=${REHEARSAL:-/tmp/eanet-rehearsal}
 JAX_VERSION=0.11.2
 CARRY_LIMIT=$((64 * 1024 * 1024))
-if [ -z "${PYTHON312:-}" ]; then
-    for candidate in python3.12 ~/.pyenv/versions/3.12*/bin/python; do
-        if "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
-            PYTHON312=$candidate
-            break
-        fi
-    done
-fi
-: "${PYTHON312:?needs Python 3.12, the version of the H200 image: PYTHON312=/path/to/python3.12}"
+PYTHON312=${PYTHON312:-$(scripts/find_python312.sh)}
 log() { echo "[rehearsal $(date +%T)] $*"; }
 
 rm -rf "$REHEARSAL"

@@ -113,3 +113,19 @@ def test_callback_never_raises(tmp_path, caplog):
     caplog.clear()
     SweepReport(enabled=False).on_multirun_end(cfg)
     assert caplog.text == ""
+
+
+def test_a_study_record_is_committed_whole_and_run_output_is_not():
+    """scripts/gpu_study.sh writes each run's history.csv under experiments/<study>/<date>-<gpu>/runs/;
+    .gitignore keeps run output (runs/, mlflow.db, multirun/) out of git but not that record."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout")
+    paths = ["experiments/seed/2026-12-01-h200/runs/ea-p2-h4-dc4-s0/history.csv",
+             "experiments/seed/2026-12-01-h200/record.json",
+             "runs/seed/2026-12-01_10-00-00/mlflow.db", "runs/seed-gpu/multirun/0/run.log"]
+    done = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.stdout.split() == paths[2:]  # git lists the ignored ones only

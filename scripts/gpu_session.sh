@@ -17,7 +17,8 @@
 #   aug    augmentation's share of a training step: eanet.bench with and without it, EANet and
 #          ViT → $OUT/augmentation.jsonl
 #   pack   total images/s of K = $PACK_JOBS (1 2 4 8) packed jobs → $OUT/packing.csv
-# BENCH_ARGS: Hydra overrides for both measurements (a CPU check: the tests' tiny model);
+# BENCH_ARGS: Hydra overrides for both measurements; with TINY=1 (a CPU check, also passed on to
+# the study) scripts/tiny-overrides.txt, the tests' tiny model;
 # RUN_PYTHON: another environment's python than .venv-gpu's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,7 @@ OUT=${OUT:-$ROOT/gpu-session-out}
 CIFAR_SHA256=98d8d32c2145b6c318b024a7cb1648a47c764c93e17f5bac4cd52b96fdede2d2
 export KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1
 log() { echo "[gpu_session $(date +%T)] $*"; }
+if [ "${TINY:-0}" = 1 ]; then BENCH_ARGS=${BENCH_ARGS:-$(tr '\n' ' ' <scripts/tiny-overrides.txt)}; fi
 
 case "${1:-}" in
 stage)

@@ -35,9 +35,7 @@ OUT_ROOT=$(realpath -m "${OUT_ROOT:-experiments}")
 
 settings=()
 if [ "${TINY:-0}" = 1 ]; then  # the tests' tiny model on tiny synthetic data (tests/conftest.py)
-    settings=(data=synthetic data.image_size=8 data.num_classes=4 data.synthetic_train_size=80
-              data.synthetic_test_size=32 model.embedding_dim=16 model.mlp_dim=16 model.num_blocks=1
-              model.num_heads=2 model.dim_coefficient=2 trainer.epochs=2 trainer.batch_size=16)
+    mapfile -t settings <scripts/tiny-overrides.txt
 elif [ -n "$DATA" ]; then
     settings=("data.path=$(realpath "$DATA")")
 else

@@ -69,12 +69,8 @@ for piece in "$TREE"/.carry[0-9]*; do
     (cd "$TREE" && bash scripts/gpu_session.sh stage "$(basename "$piece")" >/dev/null)
 done
 rm -rf "$TREE"/.carry[0-9]*  # a later call's tree does not hold them either
-tiny="data=synthetic data.image_size=8 data.num_classes=4 data.synthetic_train_size=80
-      data.synthetic_test_size=32 model.embedding_dim=16 model.mlp_dim=16 model.num_blocks=1
-      model.num_heads=2 model.dim_coefficient=2 trainer.batch_size=16"
 (cd "$TREE" && PATH=$REHEARSAL/bin:$PATH PYTHON=$IMAGE/bin/python TINY=1 PACK=2 AUG_STEPS=5 \
-    PACK_STEPS=20 PACK_JOBS="1 2" BENCH_ARGS=$(echo $tiny) \
-    bash scripts/gpu_session.sh run setup study aug pack) 2>&1 | tee "$REHEARSAL/rehearsal.log" \
+    PACK_STEPS=20 PACK_JOBS="1 2" bash scripts/gpu_session.sh run setup study aug pack) 2>&1 | tee "$REHEARSAL/rehearsal.log" \
     | grep -E '^\[gpu_session|^gpu_setup|^gpu_study|^recorded|COMPLETED|FAILED|KILLED'
 for expected in record.tar.gz augmentation.jsonl packing.csv; do
     test -s "$OUT/$expected" || { echo "rehearsal: $OUT/$expected is missing" >&2; exit 1; }

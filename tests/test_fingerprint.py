@@ -1,13 +1,15 @@
 """Fingerprints name what a configuration computes; the sweep summary reads the jobs' records."""
 from __future__ import annotations
 
+import copy
 import json
 
+import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_config
 from eanet.sweeps.callbacks import sweep_summary
-from eanet.sweeps.plan import fingerprint
+from eanet.sweeps.plan import ADDED_LATER, fingerprint
 
 
 def test_fingerprint_ignores_where_things_go_but_not_what_is_computed():
@@ -24,25 +26,21 @@ def test_fingerprint_ignores_where_things_go_but_not_what_is_computed():
         assert fingerprint(compose_config(different)) != base, different
 
 
-def test_a_setting_added_later_keeps_the_fingerprints_of_runs_recorded_before_it():
-    """Runs recorded before trainer.matmul_precision existed computed what `default` computes:
-    their fingerprint is the one of their config without the key, so they are still skipped or
-    resumed, not trained again."""
-    cfg = OmegaConf.to_container(compose_config(), resolve=True)
-    assert cfg["trainer"]["matmul_precision"] == "default"
-    before = {**cfg, "trainer": {k: v for k, v in cfg["trainer"].items() if k != "matmul_precision"}}
+@pytest.mark.parametrize("key, before_value", sorted(ADDED_LATER.items()))
+def test_a_setting_added_later_keeps_the_fingerprints_of_runs_recorded_before_it(key, before_value):
+    """Runs recorded before a setting existed computed what its ADDED_LATER value computes
+    (trainer.matmul_precision=default; data.augmentation.contrast_clip=true, Keras 3's clip): a
+    config with that value has the fingerprint of the same config without the key, so those runs
+    are still skipped or resumed, not trained again."""
+    cfg = OmegaConf.to_container(compose_config([f"{key}={str(before_value).lower()}"]),
+                                 resolve=True)
+    *parents, leaf = key.split(".")
+    before = copy.deepcopy(cfg)
+    section = before
+    for name in parents:
+        section = section[name]
+    assert section.pop(leaf) == before_value
     assert fingerprint(before) == fingerprint(cfg)
-
-
-def test_runs_recorded_with_keras3_contrast_clip_keep_their_fingerprints():
-    """Runs recorded before data.augmentation.contrast_clip existed clipped (Keras 3's default):
-    with contrast_clip=true a configuration has their fingerprint; the new default (no clip)
-    computes something else, so it does not match them."""
-    clipped = OmegaConf.to_container(compose_config(["data.augmentation.contrast_clip=true"]),
-                                     resolve=True)
-    augmentation = {k: v for k, v in clipped["data"]["augmentation"].items() if k != "contrast_clip"}
-    before = {**clipped, "data": {**clipped["data"], "augmentation": augmentation}}
-    assert fingerprint(before) == fingerprint(clipped) != fingerprint(compose_config())
 
 
 def test_sweep_summary_lists_each_job_and_each_failure(tmp_path):

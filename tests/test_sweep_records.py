@@ -25,6 +25,8 @@ FINAL_METRICS = {"test_loss", "test_top1", "test_top5", "best_val_top1", "train_
                  "param_count_head"}
 ARTIFACTS = ["config.yaml", "history.csv", "hydra", "hydra/config.yaml", "hydra/hydra.yaml",
              "hydra/overrides.yaml", "learning_curves.png", "model", "model/model.keras"]
+# Each job's overrides as on the command line (Hydra keeps the last trainer.epochs), model= after.
+JOB_OVERRIDES = [*("trainer.epochs=1" if o.startswith("trainer.epochs=") else o for o in TINY)]
 FINGERPRINTS = {"ea-p2-h2-dc2-s0": "20ee387a55d958b4", "vit-p2-h2-s0": "cf29b4e71daf7acf"}
 # What those jobs computed at dcafedb: Keras 3's contrast clip, now data.augmentation.contrast_clip=true
 # (their runs keep these fingerprints; the unclipped default is another computation).
@@ -99,17 +101,13 @@ def test_one_finished_run_per_model_named_and_tagged(sweep):
         assert tags["eanet.fingerprint"] == FINGERPRINTS[name]
         assert tags["eanet.job_num"] == str(job) and tags["eanet.replicas"] == "1"
         assert tags["eanet.onednn"] == "1" and tags["eanet.model_uri"].startswith("models:/m-")
-        # the job's overrides as on the command line (Hydra keeps the last trainer.epochs)
-        assert tags["eanet.overrides"].split() == [
-            *("trainer.epochs=1" if o.startswith("trainer.epochs=") else o for o in TINY),
-            f"model={model}"]
+        assert tags["eanet.overrides"].split() == [*JOB_OVERRIDES, f"model={model}"]
         assert run.data.tags["mlflow.runName"] == name
 
 
 @pytest.mark.parametrize("model", ["ea", "vit"])
 def test_runs_recorded_with_the_contrast_clip_keep_their_fingerprints(model):
-    overrides = [*("trainer.epochs=1" if o.startswith("trainer.epochs=") else o for o in TINY),
-                 f"model={model}", "data.augmentation.contrast_clip=true"]
+    overrides = [*JOB_OVERRIDES, f"model={model}", "data.augmentation.contrast_clip=true"]
     assert fingerprint(compose_config(overrides)) == FINGERPRINTS_CLIPPED[model]
 
 

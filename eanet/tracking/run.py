@@ -23,6 +23,7 @@ a run that fails before then is still ended FAILED or KILLED with its error.
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 import threading
 import time
@@ -36,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eanet.config import Config, run_name
 from eanet.tracking.opening import RunOpener, hydra_context, open_run
-from eanet.tracking.tags import TAG_ERROR, TAG_RESUMED
+from eanet.tracking.tags import TAG_ERROR, TAG_PRUNED, TAG_RESUMED
 from eanet.training.checkpoint import epoch_metrics
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ class EpochLogger(keras.callbacks.Callback):
 class TrackedRun:
     """`with TrackedRun(cfg, raw_cfg) as run:` — one MLflow run, ended in every case.
 
-    FINISHED when the block completes, KILLED on Ctrl-C, FAILED on any other exception (with the
+    FINISHED when the block completes, KILLED on Ctrl-C or when a tuning sweep's pruner stops it
+    (tagged eanet.pruned=true), FAILED on any other exception (with the
     error as the `eanet.error` tag and the traceback as `error.txt`). With an `opener`, the
     helper process opens the run (`RunOpener.open_run`) and this process continues it when it
     next logs; without one, it is opened here.
@@ -96,8 +98,11 @@ class TrackedRun:
         if exc_type is None:
             mlflow.end_run("FINISHED")
             return False
-        status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+        pruned = _pruned(exc_type)
+        status = "KILLED" if pruned or issubclass(exc_type, KeyboardInterrupt) else "FAILED"
         try:
+            if pruned:  # a tuning trial stopped by its pruner (eanet.sweeps.trial)
+                mlflow.set_tag(TAG_PRUNED, "true")
             mlflow.set_tag(TAG_ERROR, f"{exc_type.__name__}: {exc}"[:5000])
             mlflow.log_text("".join(traceback.format_exception(exc_type, exc, tb)), "error.txt")
         finally:
@@ -199,6 +204,13 @@ class TrackedRun:
             if self.cfg.tracking.log_model:
                 model.save(Path(tmp) / "model.keras")
                 mlflow.log_artifact(str(Path(tmp) / "model.keras"), "model")
+
+
+def _pruned(exc_type: type) -> bool:
+    """Whether the run was stopped by a tuning sweep's pruner (`optuna.TrialPruned`; only a
+    process that imported Optuna can raise it)."""
+    optuna = sys.modules.get("optuna")
+    return optuna is not None and issubclass(exc_type, optuna.TrialPruned)
 
 
 def _log_metrics(metrics: dict[str, float]) -> None:

@@ -17,3 +17,6 @@ TAG_RESUMED = "eanet.resumed_at_epoch"
 TAG_MODEL_URI = "eanet.model_uri"  # models:/<model id> of the run's MLflow model
 TAG_REPLICAS = "eanet.replicas"
 TAG_RUN_ID = "eanet.run_id"  # on a registered model version: the run it came from
+TAG_PRUNED = "eanet.pruned"  # "true" on a tuning trial's run its pruner stopped (ended KILLED)
+TAG_STUDY = "eanet.study"  # a tuning trial's Optuna study (eanet.sweeps.tune)
+TAG_TRIAL = "eanet.trial"  # its trial number in that study

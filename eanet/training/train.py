@@ -19,6 +19,7 @@ from eanet.config import Config
 from eanet.data import TrainingData, channel_statistics, make_dataset, prepare_data
 from eanet.models.model import build_augmentation, build_model, count_parameters
 from eanet.sweeps.plan import plan_run
+from eanet.sweeps.trial import trial_callbacks
 from eanet.tracking import lineage
 from eanet.tracking.run import TrackedRun
 from eanet.training.checkpoint import TrainingCheckpoint
@@ -132,8 +133,10 @@ def _train(cfg: Config, raw_cfg: DictConfig, started: Start | None) -> float:
                                    batch_size)
         verbose = 0 if cfg.quiet else t.verbose if t.verbose == "auto" else int(t.verbose)
         start = time.perf_counter()
-        # The checkpoint precedes the MLflow logger: an epoch is logged once it can be resumed.
-        callbacks = [StopOnNonFiniteLoss(), checkpoint, run.epoch_logger(), *extra_callbacks()]
+        # The checkpoint precedes the MLflow logger: an epoch is logged once it can be resumed;
+        # a tuning trial's reporter (which may prune) comes after both.
+        callbacks = [StopOnNonFiniteLoss(), checkpoint, run.epoch_logger(), *trial_callbacks(),
+                     *extra_callbacks()]
         history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs,
                             initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
                             validation_steps=t.validation_steps, callbacks=callbacks,

@@ -1,0 +1,78 @@
+"""A tuning trial's side in the training process: each epoch's validation top-1 goes to its Optuna
+trial, and the study's pruner may stop the run there (`hydra/sweeper=tune`, eanet.sweeps.tune).
+
+The sweeper names the trial in the job's environment (set by Hydra's `hydra.job.env_set`, so it
+reaches a job in any launcher's process): `TRIAL_ENV` holds the storage URL, the study name and
+the trial id. Outside a tuning sweep it is unset and `trial_callbacks()` adds nothing; Optuna is
+imported only inside one.
+
+A pruned run raises `optuna.TrialPruned` out of `fit`: `TrackedRun` ends its MLflow run KILLED
+with the tag `eanet.pruned=true` (its checkpoint and per-epoch metrics stay), and the sweeper
+tells the study the trial was pruned.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import keras
+
+from eanet.tracking.tags import TAG_STUDY, TAG_TRIAL
+
+TRIAL_ENV = "EANET_TUNE_TRIAL"  # {"storage": url, "study": name, "trial_id": int}
+RUN_ID_ATTR = "mlflow_run_id"  # the trial's user attribute naming its MLflow run
+MONITOR = "val_top1"  # what the trial reports each epoch (step = epoch, from 0)
+
+
+class ReportToTrial(keras.callbacks.Callback):
+    """`trial.report(val_top1, epoch)` after every epoch, then `trial.should_prune()`.
+
+    Listed after the checkpoint and the MLflow logger: a pruned run keeps that epoch's state and
+    metrics. The study's pruner is rebuilt from the study itself (eanet.sweeps.tune.load_pruner).
+    """
+
+    def __init__(self, storage: str, study: str, trial_id: int):
+        super().__init__()
+        import optuna
+
+        from eanet.sweeps.tune import load_pruner
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        loaded = optuna.load_study(study_name=study, storage=storage)
+        loaded.pruner = load_pruner(loaded)
+        self.trial = optuna.Trial(loaded, trial_id)
+        self.study_name = study
+        self.linked = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        import optuna
+
+        self.link_run()
+        value = (logs or {}).get(MONITOR)
+        if value is None:
+            raise ValueError(f"A tuning trial needs {MONITOR} every epoch (a validation split: "
+                             f"data.validation_split > 0). Received: {sorted(logs or {})}")
+        self.trial.report(float(value), epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} ({MONITOR}={float(value):.4f})")
+
+    def link_run(self) -> None:
+        """Trial and MLflow run name each other, once (the run is active here after its first
+        epoch is logged)."""
+        mlflow = sys.modules.get("mlflow")
+        run = mlflow.active_run() if mlflow is not None else None
+        if self.linked or run is None:
+            return
+        self.trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)
+        mlflow.set_tags({TAG_STUDY: self.study_name, TAG_TRIAL: str(self.trial.number)})
+        self.linked = True
+
+
+def trial_callbacks() -> list[keras.callbacks.Callback]:
+    """The tuning trial's reporter when this job is one (`TRIAL_ENV` set), else nothing."""
+    spec = os.environ.get(TRIAL_ENV)
+    if not spec:
+        return []
+    trial = json.loads(spec)
+    return [ReportToTrial(trial["storage"], trial["study"], int(trial["trial_id"]))]

@@ -40,7 +40,8 @@ def display_table(frame: pd.DataFrame) -> pd.DataFrame:
         elif column in setting_columns or column == "model":
             shown[_short(column, setting_columns)] = frame[column].astype(object).where(
                 frame[column].notna(), "")
-        elif column in ("n", "n_failed", "n_ea", "n_vit"):
+        elif column in ("n", "n_failed", "n_ea", "n_vit") or (column == "n_pruned"
+                                                                and frame[column].any()):
             shown[column] = frame[column]
     for metric, label in zip(ACCURACIES, ("top-1 %", "top-5 %")):
         if f"{metric}_mean" in frame:
@@ -79,9 +80,12 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def _markdown(title: str, runs: pd.DataFrame, table: pd.DataFrame, comparison: pd.DataFrame,
               axes: list[str], plots: list[Path], selection: Optional[str]) -> str:
     finished = int((runs["status"] == "FINISHED").sum())
+    pruned = int(table["n_pruned"].sum()) if "n_pruned" in table else 0
     lines = [f"# Report: {title}", "",
-             f"{len(runs)} training runs ({finished} finished, {len(runs) - finished} failed or "
-             f"unfinished: counted in `n_failed`, never averaged). Swept settings: "
+             f"{len(runs)} training runs ({finished} finished, "
+             + (f"{pruned} pruned by a tuning sweep: counted in `n_pruned`, " if pruned else "")
+             + f"{len(runs) - finished - pruned} failed or unfinished: counted in `n_failed`; "
+             "neither is averaged). Swept settings: "
              f"{', '.join(f'`{a}`' for a in axes) or 'none (model only)'}; repeats over `seed` "
              "are aggregated (mean ± sample std; 95% t-interval half-width where n ≥ 2)."]
     if selection:

@@ -8,7 +8,8 @@ Pure pandas, no MLflow calls (those live in `eanet.report`). The steps:
    model (always the first column), `seed` (runs differing only by seed are repeats), paths and
    bookkeeping.
 3. `configuration_table`: one row per (model, axes) with counts, mean/std/95% interval of the test
-   accuracies over seeds, sizes and speeds. Runs that did not finish are counted, never averaged.
+   accuracies over seeds, sizes and speeds. Runs that did not finish are counted, never averaged:
+   `n_pruned` the tuning trials a pruner stopped (tag eanet.pruned), `n_failed` the others.
 4. `model_comparison`: EANet beside ViT wherever both exist for the same other settings.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 MODEL = "model.name"
+PRUNED = "tags.eanet.pruned"  # "true" on a run a tuning sweep's pruner stopped (eanet.sweeps.trial)
 ATTENTION = "model.attention"
 FINISHED = "FINISHED"
 
@@ -104,7 +106,9 @@ def _ci95(std: float, n: int) -> float:
 
 def _summarise(group: pd.DataFrame) -> pd.Series:
     finished = group[group["status"] == FINISHED]
-    row = {"n": len(finished), "n_failed": len(group) - len(finished)}
+    pruned = int((group[PRUNED] == "true").sum()) if PRUNED in group else 0
+    row = {"n": len(finished), "n_failed": len(group) - len(finished) - pruned,
+           "n_pruned": pruned}
     for metric in ACCURACIES:
         values = finished.get(f"metrics.{metric}", pd.Series(dtype=float)).dropna()
         std = values.std(ddof=1) if len(values) >= 2 else math.nan
@@ -126,7 +130,7 @@ def configuration_table(runs: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
     table = (runs.groupby(keys, dropna=False, sort=True)[list(runs.columns)]
              .apply(_summarise).reset_index())
     table = table.rename(columns={MODEL: "model"})
-    table[["n", "n_failed"]] = table[["n", "n_failed"]].astype(int)
+    table[["n", "n_failed", "n_pruned"]] = table[["n", "n_failed", "n_pruned"]].astype(int)
     table[list(SIZES)] = table[list(SIZES)].round().astype("Int64")  # counts, not measurements
     return table
 

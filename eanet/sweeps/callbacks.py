@@ -305,6 +305,8 @@ class SweepSummary(Callback):
             return
         failed = job_return.status == JobStatus.FAILED
         error = job_return._return_value if failed else None
+        optuna = sys.modules.get("optuna")  # a tuning trial its pruner stopped: not a failure
+        pruned = failed and optuna is not None and isinstance(error, optuna.TrialPruned)
         path = Path(hydra.runtime.output_dir) / JOB_RECORD
         try:  # plan_run wrote what the job decided (skip, resume, new) into it
             outcome = json.loads(path.read_text()).get("plan")
@@ -313,8 +315,8 @@ class SweepSummary(Callback):
         record = {
             "job_num": hydra.job.num,
             "overrides": " ".join(job_return.overrides or []),
-            "status": "FAILED" if failed else "COMPLETED",
-            "outcome": outcome,
+            "status": "PRUNED" if pruned else "FAILED" if failed else "COMPLETED",
+            "outcome": str(error) if pruned else outcome,
             "error": (None if not failed else str(error) if isinstance(error, CompactHydraException)
                       else f"{type(error).__name__}: {error}"),
         }
@@ -334,7 +336,7 @@ def sweep_summary(sweep_dir: Path) -> str:
     for file in Path(sweep_dir).glob(f"*/{JOB_RECORD}"):
         records.append(json.loads(file.read_text()))
     records.sort(key=lambda r: r["job_num"] if r["job_num"] is not None else -1)
-    failed = [r for r in records if r["status"] != "COMPLETED"]
+    failed = [r for r in records if r["status"] not in ("COMPLETED", "PRUNED")]
     # Show what tells the jobs apart, not the overrides they all share.
     shared = set.intersection(*(set(r["overrides"].split()) for r in records)) \
         if len(records) > 1 else set()

@@ -6,8 +6,9 @@
 The search space is `hydra.sweeper.params` (conf/hydra/sweeper/tune.yaml), in Hydra's sweep
 grammar: `interval(a, b)` (uniform), `tag(log, interval(a, b))` (log-uniform), `range(a, b, step)`,
 `choice(a, b, …)`. A key may name several settings, comma-separated, that take one value (the
-three dropout rates). Each choice list on the command line (`model=ea,vit`) is a study of its
-own with `n_trials` trials: every model gets the same budget. Other overrides apply to every trial.
+three dropout rates). Each value of a choice list in `hydra.sweeper.studies` or on the command
+line (`model=ea,vit`) is a study of its own with `n_trials` trials: every model gets the same
+budget. Other overrides apply to every trial.
 
 Each study asks Optuna (ask/tell) for `n_jobs` trials at a time and runs them as one batch of
 jobs through the configured launcher (basic, joblib, Submitit, …). A trial is a normal training
@@ -149,7 +150,8 @@ def study_storage(storage: Optional[str], tracking_uri: Optional[str]) -> str:
 class Study:
     """One Optuna study of the sweep and the overrides that define it."""
     name: str
-    overrides: list[str]  # one value of each study axis (model=ea), then the fixed overrides
+    own: list[str]  # one value of each study axis (model=ea): what sets it apart
+    overrides: list[str]  # those, then the fixed overrides: what every trial of it gets
     study: Any  # optuna.Study
 
     def counted(self) -> int:
@@ -167,7 +169,8 @@ class OptunaSweeper(Sweeper):
     def __init__(self, n_trials: int, n_jobs: int, direction: str, params: Mapping[str, Any],
                  pruner: Mapping[str, Any], sampler: Mapping[str, Any],
                  storage: Optional[str] = None, study_name: Optional[str] = None,
-                 enqueue: Sequence[Mapping[str, Any]] = ()):
+                 enqueue: Sequence[Mapping[str, Any]] = (),
+                 studies: Optional[Mapping[str, Any]] = None):
         self.n_trials, self.n_jobs, self.direction = n_trials, n_jobs, direction
         self.params = dict(params or {})
         self.pruner_spec = OmegaConf.to_container(pruner) if isinstance(pruner, DictConfig) \
@@ -176,6 +179,7 @@ class OptunaSweeper(Sweeper):
             else dict(sampler)
         self.storage, self.study_name = storage, study_name
         self.enqueue = [dict(point) for point in enqueue or ()]
+        self.studies = dict(studies or {})
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.launcher = None
@@ -190,6 +194,8 @@ class OptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> list[dict[str, Any]]:
+        from optuna.trial import TrialState
+
         try:
             studies, space = self.open_studies(arguments)
         except ConfigError as error:
@@ -200,7 +206,7 @@ class OptunaSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         # Job numbers continue past every trial the studies hold: a relaunch into the same sweep
         # folder never overwrites an earlier trial's job folder.
-        job_idx = sum(len(s.study.trials) for s in studies)
+        job_idx = sum(t.state != TrialState.WAITING for s in studies for t in s.study.trials)
         while True:
             batch = self.ask_batch(studies, space)
             if not batch:
@@ -226,7 +232,10 @@ class OptunaSweeper(Sweeper):
         if not self.params:
             raise ConfigError("hydra.sweeper.params is empty: nothing to tune")
         space = search_space(self.params)
-        axes, fixed = self.split_arguments(arguments)
+        # Study axes from the config first (`studies: {model: ea,vit}`), the command line after:
+        # a key given in both takes the command line's value, as Hydra's own sweeps do.
+        axes, fixed = self.split_arguments(
+            [f"{k}={v}" for k, v in self.studies.items()] + list(arguments))
         _build(_pruners(), self.pruner_spec, "hydra.sweeper.pruner")  # fails here, not in a trial
         storage = self.storage_url = study_storage(self.storage,
                                                    self.config.tracking.tracking_uri)
@@ -241,7 +250,7 @@ class OptunaSweeper(Sweeper):
                 sampler=_build(_samplers(), self.sampler_spec, "hydra.sweeper.sampler"))
             study.set_user_attr(PRUNER_ATTR, self.pruner_spec)
             study.set_user_attr("overrides", overrides)
-            found = Study(name, overrides, study)
+            found = Study(name, own, overrides, study)
             self.requeue_interrupted(found)
             if not study.trials:
                 for point in self.enqueue:  # e.g. the seed's settings first
@@ -256,18 +265,19 @@ class OptunaSweeper(Sweeper):
     def split_arguments(arguments: list[str]) -> tuple[list[list[str]], list[str]]:
         """Command-line choice lists (one study each) and fixed overrides (every trial)."""
         parsed = OverridesParser.create().parse_overrides(arguments)
-        axes, fixed = [], []
+        axes, fixed = {}, {}
         for override in parsed:
+            key = override.get_key_element()
             if override.is_discrete_sweep():
-                key = override.get_key_element()
-                axes.append([f"{key}={v}" for v in
-                             override.sweep_string_iterator()])
+                fixed.pop(key, None)
+                axes[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
             elif override.is_sweep_override():
                 raise ConfigError(f"{override.input_line}: only choice lists (a,b) split a tuning "
                                   "sweep into studies; put ranges in hydra.sweeper.params")
             else:
-                fixed.append(override.input_line)
-        return axes, fixed
+                axes.pop(key, None)
+                fixed[key] = override.input_line
+        return list(axes.values()), list(fixed.values())
 
     @staticmethod
     def axis_combinations(axes: list[list[str]]) -> list[list[str]]:
@@ -375,7 +385,7 @@ class OptunaSweeper(Sweeper):
         rows = []
         for found in studies:
             trials = found.study.get_trials(deepcopy=False)
-            row = {"study": found.name, "overrides": " ".join(found.overrides),
+            row = {"study": found.name, "overrides": " ".join(found.own),
                    **{f"n_{state.name.lower()}": sum(t.state == state for t in trials)
                       for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}}
             complete = [t for t in trials if t.state == TrialState.COMPLETE]

@@ -107,7 +107,8 @@ class TrackedRun:
             mlflow.log_text("".join(traceback.format_exception(exc_type, exc, tb)), "error.txt")
         finally:
             mlflow.end_run(status)
-        log.error("MLflow run %s ended %s: %s", self.run_id, status, exc)
+        log.log(logging.INFO if pruned else logging.ERROR, "MLflow run %s ended %s: %s",
+                self.run_id, status, exc)
         return False
 
     def load_in_background(self) -> None:

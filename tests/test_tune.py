@@ -1,0 +1,162 @@
+"""Tuning sweeps (hydra/sweeper=tune, eanet.sweeps.tune): the search space, its errors, pruned runs
+in the report, and one tuning sweep killed with SIGKILL mid-trial, relaunched, and finished.
+
+The sweep is built so that pruning must happen: its first trial (enqueued) trains at a learning
+rate that learns the synthetic classes within a few epochs; the second trains at 1e-7, where the
+weights cannot move and validation top-1 stays at the untrained model's. The median pruner
+(deterministic given the reports; never the first trial, n_startup_trials=1) compares a trial's
+best value so far with the finished trials' at the same epoch, from epoch 2: the 1e-7 trial is
+below it, so it is pruned. The sweep is killed while that trial trains, so the relaunch must
+resume it (same settings, same MLflow run) and prune it there.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import client_for, run_eanet, start_eanet, training_runs
+from eanet.config import ConfigError
+from eanet.report import tables
+from eanet.sweeps import tune
+
+optuna = pytest.importorskip("optuna")
+
+
+def test_search_space_in_hydra_sweep_grammar():
+    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
+                                      IntDistribution)
+
+    space = tune.search_space({"optimizer.learning_rate": "tag(log, interval(1e-4, 1e-2))",
+                               "optimizer.weight_decay": "interval(0, 0.1)",
+                               "model.num_heads": "choice(2, 4)",
+                               "model.patch_size": "range(2, 8, 2)"})
+    assert space == {"optimizer.learning_rate": FloatDistribution(1e-4, 1e-2, log=True),
+                     "optimizer.weight_decay": FloatDistribution(0.0, 0.1),
+                     "model.num_heads": CategoricalDistribution([2, 4]),
+                     "model.patch_size": IntDistribution(2, 8, step=2)}
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"optimizer.learning_rate": "0.001"}, "not a range"),
+    ({"optimizer.learning_rate": "interval(1e-4"}, "hydra.sweeper.params.optimizer.learning_rate"),
+])
+def test_search_space_errors_name_the_setting(params, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        tune.search_space(params)
+
+
+def test_unknown_pruner_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="hydra.sweeper.pruner.kind='hyperband'. Valid values: "
+                                          "median, successive_halving, none"):
+        tune._build(tune._pruners(), {"kind": "hyperband"}, "hydra.sweeper.pruner")
+    with pytest.raises(ConfigError, match="hydra.sweeper.pruner \\(median\\)"):
+        tune._build(tune._pruners(), {"kind": "median", "n_warmup": 2}, "hydra.sweeper.pruner")
+
+
+def test_pruned_runs_are_counted_never_averaged():
+    frame = pd.DataFrame({
+        "params.model.name": ["ea"] * 3, "params.model.attention": ["external"] * 3,
+        "params.seed": ["0", "1", "2"], "status": ["FINISHED", "KILLED", "FAILED"],
+        "tags.eanet.pruned": [None, "true", None],
+        "metrics.test_top1": [0.4, 0.1, None], "metrics.best_val_top1": [0.5, 0.2, None]})
+    runs = tables.typed_runs(frame)
+    [row] = tables.configuration_table(runs, []).to_dict("records")
+    assert (row["n"], row["n_pruned"], row["n_failed"]) == (1, 1, 1)
+    assert row["test_top1_mean"] == 0.4 and row["best_val_top1_mean"] == 0.5
+
+
+def test_unknown_setting_in_the_space_fails_before_any_trial(tmp_path):
+    result = run_eanet(tmp_path, "-m", "hydra/sweeper=tune",
+                       "++hydra.sweeper.params={optimizer.learnin_rate:'interval(0.1,0.2)'}")
+    assert result.returncode == 1, result.stderr
+    assert "eanet: hydra.sweeper.params" in result.stderr
+    assert "learnin_rate" in result.stderr
+    assert not (tmp_path / "optuna.db").exists()  # no study was created
+    assert training_runs(client_for(tmp_path)) == []
+
+
+# --- a tuning sweep, killed and relaunched ------------------------------------------------------
+
+GOOD, BAD = 0.03, 1e-7
+SWEEP = [
+    "-m", "hydra/sweeper=tune", "hydra.sweep.dir=multirun/tune", "hydra.sweeper.n_trials=2",
+    "data.synthetic_train_size=128", "trainer.epochs=4",  # 26 validation images, not TINY's 13
+    "tracking.log_model=false", "~hydra.sweeper.params",
+    f"+hydra.sweeper.params={{optimizer.learning_rate:'choice({GOOD},{BAD})'}}",
+    f"hydra.sweeper.enqueue=[{{optimizer.learning_rate:{GOOD}}},{{optimizer.learning_rate:{BAD}}}]",
+    "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=2",
+]
+
+
+def the_study(folder):
+    storage = f"sqlite:///{folder / 'optuna.db'}"
+    [name] = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def reported_epochs(folder, trial: int) -> int:
+    """How many epochs trial number `trial` has reported (read with sqlite3: polling through
+    Optuna would cost the sweep it watches much of a core)."""
+    try:
+        with contextlib.closing(sqlite3.connect(folder / "optuna.db")) as db:
+            return db.execute("SELECT COUNT(*) FROM trial_intermediate_values v JOIN trials t "
+                              "ON v.trial_id = t.trial_id WHERE t.number = ?",
+                              (trial,)).fetchone()[0]
+    except sqlite3.OperationalError:  # no study yet
+        return 0
+
+
+def kill_mid_trial(folder) -> None:
+    """Start the sweep; SIGKILL it (all its processes) once trial 1 has reported an epoch."""
+    log = folder / "killed.log"
+    process = start_eanet(folder, *SWEEP, log=log)
+    deadline = time.monotonic() + 400
+    while not reported_epochs(folder, 1):
+        assert process.poll() is None, f"the sweep ended before it was killed:\n{log.read_text()}"
+        assert time.monotonic() < deadline, "trial 1 reported no epoch in time"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+
+def test_sigkill_mid_tuning_then_relaunch_finishes_without_repeating(tmp_path):
+    from optuna.trial import TrialState
+
+    kill_mid_trial(tmp_path)
+    client = client_for(tmp_path)
+    [first] = [r for r in training_runs(client) if r.info.status == "FINISHED"]
+    assert the_study(tmp_path).trials[1].state == TrialState.RUNNING  # as SIGKILL left it
+
+    result = run_eanet(tmp_path, *SWEEP)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = the_study(tmp_path).trials
+    # Trial 0 kept; trial 1 failed as interrupted and asked again (trial 2) with its settings.
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED]
+    assert trials[1].user_attrs[tune.INTERRUPTED_ATTR] is True
+    assert trials[2].user_attrs["resumes_trial"] == 1
+    assert trials[2].params == trials[1].params == {"optimizer.learning_rate": BAD}
+    assert min(trials[2].intermediate_values) > 0  # resumed past the checkpointed epoch 0
+
+    # MLflow: one run per setting. The finished one untouched; the killed one resumed, pruned.
+    runs = {r.info.run_id: r for r in training_runs(client)}
+    assert len(runs) == 2
+    assert trials[0].user_attrs["mlflow_run_id"] == first.info.run_id
+    assert runs[first.info.run_id].info.end_time == first.info.end_time
+    assert runs[first.info.run_id].data.metrics["best_val_top1"] == pytest.approx(trials[0].value)
+    pruned = runs[trials[2].user_attrs["mlflow_run_id"]]
+    assert trials[1].user_attrs["mlflow_run_id"] == pruned.info.run_id
+    assert pruned.info.status == "KILLED" and pruned.data.tags["eanet.pruned"] == "true"
+    assert pruned.data.tags["eanet.trial"] == "2"
+
+    # The summary (tuned.csv) and the report count the pruned trial, and never average it.
+    [tuned] = pd.read_csv(tmp_path / "multirun/tune/tuned.csv").to_dict("records")
+    assert (tuned["n_complete"], tuned["n_pruned"], tuned["best_trial"]) == (1, 1, 0)
+    report = pd.read_csv(tmp_path / "multirun/tune/report/report.csv")
+    assert report[["optimizer.learning_rate", "n", "n_pruned", "n_failed"]].values.tolist() == [
+        [BAD, 0, 1, 0], [GOOD, 1, 0, 0]]

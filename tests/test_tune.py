@@ -54,9 +54,9 @@ def test_search_space_errors_name_the_setting(params, message):
 def test_unknown_pruner_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="hydra.sweeper.pruner.kind='hyperband'. Valid values: "
                                           "median, successive_halving, none"):
-        tune._build(tune._pruners(), {"kind": "hyperband"}, "hydra.sweeper.pruner")
+        tune.build(tune.pruners(), {"kind": "hyperband"}, "hydra.sweeper.pruner")
     with pytest.raises(ConfigError, match="hydra.sweeper.pruner \\(median\\)"):
-        tune._build(tune._pruners(), {"kind": "median", "n_warmup": 2}, "hydra.sweeper.pruner")
+        tune.build(tune.pruners(), {"kind": "median", "n_warmup": 2}, "hydra.sweeper.pruner")
 
 
 def test_pruned_runs_are_counted_never_averaged():
@@ -160,3 +160,24 @@ def test_sigkill_mid_tuning_then_relaunch_finishes_without_repeating(tmp_path):
     report = pd.read_csv(tmp_path / "multirun/tune/report/report.csv")
     assert report[["optimizer.learning_rate", "n", "n_pruned", "n_failed"]].values.tolist() == [
         [BAD, 0, 1, 0], [GOOD, 1, 0, 0]]
+
+
+def test_the_tune_study_tunes_each_model_with_the_same_budget():
+    from conftest import CONF_DIR, compose_config
+    from eanet.config import validate
+
+    text = (CONF_DIR / "experiment" / "tune.yaml").read_text()
+    assert "python -m eanet.run -m +experiment=tune" in text and "Expected" in text
+    cfg = compose_config(["+experiment=tune"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_ == "hydra_plugins.eanet_tune.tune_sweeper.TuneSweeper"
+    assert dict(sweeper.studies) == {"model": "ea,vit"}
+    axes, fixed = tune.OptunaSweeper.split_arguments(["model=ea,vit", "+experiment=tune"])
+    assert tune.OptunaSweeper.axis_combinations(axes) == [["model=ea"], ["model=vit"]]
+    space = tune.search_space(sweeper.params)
+    assert space["optimizer.learning_rate"].log and space["optimizer.weight_decay"].log
+    # The seed's settings, tried first, lie in the space.
+    [seed] = sweeper.enqueue
+    assert all(space[k]._contains(space[k].to_internal_repr(v)) for k, v in seed.items())
+    for model in ("ea", "vit"):
+        validate(compose_config(["+experiment=tune", f"model={model}"]))

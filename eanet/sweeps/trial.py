@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+from typing import TYPE_CHECKING
 
 import keras
 
+from eanet.sweeps.tune import RUN_ID_ATTR, TRIAL_ENV, load_pruner
 from eanet.tracking.tags import TAG_STUDY, TAG_TRIAL
 
-TRIAL_ENV = "EANET_TUNE_TRIAL"  # {"storage": url, "study": name, "trial_id": int}
-RUN_ID_ATTR = "mlflow_run_id"  # the trial's user attribute naming its MLflow run
+if TYPE_CHECKING:
+    from eanet.tracking.run import TrackedRun
+
 MONITOR = "val_top1"  # what the trial reports each epoch (step = epoch, from 0)
 
 
@@ -32,11 +34,10 @@ class ReportToTrial(keras.callbacks.Callback):
     metrics. The study's pruner is rebuilt from the study itself (eanet.sweeps.tune.load_pruner).
     """
 
-    def __init__(self, storage: str, study: str, trial_id: int):
+    def __init__(self, run: TrackedRun, storage: str, study: str, trial_id: int):
         super().__init__()
-        import optuna
-
-        from eanet.sweeps.tune import load_pruner
+        self.run = run
+        import optuna  # only in a tuning sweep's jobs
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         loaded = optuna.load_study(study_name=study, storage=storage)
@@ -58,21 +59,18 @@ class ReportToTrial(keras.callbacks.Callback):
             raise optuna.TrialPruned(f"pruned at epoch {epoch} ({MONITOR}={float(value):.4f})")
 
     def link_run(self) -> None:
-        """Trial and MLflow run name each other, once (the run is active here after its first
-        epoch is logged)."""
-        mlflow = sys.modules.get("mlflow")
-        run = mlflow.active_run() if mlflow is not None else None
-        if self.linked or run is None:
-            return
-        self.trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)
-        mlflow.set_tags({TAG_STUDY: self.study_name, TAG_TRIAL: str(self.trial.number)})
-        self.linked = True
+        """Trial and MLflow run name each other, once (after the run's first epoch is logged, so
+        that MLflow is loaded by then)."""
+        if not self.linked:
+            self.trial.set_user_attr(RUN_ID_ATTR, self.run.run_id)
+            self.run.set_tags({TAG_STUDY: self.study_name, TAG_TRIAL: str(self.trial.number)})
+            self.linked = True
 
 
-def trial_callbacks() -> list[keras.callbacks.Callback]:
+def trial_callbacks(run: TrackedRun) -> list[keras.callbacks.Callback]:
     """The tuning trial's reporter when this job is one (`TRIAL_ENV` set), else nothing."""
     spec = os.environ.get(TRIAL_ENV)
     if not spec:
         return []
     trial = json.loads(spec)
-    return [ReportToTrial(trial["storage"], trial["study"], int(trial["trial_id"]))]
+    return [ReportToTrial(run, trial["storage"], trial["study"], int(trial["trial_id"]))]

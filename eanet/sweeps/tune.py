@@ -50,12 +50,14 @@ from eanet.config import ConfigError
 
 log = logging.getLogger("eanet.tune")
 
-PRUNER_ATTR = "pruner"  # the study's user attribute: the pruner's settings (load_pruner)
+TRIAL_ENV = "EANET_TUNE_TRIAL"  # a trial's job: {"storage": url, "study": name, "trial_id": int}
+RUN_ID_ATTR = "mlflow_run_id"  # the trial's user attribute naming its MLflow run
 INTERRUPTED_ATTR = "interrupted"  # on a trial failed because its sweep died: asked again
+PRUNER_ATTR = "pruner"  # the study's user attribute: the pruner's settings (load_pruner)
 DIRECTIONS = ("maximize", "minimize")
 
 
-def _pruners() -> dict[str, Any]:
+def pruners() -> dict[str, Any]:
     import optuna
 
     return {"median": optuna.pruners.MedianPruner,
@@ -63,13 +65,7 @@ def _pruners() -> dict[str, Any]:
             "none": optuna.pruners.NopPruner}
 
 
-def _samplers() -> dict[str, Any]:
-    import optuna
-
-    return {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
-
-
-def _build(registry: dict[str, Any], spec: Mapping[str, Any], setting: str) -> Any:
+def build(registry: dict[str, Any], spec: Mapping[str, Any], setting: str) -> Any:
     """`registry[spec.kind](**rest of spec)`; an unknown kind or argument names the setting."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
@@ -84,8 +80,14 @@ def _build(registry: dict[str, Any], spec: Mapping[str, Any], setting: str) -> A
 
 def load_pruner(study) -> Any:
     """The pruner the sweeper configured, rebuilt from the study (what a trial's process needs)."""
-    return _build(_pruners(), study.user_attrs.get(PRUNER_ATTR, {"kind": "none"}),
-                  "hydra.sweeper.pruner")
+    return build(pruners(), study.user_attrs.get(PRUNER_ATTR, {"kind": "none"}),
+                 "hydra.sweeper.pruner")
+
+
+def _samplers() -> dict[str, Any]:
+    import optuna
+
+    return {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
 
 
 def distribution(override: Override) -> Any:
@@ -236,7 +238,7 @@ class OptunaSweeper(Sweeper):
         # a key given in both takes the command line's value, as Hydra's own sweeps do.
         axes, fixed = self.split_arguments(
             [f"{k}={v}" for k, v in self.studies.items()] + list(arguments))
-        _build(_pruners(), self.pruner_spec, "hydra.sweeper.pruner")  # fails here, not in a trial
+        build(pruners(), self.pruner_spec, "hydra.sweeper.pruner")  # fails here, not in a trial
         storage = self.storage_url = study_storage(self.storage,
                                                    self.config.tracking.tracking_uri)
         self.check_space(space, [a[0] for a in axes] if axes else [], fixed)
@@ -247,7 +249,7 @@ class OptunaSweeper(Sweeper):
             name = self.study_name_for(own, fixed, space)
             study = optuna.create_study(
                 study_name=name, storage=storage, direction=self.direction, load_if_exists=True,
-                sampler=_build(_samplers(), self.sampler_spec, "hydra.sweeper.sampler"))
+                sampler=build(_samplers(), self.sampler_spec, "hydra.sweeper.sampler"))
             study.set_user_attr(PRUNER_ATTR, self.pruner_spec)
             study.set_user_attr("overrides", overrides)
             found = Study(name, own, overrides, study)
@@ -344,8 +346,6 @@ class OptunaSweeper(Sweeper):
         return batch
 
     def job_overrides(self, found: Study, trial) -> list[str]:
-        from eanet.sweeps.trial import TRIAL_ENV
-
         identity = json.dumps({"storage": self.storage_url, "study": found.name,
                                "trial_id": trial._trial_id})
         settings = [f"{setting.strip()}={override_value(value)}"
@@ -405,17 +405,12 @@ class OptunaSweeper(Sweeper):
 
     def run_metrics(self, trial, found: Study) -> dict[str, Any]:
         """The best trial's MLflow run and test accuracy (its run is named by the trial)."""
-        from eanet.sweeps.trial import RUN_ID_ATTR
-
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id is None:
             return {}
-        from mlflow.tracking import MlflowClient
+        from eanet.tracking.search import run_metrics
 
-        from eanet.tracking.store import use_store
-
-        use_store(self.config.tracking.tracking_uri)
-        metrics = MlflowClient().get_run(run_id).data.metrics
+        metrics = run_metrics(self.config.tracking.tracking_uri, run_id)
         return {"run_id": run_id, "test_top1": metrics.get("test_top1"),
                 "test_top5": metrics.get("test_top5")}
 

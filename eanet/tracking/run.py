@@ -183,6 +183,9 @@ class TrackedRun:
     def log_parameter_counts(self, counts: dict[str, int]) -> None:
         self.log_when_continued(_log_metrics, {f"param_count_{k}": v for k, v in counts.items()})
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.mlflow().set_tags(tags)
+
     def log_results(self, results: dict[str, float]) -> None:
         self.mlflow().log_metrics(results)
 

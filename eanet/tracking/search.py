@@ -124,3 +124,9 @@ def download_run_file(run_id: str, artifact_path: str, folder: Path) -> Optional
                                                         dst_path=str(folder)))
     except (mlflow.exceptions.MlflowException, OSError):
         return None
+
+
+def run_metrics(tracking_uri: Optional[str], run_id: str) -> dict[str, float]:
+    """The latest value of each metric of one run (a tuning sweep's best trial, eanet.sweeps.tune)."""
+    use_store(tracking_uri)
+    return dict(MlflowClient().get_run(run_id).data.metrics)

@@ -23,7 +23,7 @@ import pytest
 from conftest import client_for, run_eanet, start_eanet, training_runs
 from eanet.config import ConfigError
 from eanet.report import tables
-from eanet.sweeps import tune
+from eanet.sweeps import study, tune
 
 optuna = pytest.importorskip("optuna")
 
@@ -32,7 +32,7 @@ def test_search_space_in_hydra_sweep_grammar():
     from optuna.distributions import (CategoricalDistribution, FloatDistribution,
                                       IntDistribution)
 
-    space = tune.search_space({"optimizer.learning_rate": "tag(log, interval(1e-4, 1e-2))",
+    space = study.search_space({"optimizer.learning_rate": "tag(log, interval(1e-4, 1e-2))",
                                "optimizer.weight_decay": "interval(0, 0.1)",
                                "model.num_heads": "choice(2, 4)",
                                "model.patch_size": "range(2, 8, 2)"})
@@ -48,15 +48,15 @@ def test_search_space_in_hydra_sweep_grammar():
 ])
 def test_search_space_errors_name_the_setting(params, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        tune.search_space(params)
+        study.search_space(params)
 
 
 def test_unknown_pruner_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="hydra.sweeper.pruner.kind='hyperband'. Valid values: "
                                           "median, successive_halving, none"):
-        tune.build(tune.pruners(), {"kind": "hyperband"}, "hydra.sweeper.pruner")
+        study.build(study.pruners(), {"kind": "hyperband"}, "hydra.sweeper.pruner")
     with pytest.raises(ConfigError, match="hydra.sweeper.pruner \\(median\\)"):
-        tune.build(tune.pruners(), {"kind": "median", "n_warmup": 2}, "hydra.sweeper.pruner")
+        study.build(study.pruners(), {"kind": "median", "n_warmup": 2}, "hydra.sweeper.pruner")
 
 
 def test_pruned_runs_are_counted_never_averaged():
@@ -138,7 +138,7 @@ def test_sigkill_mid_tuning_then_relaunch_finishes_without_repeating(tmp_path):
     trials = the_study(tmp_path).trials
     # Trial 0 kept; trial 1 failed as interrupted and asked again (trial 2) with its settings.
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED]
-    assert trials[1].user_attrs[tune.INTERRUPTED_ATTR] is True
+    assert trials[1].user_attrs[study.INTERRUPTED_ATTR] is True
     assert trials[2].user_attrs["resumes_trial"] == 1
     assert trials[2].params == trials[1].params == {"optimizer.learning_rate": BAD}
     assert min(trials[2].intermediate_values) > 0  # resumed past the checkpointed epoch 0
@@ -156,7 +156,12 @@ def test_sigkill_mid_tuning_then_relaunch_finishes_without_repeating(tmp_path):
 
     # The summary (tuned.csv) and the report count the pruned trial, and never average it.
     [tuned] = pd.read_csv(tmp_path / "multirun/tune/tuned.csv").to_dict("records")
-    assert (tuned["n_complete"], tuned["n_pruned"], tuned["best_trial"]) == (1, 1, 0)
+    assert (tuned["n_complete"], tuned["n_pruned"], tuned["n_failed"], tuned["n_interrupted"],
+            tuned["best_trial"]) == (1, 1, 0, 1, 0)
+    # One parent run for the tuning sweep, reused by the relaunch: every trial's run under it.
+    [parent] = client.search_runs([first.info.experiment_id], "tags.`eanet.run_type` = 'tuning'")
+    assert parent.info.status == "FINISHED"
+    assert {r.data.tags.get("mlflow.parentRunId") for r in runs.values()} == {parent.info.run_id}
     report = pd.read_csv(tmp_path / "multirun/tune/report/report.csv")
     assert report[["optimizer.learning_rate", "n", "n_pruned", "n_failed"]].values.tolist() == [
         [BAD, 0, 1, 0], [GOOD, 1, 0, 0]]
@@ -174,7 +179,7 @@ def test_the_tune_study_tunes_each_model_with_the_same_budget():
     assert dict(sweeper.studies) == {"model": "ea,vit"}
     axes, fixed = tune.OptunaSweeper.split_arguments(["model=ea,vit", "+experiment=tune"])
     assert tune.OptunaSweeper.axis_combinations(axes) == [["model=ea"], ["model=vit"]]
-    space = tune.search_space(sweeper.params)
+    space = study.search_space(sweeper.params)
     assert space["optimizer.learning_rate"].log and space["optimizer.weight_decay"].log
     # The seed's settings, tried first, lie in the space.
     [seed] = sweeper.enqueue

@@ -2,8 +2,8 @@
 trial, and the study's pruner may stop the run there (`hydra/sweeper=tune`, eanet.sweeps.tune).
 
 The sweeper names the trial in the job's environment (set by Hydra's `hydra.job.env_set`, so it
-reaches a job in any launcher's process): `TRIAL_ENV` holds the storage URL, the study name and
-the trial id. Outside a tuning sweep it is unset and `trial_callbacks()` adds nothing; Optuna is
+reaches a job in any launcher's process): `TRIAL_ENV` holds the storage URL, the study name, the
+trial id and the sweep's parent MLflow run, which the trial's run is tagged to nest under. Outside a tuning sweep it is unset and `trial_callbacks()` adds nothing; Optuna is
 imported only inside one.
 
 A pruned run raises `optuna.TrialPruned` out of `fit`: `TrackedRun` ends its MLflow run KILLED
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import keras
 
-from eanet.sweeps.tune import RUN_ID_ATTR, TRIAL_ENV, load_pruner
-from eanet.tracking.tags import TAG_STUDY, TAG_TRIAL
+from eanet.sweeps.study import RUN_ID_ATTR, TRIAL_ENV, load_pruner
+from eanet.tracking.tags import TAG_PARENT, TAG_STUDY, TAG_TRIAL
 
 if TYPE_CHECKING:
     from eanet.tracking.run import TrackedRun
@@ -31,12 +31,14 @@ class ReportToTrial(keras.callbacks.Callback):
     """`trial.report(val_top1, epoch)` after every epoch, then `trial.should_prune()`.
 
     Listed after the checkpoint and the MLflow logger: a pruned run keeps that epoch's state and
-    metrics. The study's pruner is rebuilt from the study itself (eanet.sweeps.tune.load_pruner).
+    metrics. The study's pruner is rebuilt from the study itself (eanet.sweeps.study.load_pruner).
     """
 
-    def __init__(self, run: TrackedRun, storage: str, study: str, trial_id: int):
+    def __init__(self, run: TrackedRun, storage: str, study: str, trial_id: int,
+                 parent_run: str | None = None):
         super().__init__()
         self.run = run
+        self.parent_run = parent_run
         import optuna  # only in a tuning sweep's jobs
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -63,7 +65,10 @@ class ReportToTrial(keras.callbacks.Callback):
         that MLflow is loaded by then)."""
         if not self.linked:
             self.trial.set_user_attr(RUN_ID_ATTR, self.run.run_id)
-            self.run.set_tags({TAG_STUDY: self.study_name, TAG_TRIAL: str(self.trial.number)})
+            tags = {TAG_STUDY: self.study_name, TAG_TRIAL: str(self.trial.number)}
+            if self.parent_run:
+                tags[TAG_PARENT] = self.parent_run  # nested under the tuning sweep's run
+            self.run.set_tags(tags)
             self.linked = True
 
 
@@ -73,4 +78,5 @@ def trial_callbacks(run: TrackedRun) -> list[keras.callbacks.Callback]:
     if not spec:
         return []
     trial = json.loads(spec)
-    return [ReportToTrial(run, trial["storage"], trial["study"], int(trial["trial_id"]))]
+    return [ReportToTrial(run, trial["storage"], trial["study"], int(trial["trial_id"]),
+                          trial.get("parent_run"))]

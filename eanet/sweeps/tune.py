@@ -24,8 +24,10 @@ after a crash or SIGKILL, trials left RUNNING are marked failed (`interrupted`) 
 with the same settings (their MLflow runs resume from their checkpoints); finished and pruned
 trials are kept, never repeated. Raising `n_trials` continues a study further.
 
-When the studies end, `<sweep dir>/tuned.csv` holds each study's best settings and its run's test
-accuracy, and the log compares EANet with ViT at their tuned settings.
+The trials' MLflow runs nest under one parent run per tuning sweep (tag eanet.tuning: its studies'
+names; a relaunch reuses it). When the studies end, `<sweep dir>/tuned.csv` holds each study's best
+settings and its run's test accuracy, also on the parent run, which ends FINISHED unless a trial
+failed; the log compares EANet with ViT at their tuned settings.
 """
 from __future__ import annotations
 
@@ -34,136 +36,21 @@ import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import (ChoiceSweep, IntervalSweep, Override, RangeSweep,
-                                              Transformer)
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from eanet.config import ConfigError
+from eanet.sweeps.study import (DIRECTIONS, INTERRUPTED_ATTR, PRUNER_ATTR, RUN_ID_ATTR,
+                                TRIAL_ENV, Study, build, override_value, pruners, samplers,
+                                search_space, study_storage)
 
 log = logging.getLogger("eanet.tune")
-
-TRIAL_ENV = "EANET_TUNE_TRIAL"  # a trial's job: {"storage": url, "study": name, "trial_id": int}
-RUN_ID_ATTR = "mlflow_run_id"  # the trial's user attribute naming its MLflow run
-INTERRUPTED_ATTR = "interrupted"  # on a trial failed because its sweep died: asked again
-PRUNER_ATTR = "pruner"  # the study's user attribute: the pruner's settings (load_pruner)
-DIRECTIONS = ("maximize", "minimize")
-
-
-def pruners() -> dict[str, Any]:
-    import optuna
-
-    return {"median": optuna.pruners.MedianPruner,
-            "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-            "none": optuna.pruners.NopPruner}
-
-
-def build(registry: dict[str, Any], spec: Mapping[str, Any], setting: str) -> Any:
-    """`registry[spec.kind](**rest of spec)`; an unknown kind or argument names the setting."""
-    spec = dict(spec)
-    kind = spec.pop("kind", None)
-    if kind not in registry:
-        raise ConfigError(f"Unknown {setting}.kind={kind!r}. Valid values: "
-                          f"{', '.join(registry)}")
-    try:
-        return registry[kind](**spec)
-    except TypeError as error:
-        raise ConfigError(f"{setting} ({kind}): {error}") from None
-
-
-def load_pruner(study) -> Any:
-    """The pruner the sweeper configured, rebuilt from the study (what a trial's process needs)."""
-    return build(pruners(), study.user_attrs.get(PRUNER_ATTR, {"kind": "none"}),
-                 "hydra.sweeper.pruner")
-
-
-def _samplers() -> dict[str, Any]:
-    import optuna
-
-    return {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
-
-
-def distribution(override: Override) -> Any:
-    """The Optuna distribution of one search-space entry (as hydra-optuna-sweeper maps them)."""
-    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                      IntDistribution)
-
-    value = override.value()
-    if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
-        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
-    if isinstance(value, RangeSweep):
-        if any(isinstance(v, float) for v in (value.start, value.stop, value.step)):
-            return FloatDistribution(value.start, value.stop, step=value.step)
-        return IntDistribution(int(value.start), int(value.stop), step=int(value.step))
-    if isinstance(value, IntervalSweep):
-        log_scale = "log" in value.tags
-        if "int" in value.tags:
-            return IntDistribution(int(value.start), int(value.end), log=log_scale)
-        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    raise ConfigError(f"hydra.sweeper.params.{override.key_or_group}={override.input_line}: not a "
-                      "range: use interval(a, b), tag(log, interval(a, b)), range(…) or choice(…)")
-
-
-def search_space(params: Mapping[str, Any]) -> dict[str, Any]:
-    """`hydra.sweeper.params` → {key: Optuna distribution}."""
-    parser = OverridesParser.create()
-    space = {}
-    for key, value in params.items():
-        text = str(value)
-        try:
-            (override,) = parser.parse_overrides([f"x={text}"])
-        except Exception as error:  # noqa: BLE001 - Hydra's grammar errors, reworded
-            raise ConfigError(f"hydra.sweeper.params.{key}={text}: {error}") from None
-        space[key] = distribution(override)
-    return space
-
-
-def override_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def study_storage(storage: Optional[str], tracking_uri: Optional[str]) -> str:
-    """The study's database: `storage`, else optuna.db beside a local SQLite MLflow store."""
-    from eanet.tracking.store import resolved_uri, sqlite_path
-
-    if storage:
-        return storage
-    database = sqlite_path(tracking_uri)
-    if database is None:
-        raise ConfigError(f"hydra.sweeper.storage is required with the tracking store "
-                          f"{resolved_uri(tracking_uri)} (not a local SQLite file): name the "
-                          "database the studies live in, e.g. the server's backend store "
-                          "(postgresql://…) or sqlite:////path/optuna.db")
-    return f"sqlite:///{database.with_name('optuna.db')}"
-
-
-@dataclass
-class Study:
-    """One Optuna study of the sweep and the overrides that define it."""
-    name: str
-    own: list[str]  # one value of each study axis (model=ea): what sets it apart
-    overrides: list[str]  # those, then the fixed overrides: what every trial of it gets
-    study: Any  # optuna.Study
-
-    def counted(self) -> int:
-        """Trials that used the budget: complete, pruned, or failed on their own."""
-        from optuna.trial import TrialState
-
-        return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-                   or (t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR))
-                   for t in self.study.get_trials(deepcopy=False))
-
 
 class OptunaSweeper(Sweeper):
     """The sweeper (registered for Hydra as hydra_plugins.eanet_tune.tune_sweeper.TuneSweeper)."""
@@ -186,6 +73,7 @@ class OptunaSweeper(Sweeper):
         self.hydra_context: Optional[HydraContext] = None
         self.launcher = None
         self.storage_url: Optional[str] = None
+        self.parent_run: Optional[str] = None  # the MLflow run the trials' runs nest under
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -196,27 +84,30 @@ class OptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> list[dict[str, Any]]:
-        from optuna.trial import TrialState
-
         try:
             studies, space = self.open_studies(arguments)
         except ConfigError as error:
             log.error("%s", error)
             sys.exit(f"eanet: {error}")  # one line, as eanet.run prints, before any trial
+        from eanet.tracking.search import end_tuning_parent_run, tuning_parent_run
+
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        # Job numbers continue past every trial the studies hold: a relaunch into the same sweep
-        # folder never overwrites an earlier trial's job folder.
-        job_idx = sum(t.state != TrialState.WAITING for s in studies for t in s.study.trials)
-        while True:
-            batch = self.ask_batch(studies, space)
-            if not batch:
-                break
-            returns = self.launcher.launch([job for _, _, job in batch], initial_job_idx=job_idx)
-            job_idx += len(batch)
-            self.tell_batch(batch, returns)
-        return self.summarise(studies, sweep_dir)
+        tracking = self.config.tracking
+        self.parent_run = tuning_parent_run(tracking.tracking_uri, tracking.experiment_name,
+                                            " ".join(s.name for s in studies), str(sweep_dir))
+        try:
+            self.run_trials(studies, space)
+        except BaseException as error:
+            end_tuning_parent_run(self.parent_run, "KILLED" if isinstance(
+                error, KeyboardInterrupt) else "FAILED")
+            raise
+        rows = self.summarise(studies, sweep_dir)
+        failed = any(row["n_failed"] for row in rows)
+        end_tuning_parent_run(self.parent_run, "FAILED" if failed else "FINISHED",
+                              [sweep_dir / "tuned.csv"])
+        return rows
 
     # --- the studies ---------------------------------------------------------------------------
 
@@ -234,6 +125,11 @@ class OptunaSweeper(Sweeper):
         if not self.params:
             raise ConfigError("hydra.sweeper.params is empty: nothing to tune")
         space = search_space(self.params)
+        for point in self.enqueue:
+            unknown = sorted(set(point) - set(space))
+            if unknown:
+                raise ConfigError(f"hydra.sweeper.enqueue: {', '.join(unknown)} not in the search "
+                                  f"space. Valid keys: {', '.join(space)}")
         # Study axes from the config first (`studies: {model: ea,vit}`), the command line after:
         # a key given in both takes the command line's value, as Hydra's own sweeps do.
         axes, fixed = self.split_arguments(
@@ -249,15 +145,14 @@ class OptunaSweeper(Sweeper):
             name = self.study_name_for(own, fixed, space)
             study = optuna.create_study(
                 study_name=name, storage=storage, direction=self.direction, load_if_exists=True,
-                sampler=build(_samplers(), self.sampler_spec, "hydra.sweeper.sampler"))
+                sampler=build(samplers(), self.sampler_spec, "hydra.sweeper.sampler"))
             study.set_user_attr(PRUNER_ATTR, self.pruner_spec)
             study.set_user_attr("overrides", overrides)
             found = Study(name, own, overrides, study)
             self.requeue_interrupted(found)
             if not study.trials:
                 for point in self.enqueue:  # e.g. the seed's settings first
-                    study.enqueue_trial({k: point[k] for k in space if k in point},
-                                        skip_if_exists=True)
+                    study.enqueue_trial(point, skip_if_exists=True)
             log.info("study %s in %s: %d of %d trials done", name, storage, found.counted(),
                      self.n_trials)
             studies.append(found)
@@ -332,6 +227,18 @@ class OptunaSweeper(Sweeper):
 
     # --- ask, launch, tell ---------------------------------------------------------------------
 
+    def run_trials(self, studies: list[Study], space: dict[str, Any]) -> None:
+        """Batches of trials through the launcher until every study has its n_trials."""
+        from optuna.trial import TrialState
+
+        # Job numbers continue past every trial the studies hold: a relaunch into the same sweep
+        # folder never overwrites an earlier trial's job folder.
+        job_idx = sum(t.state != TrialState.WAITING for s in studies for t in s.study.trials)
+        while batch := self.ask_batch(studies, space):
+            returns = self.launcher.launch([job for _, _, job in batch], initial_job_idx=job_idx)
+            job_idx += len(batch)
+            self.tell_batch(batch, returns)
+
     def ask_batch(self, studies: list[Study], space: dict[str, Any]) -> list[tuple]:
         """Up to n_jobs new trials, taken from the studies in turn (each gets the same budget,
         and a sweep stopped early has advanced them alike)."""
@@ -347,7 +254,7 @@ class OptunaSweeper(Sweeper):
 
     def job_overrides(self, found: Study, trial) -> list[str]:
         identity = json.dumps({"storage": self.storage_url, "study": found.name,
-                               "trial_id": trial._trial_id})
+                               "trial_id": trial._trial_id, "parent_run": self.parent_run})
         settings = [f"{setting.strip()}={override_value(value)}"
                     for key, value in trial.params.items() for setting in key.split(",")]
         quoted = identity.replace("\\", "\\\\").replace("'", "\\'")
@@ -385,9 +292,13 @@ class OptunaSweeper(Sweeper):
         rows = []
         for found in studies:
             trials = found.study.get_trials(deepcopy=False)
+            interrupted = sum(bool(t.user_attrs.get(INTERRUPTED_ATTR)) for t in trials)
             row = {"study": found.name, "overrides": " ".join(found.own),
-                   **{f"n_{state.name.lower()}": sum(t.state == state for t in trials)
-                      for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}}
+                   "n_complete": sum(t.state == TrialState.COMPLETE for t in trials),
+                   "n_pruned": sum(t.state == TrialState.PRUNED for t in trials),
+                   # failed on their own settings; interrupted ones were asked again
+                   "n_failed": sum(t.state == TrialState.FAIL for t in trials) - interrupted,
+                   "n_interrupted": interrupted}
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
             if complete:
                 best = found.study.best_trial

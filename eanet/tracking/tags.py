@@ -20,3 +20,6 @@ TAG_RUN_ID = "eanet.run_id"  # on a registered model version: the run it came fr
 TAG_PRUNED = "eanet.pruned"  # "true" on a tuning trial's run its pruner stopped (ended KILLED)
 TAG_STUDY = "eanet.study"  # a tuning trial's Optuna study (eanet.sweeps.tune)
 TAG_TRIAL = "eanet.trial"  # its trial number in that study
+RUN_TYPE_TUNING = "tuning"  # the parent run of a tuning sweep's trials (eanet.tracking.search)
+TAG_TUNING = "eanet.tuning"  # on that parent: the names of its studies, which identify it
+TAG_PARENT = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under its parent

@@ -10,8 +10,8 @@ three dropout rates). Each value of a choice list in `hydra.sweeper.studies` or 
 line (`model=ea,vit`) is a study of its own with `n_trials` trials: every model gets the same
 budget. Other overrides apply to every trial.
 
-Each study asks Optuna (ask/tell) for `n_jobs` trials at a time and runs them as one batch of
-jobs through the configured launcher (basic, joblib, Submitit, …). A trial is a normal training
+The sweeper asks the studies in turn (Optuna's ask/tell) for `n_jobs` trials at a time and runs
+them as one batch of jobs through the configured launcher (basic, joblib, Submitit, …). A trial is a normal training
 run (one MLflow run, checkpointed, skipped or resumed by fingerprint: eanet.sweeps.plan) whose
 callback (eanet.sweeps.trial) reports each epoch's validation top-1 to its trial; the study's
 pruner (median or successive halving) stops unpromising runs, which end KILLED in MLflow with
@@ -51,6 +51,7 @@ from eanet.sweeps.study import (DIRECTIONS, INTERRUPTED_ATTR, PRUNER_ATTR, RUN_I
                                 search_space, study_storage)
 
 log = logging.getLogger("eanet.tune")
+
 
 class OptunaSweeper(Sweeper):
     """The sweeper (registered for Hydra as hydra_plugins.eanet_tune.tune_sweeper.TuneSweeper)."""
@@ -304,7 +305,7 @@ class OptunaSweeper(Sweeper):
                 best = found.study.best_trial
                 row.update({"best_trial": best.number, "best_val_top1": best.value,
                             **{f"params.{k}": v for k, v in best.params.items()},
-                            **self.run_metrics(best, found)})
+                            **self.run_metrics(best)})
             rows.append(row)
         table = pd.DataFrame(rows)
         table.to_csv(sweep_dir / "tuned.csv", index=False)
@@ -314,8 +315,8 @@ class OptunaSweeper(Sweeper):
             log.info("At their tuned settings: %s", comparison)
         return rows
 
-    def run_metrics(self, trial, found: Study) -> dict[str, Any]:
-        """The best trial's MLflow run and test accuracy (its run is named by the trial)."""
+    def run_metrics(self, trial) -> dict[str, Any]:
+        """A trial's MLflow run and its test accuracy (the trial's callback named the run)."""
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id is None:
             return {}

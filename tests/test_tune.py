@@ -59,6 +59,57 @@ def test_unknown_pruner_lists_the_valid_ones():
         study.build(study.pruners(), {"kind": "median", "n_warmup": 2}, "hydra.sweeper.pruner")
 
 
+class RecordedRun:
+    """What the trial callback needs of eanet.tracking.run.TrackedRun: its id and set_tags."""
+    run_id = "run-1"
+
+    def __init__(self):
+        self.tags = {}
+
+    def set_tags(self, tags):
+        self.tags.update(tags)
+
+
+@pytest.mark.parametrize("pruner, values, pruned_at", [
+    # median: below the finished trial's value at the same epoch, from n_warmup_steps on
+    ({"kind": "median", "n_startup_trials": 1, "n_warmup_steps": 1}, [0.2, 0.2, 0.2], 1),
+    ({"kind": "median", "n_startup_trials": 1, "n_warmup_steps": 1}, [0.2, 0.9, 0.9], None),
+    ({"kind": "none"}, [0.1, 0.1, 0.1], None),
+])
+def test_the_trial_callback_reports_each_epoch_and_prunes(tmp_path, pruner, values, pruned_at):
+    from eanet.sweeps.trial import ReportToTrial
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    created = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    created.set_user_attr(study.PRUNER_ATTR, pruner)
+    finished = created.ask()
+    for epoch in range(3):
+        finished.report(0.8, epoch)
+    created.tell(finished, 0.8)
+    trial = created.ask()
+    callback = ReportToTrial(RecordedRun(), storage, "s", trial._trial_id, parent_run="parent-1")
+    for epoch, value in enumerate(values):
+        if epoch == pruned_at:
+            with pytest.raises(optuna.TrialPruned, match=f"pruned at epoch {epoch}"):
+                callback.on_epoch_end(epoch, {"val_top1": value})
+            break
+        callback.on_epoch_end(epoch, {"val_top1": value})
+    reported = created.trials[1].intermediate_values
+    assert reported == {e: v for e, v in enumerate(values) if pruned_at is None or e <= pruned_at}
+    assert created.trials[1].user_attrs[study.RUN_ID_ATTR] == "run-1"
+    assert callback.run.tags == {"eanet.study": "s", "eanet.trial": "1",
+                                 "mlflow.parentRunId": "parent-1"}
+
+
+def test_a_trial_process_rebuilds_the_study_pruner(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    created = optuna.create_study(study_name="s", storage=storage)
+    created.set_user_attr(study.PRUNER_ATTR, {"kind": "successive_halving", "min_resource": 2})
+    pruner = study.load_pruner(optuna.load_study(study_name="s", storage=storage))
+    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+    assert pruner._min_resource == 2
+
+
 def test_pruned_runs_are_counted_never_averaged():
     frame = pd.DataFrame({
         "params.model.name": ["ea"] * 3, "params.model.attention": ["external"] * 3,

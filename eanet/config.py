@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from eanet.backend import configured_backend
 from eanet.data import DATASETS
 from eanet.models import ATTENTION_TYPES
+from eanet.models.native import KEEP_LEVELS
 from eanet.training import DISTRIBUTIONS, OPTIMIZERS
 from eanet.training.precision import MATMUL_PRECISIONS, check_matmul_precision
 
@@ -262,6 +263,11 @@ def validate(cfg: DictConfig | Config) -> Config:
         )
 
     _fraction(m, "model", "attention_dropout", "projection_dropout", "mlp_dropout")
+    for name in ("attention_dropout", "projection_dropout", "mlp_dropout"):
+        rate = getattr(m, name)  # dropout's 16-bit keep threshold must stay below 2**16
+        _require(not 0.0 <= rate < 1.0 or round(rate * KEEP_LEVELS) < KEEP_LEVELS,
+                 f"Expected model.{name} below 1 - 2**-17 (at least one of its 65536 16-bit "
+                 f"keep levels kept). Received: model.{name}={rate}")
     _fraction(d, "data", "validation_split")
     _fraction(t, "trainer", "label_smoothing")
     a = d.augmentation

@@ -233,3 +233,228 @@ def test_fused_gelu_then_dropout_matches_its_two_steps(monkeypatch, training):
     # tanh there is ~1e-5 of a gradient whose scale is 1.
     np.testing.assert_allclose(dx, want_dx, rtol=1e-5, atol=5e-5)
     assert np.abs(want_dx).max() > 1
+
+
+# Each case: (name, function of the library and tf returning tensors) run fused and by
+# TensorFlow's ops; the two must agree, or both fail with an error, never abort the process.
+ZERO_SIZE_SCRIPT = r'''
+import os, sys
+import numpy as np
+import keras, tensorflow as tf
+from eanet.models import native
+from eanet.models.kernels import (external_attention_context, gelu_then_dropout,
+                                  keep_mask_16bit, layer_norm_last_axis, self_attention_context,
+                                  FastDropout)
+
+assert native.fused_ops_for(tf.float32) is not None, "no fused kernels"
+
+def zeros(*shape):
+    return tf.zeros(shape, tf.float32)
+
+def grads(function, inputs):
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        out = function(*inputs)
+    return [out, *tape.gradient(out, inputs, tf.ones_like(out))]
+
+def self_attention(b, n, h, d, m, v, rate):
+    return lambda: grads(lambda q, k, vv: self_attention_context(
+        q, k, vv, rate, keras.random.SeedGenerator(1)), [zeros(b, n, h, d), zeros(b, m, d),
+                                                         zeros(b, m, v)])
+
+def external_attention(b, n, d, groups, slots, rate):
+    return lambda: grads(lambda x, k, bias, r: external_attention_context(
+        x, k, bias, r, groups, 1e-9, rate, keras.random.SeedGenerator(1)),
+        [zeros(b, n, d), zeros(d, groups * slots), zeros(groups * slots), zeros(groups * slots, d)])
+
+cases = {
+    "self, no patches": self_attention(2, 0, 2, 3, 0, 3, 0.0),
+    "self, no keys": self_attention(2, 5, 2, 3, 0, 3, 0.2),
+    "self, empty batch": self_attention(0, 5, 2, 3, 5, 3, 0.2),
+    "self, head width 0": self_attention(2, 5, 2, 0, 5, 3, 0.0),
+    "external, no patches": external_attention(2, 0, 4, 2, 3, 0.2),
+    "external, empty batch": external_attention(0, 5, 4, 2, 3, 0.0),
+    "external, width 0": external_attention(2, 5, 0, 2, 3, 0.0),
+    "external, no memory": external_attention(2, 5, 4, 2, 0, 0.0),
+    "layer norm, no rows": lambda: grads(lambda x, g, b: layer_norm_last_axis(x, g, b, 1e-5),
+                                         [zeros(0, 4), zeros(4), zeros(4)]),
+    "layer norm, width 0": lambda: grads(lambda x, g, b: layer_norm_last_axis(x, g, b, 1e-5),
+                                         [zeros(3, 0), zeros(0), zeros(0)]),
+    "dropout, empty": lambda: grads(lambda x: FastDropout(0.3, seed=1)(x, training=True),
+                                    [zeros(0, 7)]),
+    "gelu dropout, empty": lambda: grads(
+        lambda x: gelu_then_dropout(x, FastDropout(0.3, seed=1), True), [zeros(4, 0)]),
+    "keep mask, empty": lambda: [keep_mask_16bit(tf.constant([3, 0]), 0.3,
+                                                 keras.random.SeedGenerator(1), tf.float32)[0]],
+}
+
+def run(case):
+    try:
+        return [t.numpy() for t in case()]
+    except (tf.errors.OpError, ValueError) as error:
+        return type(error).__name__
+
+for name, case in cases.items():
+    os.environ.pop(native.SWITCH_ENV, None)
+    fused = run(case)
+    os.environ[native.SWITCH_ENV] = "0"
+    reference = run(case)
+    if isinstance(fused, str) or isinstance(reference, str):
+        assert isinstance(fused, str), (name, "TensorFlow fails, the kernel does not", reference)
+    else:
+        assert len(fused) == len(reference), name
+        for got, want in zip(fused, reference):
+            assert got.shape == want.shape, (name, got.shape, want.shape)
+            np.testing.assert_allclose(got, want, atol=1e-6, err_msg=name)
+    print("ok", name, "error" if isinstance(fused, str) else "empty or equal", flush=True)
+
+# Wrong ranks: a clear error from the shape function (graph) and the kernel (eager).
+library = native.fused_ops()
+keep = tf.zeros((1,), tf.bool)
+wrong = {
+    "self-attention query of rank 2": lambda: library.eanet_self_attention(
+        zeros(2, 3), zeros(2, 3, 4), zeros(2, 3, 4), keep, use_keep=False),
+    "external attention x of rank 2": lambda: library.eanet_external_attention(
+        zeros(5, 4), zeros(4, 6), zeros(6, 4), keep, groups=2, epsilon=0.0, use_keep=False),
+    "layer norm gamma of rank 2": lambda: library.eanet_layer_norm(
+        zeros(3, 4), zeros(1, 4), zeros(4), epsilon=1e-5),
+    "keep mask seed of 3": lambda: library.eanet_keep_mask16(
+        tf.constant([4]), tf.constant([1, 2, 3]), threshold=10),
+}
+for name, call in wrong.items():
+    for mode, function in (("graph", tf.function(call)), ("eager", call)):
+        try:
+            function()
+        except (tf.errors.InvalidArgumentError, ValueError) as error:
+            print("refused", mode, name, "|", str(error).splitlines()[0][:120], flush=True)
+        else:
+            raise AssertionError(f"{name} ({mode}) was not refused")
+print("done")
+'''
+
+
+def test_zero_size_inputs_and_wrong_ranks_never_abort_the_process(monkeypatch):
+    """A zero-length patch, key, memory or batch axis gives what TensorFlow's ops give (empty
+    results, or zeros for a sum over nothing) and a wrong rank a clear error, in the shape
+    function and in the kernel, instead of an Eigen assertion that aborts the whole process
+    (run in a subprocess, so an abort fails this test instead of ending pytest)."""
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.delenv(native.SWITCH_ENV, raising=False)
+    require_fused_kernels()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run([sys.executable, "-c", ZERO_SIZE_SCRIPT], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.stdout.count("ok ") == 13 and done.stdout.count("refused ") == 8
+    assert done.stdout.rstrip().endswith("done")
+
+
+def test_the_build_key_holds_the_compiler_its_flags_and_the_cpu(tmp_path, monkeypatch):
+    """A library is reused only where it was built the same way for the same CPU: another
+    compiler or version (`$CXX --version`), other flags, other CPU features each give another
+    key, so another file (a library for a newer CPU would die of SIGILL on an older one)."""
+    import tensorflow as tf
+
+    def fake_compiler(name, version):
+        path = tmp_path / name
+        path.write_text(f'#!/bin/sh\n[ "$1" = --version ] && echo "{version}" && exit 0\n'
+                        'echo "#define __FAKE_FEATURE__ 1"\n')
+        path.chmod(0o755)
+        return str(path)
+
+    monkeypatch.setenv("CXX", fake_compiler("c++", "fake c++ 12.1"))
+    key = native.build_key(tf)
+    assert native.build_key(tf) == key  # stable
+    assert "fake c++ 12.1" in native.compiler_identity(native.compiler())
+    assert "__FAKE_FEATURE__" in native.cpu_features(native.compiler())
+    monkeypatch.setenv("CXX", fake_compiler("c++", "fake c++ 12.2"))  # same path, new version
+    newer = native.build_key(tf)
+    assert newer != key
+    monkeypatch.setattr(native, "COMPILE_FLAGS", (*native.COMPILE_FLAGS, "-ffast-math"))
+    flagged = native.build_key(tf)
+    assert flagged not in (key, newer)
+    monkeypatch.setattr(native, "cpu_features", lambda compiler: "#define __AVX512F__ 1")
+    assert native.build_key(tf) not in (key, newer, flagged)
+    assert native.library_path(tf).name == f"eanet_kernels-{native.build_key(tf)}.so"
+
+
+def _broken_cache(tmp_path, monkeypatch, rebuilt_library: bytes | None):
+    """A cache whose library for this key is not a library; `_build` replaced by one that
+    writes `rebuilt_library` (None: the real library this process loaded) and counts calls."""
+    import shutil
+
+    import tensorflow as tf
+
+    monkeypatch.delenv(native.SWITCH_ENV, raising=False)
+    require_fused_kernels()
+    good = native.library_path(tf)  # the default cache's, loaded by require_fused_kernels
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "_library", {})
+    target = native.library_path(tf)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"\x7fELF truncated by a full disk")
+    builds = []
+
+    def build(tf, path):
+        builds.append(path)
+        if rebuilt_library is None:
+            shutil.copyfile(good, path)
+        else:
+            path.write_bytes(rebuilt_library)
+
+    monkeypatch.setattr(native, "_build", build)
+    return target, builds
+
+
+def test_a_cached_library_that_does_not_load_is_rebuilt(tmp_path, monkeypatch):
+    target, builds = _broken_cache(tmp_path, monkeypatch, rebuilt_library=None)
+    assert native.fused_ops() is not None
+    assert builds == [target]
+
+
+def test_a_rebuilt_library_that_still_does_not_load_falls_back_with_one_warning(
+        tmp_path, monkeypatch, caplog):
+    import tensorflow as tf
+
+    target, builds = _broken_cache(tmp_path, monkeypatch, rebuilt_library=b"still not one")
+    with caplog.at_level(logging.WARNING, logger=native.__name__):
+        assert native.fused_ops() is None
+        assert native.fused_ops_for(tf.float32) is None  # asked again: no second attempt
+    assert builds == [target]  # rebuilt once
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "not available" in warnings[0].getMessage()
+
+
+def test_a_dropout_rate_that_would_keep_nothing_is_refused():
+    """round(rate · 2**16) reaching 2**16 would keep no element and scale by 1 / 0."""
+    from eanet.config import ConfigError, validate
+    from conftest import compose_config
+
+    assert native.keep_threshold(1 - 2**-16) == 65535
+    with pytest.raises(ValueError, match=r"rate=0.999995"):
+        native.keep_threshold(0.999995)
+    with pytest.raises(ConfigError, match=r"model.mlp_dropout below 1 - 2\*\*-17.*0.999995"):
+        validate(compose_config(["model.mlp_dropout=0.999995"]))
+    validate(compose_config(["model.mlp_dropout=0.99998"]))  # threshold 65535: one level kept
+    with pytest.raises(ValueError, match="rate=0.999995"):
+        FastDropout(0.999995, seed=1)(np.ones((2, 3), "float32"), training=True)
+
+
+def test_the_fallback_keep_mask_counts_its_elements_in_64_bits(monkeypatch):
+    """The mask of ViT's (B, H·N, N) scores passes 2**31 elements (1,024 patches, batch 256):
+    TensorFlow's ops must size it in int64, or the element count wraps around."""
+    import tensorflow as tf
+
+    monkeypatch.setenv(native.SWITCH_ENV, "0")
+
+    @tf.function(input_signature=[tf.TensorSpec((3,), tf.int32)])
+    def mask(shape):
+        return keep_mask_16bit(shape, 0.1, keras.random.SeedGenerator(1), tf.float32)[0]
+
+    graph = mask.get_concrete_function().graph
+    [count] = [op for op in graph.get_operations() if op.type == "Prod"]
+    assert count.outputs[0].dtype == tf.int64
+    assert mask(tf.constant([2, 3, 5])).shape == (2, 3, 5)

@@ -64,6 +64,7 @@ def test_mlflow_loads_after_the_first_step_begins_and_the_run_is_recorded_comple
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     assert params["model.patch_size"] == "2" and params["trainer.global_batch_size"] == "16"
     assert tags["eanet.backend"] == "tensorflow" and tags["eanet.replicas"] == "1"
+    assert tags["eanet.matmul_precision.effective"] == "float32"  # the default, probed
     assert tags["eanet.fingerprint"] and tags["eanet.model_uri"].startswith("models:/")
     assert "mlflow.source.git.commit" in tags and tags["mlflow.user"]
     assert metrics["param_count_total"] > 0 and metrics["test_top1"] >= 0

@@ -53,7 +53,7 @@ def _seed_threshold_scale(rate: float, seed_generator):
 
     # SeedGenerator state is int64; stateless ops want int32 (as keras' own _cast_seed).
     seed = tf.cast(tf.math.floormod(seed_generator.next(), 2**31 - 1), tf.int32)
-    threshold = int(round(rate * 65536))
+    threshold = native.keep_threshold(rate)  # refuses a rate that would keep nothing
     return seed, threshold, 65536 / (65536 - threshold)
 
 
@@ -72,6 +72,7 @@ def keep_mask_16bit(shape, rate: float, seed_generator, dtype):
     library = native.fused_ops_for()
     if library is not None:
         return library.eanet_keep_mask16(tf.cast(shape, tf.int32), seed, threshold=threshold), scale
+    shape = tf.cast(shape, tf.int64)  # ViT's (B, H·N, N) scores pass 2**31 elements
     size = tf.reduce_prod(shape)
     bits = tf.random.stateless_uniform(((size + 1) // 2,), seed=seed, minval=None,
                                        maxval=None, dtype=tf.uint32)

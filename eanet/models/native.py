@@ -12,8 +12,13 @@ kernels do the same arithmetic in one pass, block by block in cache:
 docs/performance.md has the measurements. They are built into one library with the C++
 compiler (`$CXX`, default g++) and the flags `tf.sysconfig` gives, for this CPU (`-march=native`),
 into a cache folder (`$EANET_KERNEL_CACHE`, default ~/.cache/eanet/kernels), one library per
-set of sources, TensorFlow version and CPU kind (`make venv` builds it: `python -m
-eanet.models.native`); later runs load it in milliseconds.
+build key (`build_key`: the sources, TensorFlow's version and flags, the compiler's identity and
+version, the flags below and the CPU features `-march=native` means to that compiler, so a
+library built for a newer CPU is never loaded on an older one); `make venv` builds it (`python
+-m eanet.models.native`). A cached library that fails to load is rebuilt once.
+The kernels check every input's rank and shape (OP_REQUIRES: a clear error) and compute empty
+results for empty inputs; Eigen's own assertions stay on (no -DNDEBUG) as a last net, so an
+input no check foresaw stops with a message instead of giving a wrong gradient.
 Where it cannot be built or loaded (no compiler, another TensorFlow ABI), where a GPU is visible,
 or inside an XLA-compiled function, the layers fall back to TensorFlow's own ops, which compute
 the same function (tests/test_native.py and tests/test_layers.py check the two against each other).
@@ -44,9 +49,23 @@ CACHE_ENV = "EANET_KERNEL_CACHE"
 # -march=native, minus AVX512-FP16: TensorFlow's bundled Eigen headers do not compile with it
 # under GCC 12. Compilers that do not know the flag get -march=native alone.
 ARCH_FLAGS = (["-march=native", "-mno-avx512fp16"], ["-march=native"])
+COMPILE_FLAGS = ("-c", "-fPIC", "-O3", "-w")  # -w: TensorFlow's headers warn a lot
+
+KEEP_LEVELS = 2**16  # FastDropout draws 16 random bits per element (csrc/dropout_stream.h)
 
 _lock = threading.Lock()
 _library: dict[str, Optional[Any]] = {}
+
+
+def keep_threshold(rate: float) -> int:
+    """FastDropout's keep threshold for dropout `rate`: an element is kept when its 16 random
+    bits, read as an integer, are at least round(rate * 2**16). A rate within 2**-17 of 1 would
+    reach 2**16, keep nothing and scale by 1 / 0: refused (config validation refuses it first)."""
+    threshold = round(rate * KEEP_LEVELS)
+    if not 0 <= threshold < KEEP_LEVELS:
+        raise ValueError(f"Expected a dropout rate in [0, 1 - 2**-17) (16-bit keep threshold "
+                         f"round(rate * 65536) below 65536). Received: rate={rate!r}")
+    return threshold
 
 
 def cache_dir() -> Path:
@@ -56,16 +75,31 @@ def cache_dir() -> Path:
     return Path(base) / "eanet" / "kernels"
 
 
-def _cpu_kind() -> str:
-    """The CPU's feature flags (what -march=native compiles for); elsewhere its platform name."""
-    import platform
-
+def _run(command: list[str]) -> str:
+    """A command's standard output, or why it could not run (part of a key, never an error)."""
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        done = subprocess.run(command, input="", capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"cannot run {command[0]}: {error}"
+    return done.stdout if done.returncode == 0 else f"{command[0]} failed: {done.stderr[-500:]}"
+
+
+def compiler_identity(compiler: str) -> str:
+    """`$CXX --version`: which compiler, which version (its code, its intrinsics, its ABI)."""
+    return _run([compiler, "--version"])
+
+
+def cpu_features(compiler: str) -> str:
+    """The CPU features `-march=native` turns on for `compiler` on this machine, on every
+    platform: the compiler's predefined macros (__AVX512F__, __ARM_FEATURE_SVE, ...), plus
+    /proc/cpuinfo's flags where it exists."""
+    macros = _run([compiler, "-x", "c++", "-march=native", "-E", "-dM", "-"])
+    try:
+        cpuinfo = [line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith(("flags", "Features"))][:1]
     except OSError:
-        lines = []
-    flags = [line for line in lines if line.startswith("flags")]
-    return flags[0] if flags else platform.processor() or platform.machine()
+        cpuinfo = []
+    return "\n".join(sorted(macros.splitlines()) + cpuinfo)
 
 
 def _compile(commands: list[list[str]]) -> Optional[str]:
@@ -81,42 +115,65 @@ def _compile(commands: list[list[str]]) -> Optional[str]:
     return (failed[0].strip().splitlines()[-1:] or ["(no output)"])[0] if failed else None
 
 
+def compiler() -> str:
+    return os.environ.get("CXX", "g++")
+
+
+def build_key(tf) -> str:
+    """What the library's machine code depends on, hashed: the sources, TensorFlow's version,
+    compiler and flags, this module's flags, the compiler's identity and the CPU's features."""
+    parts = [*(source.read_bytes() for source in SOURCES + HEADERS),
+             tf.__version__.encode(), tf.sysconfig.get_build_info().get("cpu_compiler", "").encode(),
+             repr((COMPILE_FLAGS, ARCH_FLAGS, tf.sysconfig.get_compile_flags(),
+                   tf.sysconfig.get_link_flags())).encode(),
+             compiler().encode(), compiler_identity(compiler()).encode(),
+             cpu_features(compiler()).encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+def library_path(tf) -> Path:
+    """Where the library for this build key lives in the cache."""
+    return cache_dir() / f"eanet_kernels-{build_key(tf)}.so"
+
+
 def _build(tf, target: Path) -> None:
     """Compiles each source on its own process (they take ~20 s each), then links them."""
-    compiler = os.environ.get("CXX", "g++")
+    compiler_ = compiler()
     error = None
     for arch in ARCH_FLAGS:
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             objects = [str(Path(tmp) / f"{source.stem}.o") for source in SOURCES]
             built = Path(tmp) / target.name
-            error = _compile([[compiler, "-c", "-fPIC", "-O3", *arch, "-w",
-                               *tf.sysconfig.get_compile_flags(), str(source), "-o", obj]
-                              for source, obj in zip(SOURCES, objects)])
-            error = error or _compile([[compiler, "-shared", *objects, "-o", str(built),
+            error = _compile([[compiler_, *COMPILE_FLAGS, *arch, *tf.sysconfig.get_compile_flags(),
+                               str(source), "-o", obj] for source, obj in zip(SOURCES, objects)])
+            error = error or _compile([[compiler_, "-shared", *objects, "-o", str(built),
                                         *tf.sysconfig.get_link_flags()]])
             if error is None:
                 os.replace(built, target)  # whole or not at all, for concurrent sweep jobs
                 return
     names = ", ".join(source.name for source in SOURCES)
-    raise RuntimeError(f"{compiler} could not build {names}: {error}")
+    raise RuntimeError(f"{compiler_} could not build {names}: {error}")
 
 
 def _load() -> Any:
+    """The library for this build key: loaded from the cache, built first where it is missing,
+    and rebuilt once where the cached file does not load (a truncated copy, another machine's)."""
     import tensorflow as tf
 
-    key = hashlib.sha256(b"\0".join([
-        *(source.read_bytes() for source in SOURCES + HEADERS), tf.__version__.encode(),
-        tf.sysconfig.get_build_info().get("cpu_compiler", "").encode(), _cpu_kind().encode(),
-        os.environ.get("CXX", "g++").encode()])).hexdigest()[:16]
-    target = cache_dir() / f"eanet_kernels-{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # One build at a time: the other jobs of a sweep wait for it, then load it.
-        with open(target.parent / f"{target.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not target.exists():
-                log.info("building eanet's fused CPU kernels into %s (once per machine)", target)
-                _build(tf, target)
+    target = library_path(tf)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One build at a time: the other jobs of a sweep wait for it, then load it.
+    with open(target.parent / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            log.info("building eanet's fused CPU kernels into %s (once per machine)", target)
+            _build(tf, target)
+        try:
+            return tf.load_op_library(str(target))
+        except Exception as error:  # the cached file is broken: build it again, once
+            log.info("the cached kernels in %s do not load (%s); rebuilding them", target,
+                     str(error).strip().splitlines()[-1:])
+            _build(tf, target)
     return tf.load_op_library(str(target))
 
 
@@ -191,12 +248,15 @@ def fused_normalized_dropout(dtype, keep, rows_per_block: int, normalize_columns
 
 def matmuls_on_bfloat16() -> bool:
     """Whether TensorFlow's oneDNN matmuls round their float32 inputs to bfloat16
-    (`trainer.matmul_precision=bfloat16`). On AMX they are then faster than the fused attention's
+    (`trainer.matmul_precision=bfloat16` asked for, and the probe finds it done: not on CPUs
+    without bfloat16 matmul kernels). On AMX they are then faster than the fused attention's
     float32 matmuls (ViT 2.69 against 3.24 s/step on the AMX Xeon), so the attention keeps
     TensorFlow's matmuls around the fused normalisation instead (fused_normalized_dropout)."""
-    from eanet.training.precision import matmul_precision_from_environment
+    from eanet.training.precision import (effective_matmul_precision,
+                                          matmul_precision_from_environment)
 
-    return matmul_precision_from_environment() == "bfloat16"
+    return (matmul_precision_from_environment() == "bfloat16"
+            and effective_matmul_precision() == "bfloat16")
 
 
 def fused_self_attention(dtype, keep) -> Optional[FusedOpPair]:

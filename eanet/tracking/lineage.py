@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from eanet.tracking.tags import TAG_MODEL_URI, TAG_REPLICAS
+from eanet.tracking.tags import TAG_MATMUL_PRECISION, TAG_MODEL_URI, TAG_REPLICAS
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +85,9 @@ def log_replicas(replicas: int, global_batch_size: int) -> None:
 
     mlflow.set_tag(TAG_REPLICAS, str(replicas))
     mlflow.log_param("trainer.global_batch_size", global_batch_size)
+
+
+def log_matmul_precision(effective: str) -> None:
+    import mlflow
+
+    mlflow.set_tag(TAG_MATMUL_PRECISION, effective)

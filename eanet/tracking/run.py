@@ -12,7 +12,8 @@ manager that ends the run as FINISHED, FAILED or KILLED) and its Keras callback.
   history.csv, learning_curves.png;
 - inputs and model: the data splits as MLflow datasets, the MLflow Keras model (eanet.tracking.lineage);
 - tags: eanet.run_type=train, eanet.model, eanet.backend (the Keras backend), eanet.overrides,
-  eanet.sweep_id, eanet.job_num, mlflow.source.git.commit (eanet.tracking.opening).
+  eanet.sweep_id, eanet.job_num, mlflow.source.git.commit (eanet.tracking.opening);
+  eanet.matmul_precision.effective (what the float32 matmuls did: eanet.training.precision).
 
 A run opened by a helper process (`RunOpener`, what `python -m eanet.run` does) is continued here
 only when something is next logged, normally at the end of the first epoch: this process imports

@@ -12,6 +12,9 @@ TAG_JOB_NUM = "eanet.job_num"
 TAG_ERROR = "eanet.error"  # why a FAILED or KILLED run ended
 TAG_BACKEND = "eanet.backend"  # the Keras backend that trained the run: tensorflow, jax, ...
 TAG_ONEDNN = "eanet.onednn"  # TF_ENABLE_ONEDNN_OPTS as the run saw it: CPU kernels differ in speed
+# What the run's float32 matmuls really did (eanet.training.precision's probe): float32,
+# tensorfloat32 or bfloat16, whatever trainer.matmul_precision asked for.
+TAG_MATMUL_PRECISION = "eanet.matmul_precision.effective"
 TAG_FINGERPRINT = "eanet.fingerprint"  # what the configuration computes (eanet.sweeps.plan)
 TAG_RESUMED = "eanet.resumed_at_epoch"
 TAG_MODEL_URI = "eanet.model_uri"  # models:/<model id> of the run's MLflow model

@@ -26,7 +26,7 @@ from eanet.training.checkpoint import TrainingCheckpoint
 from eanet.training.distribute import distribution_strategy, global_batch_size
 from eanet.training.faults import StopOnNonFiniteLoss
 from eanet.training.optimization import compile_model
-from eanet.training.precision import set_matmul_precision
+from eanet.training.precision import effective_matmul_precision, set_matmul_precision
 
 if TYPE_CHECKING:
     from eanet.training.startup import Start
@@ -125,6 +125,7 @@ def _train(cfg: Config, raw_cfg: DictConfig, started: Start | None) -> float:
     with TrackedRun(cfg, raw_cfg, run_id=plan.run_id, tags=plan.tags, opener=opener) as run:
         initial_epoch = checkpoint.restore(model, run.run_id)
         run.sync_epoch_metrics(checkpoint.epoch_metrics)
+        run.log_when_continued(lineage.log_matmul_precision, effective_matmul_precision())
         if plan.run_id is None:  # a resumed run has them already
             # Logged when MLflow is loaded here: after the first step if the helper opened the run.
             run.log_parameter_counts(counts)

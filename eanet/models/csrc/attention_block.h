@@ -34,7 +34,10 @@ struct BlockNorm {
 
   // p (the softmax of each row of s) into `p`, and into `rcs` (N floats) the reciprocal of
   // (epsilon + the block's column sums of p) when normalize_columns, so that q = p * rcs.
+  // With n == 0 (no patches or no keys) there is nothing to normalise: the softmax over an
+  // empty axis has no entries (and Eigen's maxCoeff of an empty row is undefined).
   void Normalize(const float* s, float* p, float* rcs) const {
+    if (n == 0) return;
     for (int64_t i = 0; i < rows; ++i) {
       ConstRow in(s + i * n, n);
       Row out(p + i * n, n);

@@ -36,6 +36,9 @@ class KeepMask16Op : public DropoutStreamOp {
   using DropoutStreamOp::DropoutStreamOp;
 
   void Compute(OpKernelContext* ctx) override {
+    OP_REQUIRES(ctx, TensorShapeUtils::IsVector(ctx->input(0).shape()),
+                errors::InvalidArgument("shape must be a vector, got ",
+                                        ctx->input(0).shape().DebugString()));
     TensorShape shape;
     OP_REQUIRES_OK(ctx, tensor::MakeShape(ctx->input(0), &shape));
     const Tensor& seed = ctx->input(1);
@@ -89,7 +92,9 @@ REGISTER_OP("EanetKeepMask16")
     .Output("keep: bool")
     .Attr("threshold: int")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
-      shape_inference::ShapeHandle out;
+      shape_inference::ShapeHandle shape, out;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 1, &shape));
+      TF_RETURN_IF_ERROR(eanet::SeedShape(c, 1));
       TF_RETURN_IF_ERROR(c->MakeShapeFromShapeTensor(0, &out));
       c->set_output(0, out);
       return OkStatus();
@@ -102,6 +107,7 @@ REGISTER_OP("EanetDropout16")
     .Attr("threshold: int")
     .Attr("scale: float")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
+      TF_RETURN_IF_ERROR(eanet::SeedShape(c, 1));
       c->set_output(0, c->input(0));
       return OkStatus();
     });

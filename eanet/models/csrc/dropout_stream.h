@@ -21,6 +21,7 @@
 #include <cstring>
 
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
 
 namespace eanet {
 
@@ -137,6 +138,14 @@ inline bool CheckSeed(OpKernelContext* ctx, const Tensor& seed) {
   ctx->SetStatus(tensorflow::errors::InvalidArgument("seed must have shape (2,), got ",
                                                      seed.shape().DebugString()));
   return false;
+}
+
+// The shape function's check of the same: input `i` (the seed) is a vector of 2.
+inline tensorflow::Status SeedShape(tensorflow::shape_inference::InferenceContext* c, int i) {
+  tensorflow::shape_inference::ShapeHandle seed;
+  tensorflow::shape_inference::DimensionHandle two;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 1, &seed));
+  return c->WithValue(c->Dim(seed, 0), 2, &two);
 }
 
 }  // namespace eanet

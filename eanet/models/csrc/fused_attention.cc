@@ -129,6 +129,11 @@ class SelfAttentionOp : public SelfAttentionBase {
     if (!ctx->status().ok()) return;
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({s.batch, s.n, s.heads, s.v}), &out));
+    if (out->NumElements() == 0) return;
+    if (s.keys == 0) {  // a softmax over no keys: every context is an empty sum
+      out->flat<float>().setZero();
+      return;
+    }
     const float* q = Floats(ctx, 0);
     const float* k = Floats(ctx, 1);
     const float* v = Floats(ctx, 2);
@@ -171,6 +176,12 @@ class SelfAttentionGradOp : public SelfAttentionBase {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dq_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &dk_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &dv_t));
+    if (s.keys == 0 || s.n == 0 || s.heads == 0) {  // no scores: no gradient flows anywhere
+      dq_t->flat<float>().setZero();
+      dk_t->flat<float>().setZero();
+      dv_t->flat<float>().setZero();
+      return;
+    }
     const float* q = Floats(ctx, 0);
     const float* k = Floats(ctx, 1);
     const float* v = Floats(ctx, 2);
@@ -275,6 +286,11 @@ class ExternalAttentionOp : public ExternalAttentionBase {
     if (!ctx->status().ok()) return;
     Tensor* out_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &out_t));
+    if (out_t->NumElements() == 0) return;
+    if (s.slots == 0) {  // no memory slots: the read-out is an empty sum
+      out_t->flat<float>().setZero();
+      return;
+    }
     const float* x = Floats(ctx, 0);
     const float* kernel = Floats(ctx, 1);
     const float* read = Floats(ctx, 2);
@@ -318,6 +334,12 @@ class ExternalAttentionGradOp : public ExternalAttentionBase {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dx_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &dkernel_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &dread_t));
+    if (s.n == 0 || s.slots == 0) {  // no scores: no gradient flows anywhere
+      dx_t->flat<float>().setZero();
+      dkernel_t->flat<float>().setZero();
+      dread_t->flat<float>().setZero();
+      return;
+    }
     const float* x = Floats(ctx, 0);
     const float* kernel = Floats(ctx, 1);
     const float* read = Floats(ctx, 2);
@@ -371,6 +393,46 @@ class ExternalAttentionGradOp : public ExternalAttentionBase {
   }
 };
 
+// Shape functions: the ranks first, then the dimensions the inputs share (the kernels check
+// the same again on the concrete shapes).
+using shape_inference::DimensionHandle;
+using shape_inference::ShapeHandle;
+
+// query (B, N, H, D), keys (B, M, D), values (B, M, V) → out (B, N, H, V).
+Status SelfAttentionShape(shape_inference::InferenceContext* c, ShapeHandle* out) {
+  ShapeHandle q, k, v;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &q));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &k));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 3, &v));
+  DimensionHandle batch = c->Dim(q, 0), width = c->Dim(q, 3), keys = c->Dim(k, 1);
+  TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(k, 0), &batch));
+  TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(v, 0), &batch));
+  TF_RETURN_IF_ERROR(c->Merge(width, c->Dim(k, 2), &width));
+  TF_RETURN_IF_ERROR(c->Merge(keys, c->Dim(v, 1), &keys));
+  *out = c->MakeShape({batch, c->Dim(q, 1), c->Dim(q, 2), c->Dim(v, 2)});
+  return OkStatus();
+}
+
+// x (B, N, D), score_kernel (D, G·S), read_kernel (G·S, D) → x's shape.
+Status ExternalAttentionShape(shape_inference::InferenceContext* c, ShapeHandle* x) {
+  ShapeHandle kernel, read;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, x));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &kernel));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &read));
+  DimensionHandle width = c->Dim(*x, 2), memory = c->Dim(kernel, 1);
+  TF_RETURN_IF_ERROR(c->Merge(width, c->Dim(kernel, 0), &width));
+  TF_RETURN_IF_ERROR(c->Merge(width, c->Dim(read, 1), &width));
+  TF_RETURN_IF_ERROR(c->Merge(memory, c->Dim(read, 0), &memory));
+  int groups = 1;
+  TF_RETURN_IF_ERROR(c->GetAttr("groups", &groups));
+  if (groups <= 0) return errors::InvalidArgument("groups must be > 0, got ", groups);
+  if (c->ValueKnown(memory) && c->Value(memory) % groups != 0) {
+    return errors::InvalidArgument("score_kernel's G·S = ", c->Value(memory),
+                                   " columns are not divisible by groups = ", groups);
+  }
+  return OkStatus();
+}
+
 }  // namespace
 
 REGISTER_OP("EanetSelfAttention")
@@ -381,9 +443,9 @@ REGISTER_OP("EanetSelfAttention")
     .Output("out: float")
     .Attr("use_keep: bool")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
-      auto q = c->input(0);
-      c->set_output(0, c->MakeShape({c->Dim(q, 0), c->Dim(q, 1), c->Dim(q, 2),
-                                     c->Dim(c->input(2), 2)}));
+      ShapeHandle out;
+      TF_RETURN_IF_ERROR(SelfAttentionShape(c, &out));
+      c->set_output(0, out);
       return OkStatus();
     });
 
@@ -398,6 +460,9 @@ REGISTER_OP("EanetSelfAttentionGrad")
     .Output("dvalues: float")
     .Attr("use_keep: bool")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
+      ShapeHandle out;
+      TF_RETURN_IF_ERROR(SelfAttentionShape(c, &out));
+      TF_RETURN_IF_ERROR(c->Merge(c->input(4), out, &out));  // g has the output's shape
       for (int i = 0; i < 3; ++i) c->set_output(i, c->input(i));
       return OkStatus();
     });
@@ -412,7 +477,9 @@ REGISTER_OP("EanetExternalAttention")
     .Attr("epsilon: float")
     .Attr("use_keep: bool")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(0));
+      ShapeHandle x;
+      TF_RETURN_IF_ERROR(ExternalAttentionShape(c, &x));
+      c->set_output(0, x);
       return OkStatus();
     });
 
@@ -429,6 +496,9 @@ REGISTER_OP("EanetExternalAttentionGrad")
     .Attr("epsilon: float")
     .Attr("use_keep: bool")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
+      ShapeHandle x;
+      TF_RETURN_IF_ERROR(ExternalAttentionShape(c, &x));
+      TF_RETURN_IF_ERROR(c->Merge(c->input(4), x, &x));  // g has x's shape
       for (int i = 0; i < 3; ++i) c->set_output(i, c->input(i));
       return OkStatus();
     });

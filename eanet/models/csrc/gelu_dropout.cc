@@ -116,6 +116,7 @@ REGISTER_OP("EanetGeluDropout")
     .Attr("scale: float")
     .Attr("use_keep: bool")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
+      TF_RETURN_IF_ERROR(eanet::SeedShape(c, 1));
       c->set_output(0, c->input(0));
       return OkStatus();
     });
@@ -129,7 +130,10 @@ REGISTER_OP("EanetGeluDropoutGrad")
     .Attr("scale: float")
     .Attr("use_keep: bool")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(0));
+      shape_inference::ShapeHandle x;
+      TF_RETURN_IF_ERROR(c->Merge(c->input(0), c->input(1), &x));  // dy has x's shape
+      TF_RETURN_IF_ERROR(eanet::SeedShape(c, 2));
+      c->set_output(0, x);
       return OkStatus();
     });
 

@@ -140,6 +140,16 @@ class LayerNormGradOp : public LayerNormBase {
   }
 };
 
+// The shape functions' check: x has an axis, gamma is (D,) with D x's last dimension.
+Status LastAxisShapes(shape_inference::InferenceContext* c, shape_inference::ShapeHandle* x,
+                      shape_inference::ShapeHandle* gamma) {
+  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, x));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, gamma));
+  shape_inference::DimensionHandle d;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(*x, -1), c->Dim(*gamma, 0), &d));
+  return OkStatus();
+}
+
 }  // namespace
 
 REGISTER_OP("EanetLayerNorm")
@@ -149,7 +159,10 @@ REGISTER_OP("EanetLayerNorm")
     .Output("y: float")
     .Attr("epsilon: float")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(0));
+      shape_inference::ShapeHandle x, gamma;
+      TF_RETURN_IF_ERROR(LastAxisShapes(c, &x, &gamma));
+      TF_RETURN_IF_ERROR(c->Merge(gamma, c->input(2), &gamma));  // beta has gamma's shape
+      c->set_output(0, x);
       return OkStatus();
     });
 
@@ -162,9 +175,12 @@ REGISTER_OP("EanetLayerNormGrad")
     .Output("dbeta: float")
     .Attr("epsilon: float")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      c->set_output(1, c->input(1));
-      c->set_output(2, c->input(1));
+      shape_inference::ShapeHandle x, gamma;
+      TF_RETURN_IF_ERROR(LastAxisShapes(c, &x, &gamma));
+      TF_RETURN_IF_ERROR(c->Merge(x, c->input(2), &x));  // dy has x's shape
+      c->set_output(0, x);
+      c->set_output(1, gamma);
+      c->set_output(2, gamma);
       return OkStatus();
     });
 

@@ -26,9 +26,13 @@ using eanet::Scratch;
 
 namespace {
 
+// scores (..., N), at least one axis; the gradient op's dm has its shape.
 Status SameShapeAsScores(shape_inference::InferenceContext* c) {
-  c->set_output(0, c->input(0));
-  if (c->num_outputs() > 1) c->set_output(1, c->input(0));
+  shape_inference::ShapeHandle scores;
+  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &scores));
+  if (c->num_inputs() > 2) TF_RETURN_IF_ERROR(c->Merge(scores, c->input(2), &scores));
+  c->set_output(0, scores);
+  if (c->num_outputs() > 1) c->set_output(1, scores);
   return OkStatus();
 }
 

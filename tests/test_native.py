@@ -309,6 +309,7 @@ for name, case in cases.items():
     print("ok", name, "error" if isinstance(fused, str) else "empty or equal", flush=True)
 
 # Wrong ranks: a clear error from the shape function (graph) and the kernel (eager).
+os.environ.pop(native.SWITCH_ENV, None)
 library = native.fused_ops()
 keep = tf.zeros((1,), tf.bool)
 wrong = {
@@ -449,10 +450,11 @@ def test_the_fallback_keep_mask_counts_its_elements_in_64_bits(monkeypatch):
     import tensorflow as tf
 
     monkeypatch.setenv(native.SWITCH_ENV, "0")
+    generator = keras.random.SeedGenerator(1)
 
     @tf.function(input_signature=[tf.TensorSpec((3,), tf.int32)])
     def mask(shape):
-        return keep_mask_16bit(shape, 0.1, keras.random.SeedGenerator(1), tf.float32)[0]
+        return keep_mask_16bit(shape, 0.1, generator, tf.float32)[0]
 
     graph = mask.get_concrete_function().graph
     [count] = [op for op in graph.get_operations() if op.type == "Prod"]

@@ -377,7 +377,7 @@ def test_the_build_key_holds_the_compiler_its_flags_and_the_cpu(tmp_path, monkey
     monkeypatch.setattr(native, "COMPILE_FLAGS", (*native.COMPILE_FLAGS, "-ffast-math"))
     flagged = native.build_key(tf)
     assert flagged not in (key, newer)
-    monkeypatch.setattr(native, "cpu_features", lambda compiler: "#define __AVX512F__ 1")
+    monkeypatch.setattr(native, "cpu_features", lambda cxx: "#define __AVX512F__ 1")
     assert native.build_key(tf) not in (key, newer, flagged)
     assert native.library_path(tf).name == f"eanet_kernels-{native.build_key(tf)}.so"
 

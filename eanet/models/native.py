@@ -16,9 +16,10 @@ build key (`build_key`: the sources, TensorFlow's version and flags, the compile
 version, the flags below and the CPU features `-march=native` means to that compiler, so a
 library built for a newer CPU is never loaded on an older one); `make venv` builds it (`python
 -m eanet.models.native`). A cached library that fails to load is rebuilt once.
-The kernels check every input's rank and shape (OP_REQUIRES: a clear error) and compute empty
-results for empty inputs; Eigen's own assertions stay on (no -DNDEBUG) as a last net, so an
-input no check foresaw stops with a message instead of giving a wrong gradient.
+The kernels check every input's rank and shape (OP_REQUIRES: a clear error) and give what
+TensorFlow's ops give for zero-size axes (empty results, zeros for sums over nothing). Eigen's
+own assertions stay on (no -DNDEBUG) as a last net: an input no check foresaw stops the process
+with a message instead of giving a wrong gradient.
 Where it cannot be built or loaded (no compiler, another TensorFlow ABI), where a GPU is visible,
 or inside an XLA-compiled function, the layers fall back to TensorFlow's own ops, which compute
 the same function (tests/test_native.py and tests/test_layers.py check the two against each other).
@@ -84,16 +85,16 @@ def _run(command: list[str]) -> str:
     return done.stdout if done.returncode == 0 else f"{command[0]} failed: {done.stderr[-500:]}"
 
 
-def compiler_identity(compiler: str) -> str:
+def compiler_identity(cxx: str) -> str:
     """`$CXX --version`: which compiler, which version (its code, its intrinsics, its ABI)."""
-    return _run([compiler, "--version"])
+    return _run([cxx, "--version"])
 
 
-def cpu_features(compiler: str) -> str:
-    """The CPU features `-march=native` turns on for `compiler` on this machine, on every
+def cpu_features(cxx: str) -> str:
+    """The CPU features `-march=native` turns on for the compiler `cxx` on this machine, on every
     platform: the compiler's predefined macros (__AVX512F__, __ARM_FEATURE_SVE, ...), plus
     /proc/cpuinfo's flags where it exists."""
-    macros = _run([compiler, "-x", "c++", "-march=native", "-E", "-dM", "-"])
+    macros = _run([cxx, "-x", "c++", "-march=native", "-E", "-dM", "-"])
     try:
         cpuinfo = [line for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith(("flags", "Features"))][:1]
@@ -116,18 +117,19 @@ def _compile(commands: list[list[str]]) -> Optional[str]:
 
 
 def compiler() -> str:
+    """The C++ compiler's command."""
     return os.environ.get("CXX", "g++")
 
 
 def build_key(tf) -> str:
     """What the library's machine code depends on, hashed: the sources, TensorFlow's version,
     compiler and flags, this module's flags, the compiler's identity and the CPU's features."""
-    parts = [*(source.read_bytes() for source in SOURCES + HEADERS),
-             tf.__version__.encode(), tf.sysconfig.get_build_info().get("cpu_compiler", "").encode(),
+    cxx = compiler()
+    parts = [*(source.read_bytes() for source in SOURCES + HEADERS), tf.__version__.encode(),
+             tf.sysconfig.get_build_info().get("cpu_compiler", "").encode(),
              repr((COMPILE_FLAGS, ARCH_FLAGS, tf.sysconfig.get_compile_flags(),
                    tf.sysconfig.get_link_flags())).encode(),
-             compiler().encode(), compiler_identity(compiler()).encode(),
-             cpu_features(compiler()).encode()]
+             cxx.encode(), compiler_identity(cxx).encode(), cpu_features(cxx).encode()]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
@@ -138,21 +140,21 @@ def library_path(tf) -> Path:
 
 def _build(tf, target: Path) -> None:
     """Compiles each source on its own process (they take ~20 s each), then links them."""
-    compiler_ = compiler()
+    cxx = compiler()
     error = None
     for arch in ARCH_FLAGS:
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             objects = [str(Path(tmp) / f"{source.stem}.o") for source in SOURCES]
             built = Path(tmp) / target.name
-            error = _compile([[compiler_, *COMPILE_FLAGS, *arch, *tf.sysconfig.get_compile_flags(),
+            error = _compile([[cxx, *COMPILE_FLAGS, *arch, *tf.sysconfig.get_compile_flags(),
                                str(source), "-o", obj] for source, obj in zip(SOURCES, objects)])
-            error = error or _compile([[compiler_, "-shared", *objects, "-o", str(built),
+            error = error or _compile([[cxx, "-shared", *objects, "-o", str(built),
                                         *tf.sysconfig.get_link_flags()]])
             if error is None:
                 os.replace(built, target)  # whole or not at all, for concurrent sweep jobs
                 return
     names = ", ".join(source.name for source in SOURCES)
-    raise RuntimeError(f"{compiler_} could not build {names}: {error}")
+    raise RuntimeError(f"{cxx} could not build {names}: {error}")
 
 
 def _load() -> Any:
@@ -165,16 +167,19 @@ def _load() -> Any:
     # One build at a time: the other jobs of a sweep wait for it, then load it.
     with open(target.parent / f"{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not target.exists():
+        cached = target.exists()
+        if not cached:
             log.info("building eanet's fused CPU kernels into %s (once per machine)", target)
             _build(tf, target)
         try:
             return tf.load_op_library(str(target))
-        except Exception as error:  # the cached file is broken: build it again, once
-            log.info("the cached kernels in %s do not load (%s); rebuilding them", target,
-                     str(error).strip().splitlines()[-1:])
-            _build(tf, target)
-    return tf.load_op_library(str(target))
+        except Exception as error:
+            if not cached:
+                raise
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+            log.info("the cached kernels in %s do not load (%s); rebuilding them", target, reason)
+            _build(tf, target)  # once: a second failure falls back (fused_ops)
+            return tf.load_op_library(str(target))
 
 
 def fused_ops() -> Optional[Any]:

@@ -4,14 +4,14 @@ float32 matrix multiplications (`trainer.matmul_precision`).
 `trainer.matmul_precision=bfloat16` keeps every tensor, weight and element-wise op in float32 and
 lets only the matmul kernels round their float32 inputs to bfloat16, accumulating in float32:
 the CPU counterpart of TF32 on NVIDIA GPUs (PyTorch's `set_float32_matmul_precision("medium")`,
-JAX's `jax_default_matmul_precision`). On a CPU with AMX or AVX512-BF16, oneDNN then runs
-TensorFlow's float32 matmuls on those units: EANet's (B, G·S, N) score and read-out matmuls about
-2× faster, and none of the casts and slower bfloat16 element-wise ops that `mixed_bfloat16` adds
-(docs/performance.md has the measurements). On other CPUs oneDNN keeps float32 kernels, also on
-some that list avx512_bf16 in /proc/cpuinfo (AMD EPYCs without AMX): so `effective_matmul_precision`
-asks the library instead, with a probe matmul whose result shows how its inputs were rounded, and
-`set_matmul_precision` warns in one line where the switch has no effect (the run records the
-answer as the tag eanet.matmul_precision.effective). It changes numerics (inputs rounded to 8
+JAX's `jax_default_matmul_precision`). On a CPU with AMX, oneDNN then runs TensorFlow's float32
+matmuls on those units: EANet's (B, G·S, N) score and read-out matmuls about 2× faster, and none
+of the casts and slower bfloat16 element-wise ops that `mixed_bfloat16` adds (docs/performance.md
+has the measurements). On other CPUs oneDNN keeps float32 kernels, also on some that list
+avx512_bf16 in /proc/cpuinfo (AMD EPYCs without AMX). So `effective_matmul_precision` asks the
+library instead, with a probe matmul whose result shows how its inputs were rounded;
+`set_matmul_precision` warns in one line where the switch has no effect, and the run records the
+answer as the tag eanet.matmul_precision.effective. It changes numerics (inputs rounded to 8
 mantissa bits), so it is off by default.
 
 TensorFlow reads its switch (`TF_SET_ONEDNN_FPMATH_MODE`) once per process, at its first oneDNN
@@ -35,6 +35,7 @@ TF_FPMATH_ENV = "TF_SET_ONEDNN_FPMATH_MODE"  # read by TensorFlow's oneDNN matmu
 _tensorflow_matmul_precision: Optional[str] = None
 # What the probe found TensorFlow's matmuls do (fixed for the process once one has run).
 _tensorflow_effective: Optional[str] = None
+_warned_about: Optional[str] = None  # one warning per process and answer, not one per sweep job
 
 # The probe: every entry 1 + 2**-9 + 2**-12, times ones, summed over PROBE_SIZE products. Inputs
 # kept in float32 give PROBE_SIZE · (1 + 2**-9 + 2**-12) exactly; rounded to TensorFloat-32
@@ -149,9 +150,6 @@ def set_matmul_precision(value: str) -> str:
     if value == "bfloat16" and effective != "bfloat16" and effective != _warned_about:
         _warn_no_effect(effective)
     return effective
-
-
-_warned_about: Optional[str] = None  # one warning per process and answer, not one per sweep job
 
 
 def _warn_no_effect(effective: str) -> None:

@@ -42,10 +42,10 @@ def test_the_environment_variable_may_not_contradict_the_setting(monkeypatch):
 @pytest.mark.parametrize("value", ["default", "bfloat16"])
 def test_the_matmul_precision_a_run_reports_is_what_its_matmuls_do(value):
     """Green on every CPU kind: the probe's answer (what the run is tagged with) is checked
-    against an independent measurement, a random matmul compared with exact and with
-    bfloat16-rounded inputs. Where bfloat16 is asked for but the CPU has no bfloat16 matmul
-    kernels (AVX2-only CPUs, AMD EPYCs that list avx512_bf16 but get float32 from oneDNN), one
-    warning line says so; where it works (AMX Xeons) the matmuls really round."""
+    against an independent measurement, random plain and batched matmuls compared with exact
+    and with bfloat16-rounded inputs. Where bfloat16 is asked for but the CPU has no bfloat16
+    matmul kernels (AVX2-only CPUs, AMD EPYCs that list avx512_bf16 but get float32 from
+    oneDNN), one warning line says so; where it works (AMX Xeons) the matmuls really round."""
     # A fresh process: TensorFlow reads the switch once, at its first oneDNN matmul.
     script = textwrap.dedent(f"""
         import logging
@@ -53,32 +53,37 @@ def test_the_matmul_precision_a_run_reports_is_what_its_matmuls_do(value):
         from eanet.training.precision import set_matmul_precision
         import keras, tensorflow as tf
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-        effective = set_matmul_precision({value!r})
+        print(set_matmul_precision({value!r}))
         rng = np.random.default_rng(0)
-        a = rng.standard_normal((8, 64, 64)).astype("float32")
-        b = rng.standard_normal((8, 64, 64)).astype("float32")
-        got = tf.matmul(a, b).numpy()
-        exact = np.matmul(a.astype("float64"), b.astype("float64"))
         rounded = lambda x: tf.cast(tf.cast(x, tf.bfloat16), tf.float32).numpy().astype("float64")
-        bf16 = np.matmul(rounded(a), rounded(b))
-        print(effective, got.dtype, np.abs(got - exact).max(), np.abs(got - bf16).max())
+        for shape in [(64, 64), (8, 64, 64)]:
+            a, b = (rng.standard_normal(shape).astype("float32") for _ in range(2))
+            got = tf.matmul(a, b).numpy()
+            exact = np.matmul(a.astype("float64"), b.astype("float64"))
+            bf16 = np.matmul(rounded(a), rounded(b))
+            print(got.dtype, np.abs(got - exact).max(), np.abs(got - bf16).max())
     """)
     env = {k: v for k, v in os.environ.items() if k != precision.TF_FPMATH_ENV}
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
                          check=True, env={**env, "TF_CPP_MIN_LOG_LEVEL": "2",
                                           "KERAS_BACKEND": "tensorflow"})
-    effective, dtype, to_exact, to_bf16 = out.stdout.split()
-    assert dtype == "float32"
+    effective, *measured = out.stdout.strip().splitlines()
+    # "bfloat16", or one answer per kind where they differ: "float32 (2-D) / bfloat16 (batched)"
+    parts = [part.split(" (")[0] for part in effective.split(" / ")]
+    answers = parts if len(parts) == 2 else parts * 2  # (2-D, batched)
+    for answer, line in zip(answers, measured):
+        dtype, to_exact, to_bf16 = line.split()
+        assert dtype == "float32"
+        if answer == "bfloat16":  # float32 accumulation of bfloat16-rounded inputs
+            assert value == "bfloat16"
+            assert float(to_bf16) < 1e-3 < float(to_exact)
+        else:
+            assert answer == "float32"
+            assert float(to_exact) < 1e-3 < float(to_bf16)
     warnings = [line for line in out.stderr.splitlines() if "has no effect" in line]
-    if effective == "bfloat16":  # float32 accumulation of bfloat16-rounded inputs
-        assert value == "bfloat16" and not warnings
-        assert float(to_bf16) < 1e-3 < float(to_exact)
-    else:  # float32 kernels, asked for or not: the warning says so once when not
-        assert effective == "float32"
-        assert float(to_exact) < 1e-3 < float(to_bf16)
-        assert len(warnings) == (1 if value == "bfloat16" else 0)
-        if warnings:
-            assert "eanet.matmul_precision.effective=float32" in warnings[0]
+    assert len(warnings) == (1 if value == "bfloat16" and effective != "bfloat16" else 0)
+    if warnings:
+        assert f"eanet.matmul_precision.effective={effective}" in warnings[0]
 
 
 def test_the_probe_names_each_rounding_of_its_inputs():

@@ -265,7 +265,7 @@ def validate(cfg: DictConfig | Config) -> Config:
     _fraction(m, "model", "attention_dropout", "projection_dropout", "mlp_dropout")
     for name in ("attention_dropout", "projection_dropout", "mlp_dropout"):
         rate = getattr(m, name)  # dropout's 16-bit keep threshold must stay below 2**16
-        _require(not 0.0 <= rate < 1.0 or round(rate * KEEP_LEVELS) < KEEP_LEVELS,
+        _require(round(rate * KEEP_LEVELS) < KEEP_LEVELS,
                  f"Expected model.{name} below 1 - 2**-17 (at least one of its 65536 16-bit "
                  f"keep levels kept). Received: model.{name}={rate}")
     _fraction(d, "data", "validation_split")

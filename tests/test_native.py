@@ -382,45 +382,63 @@ def test_the_build_key_holds_the_compiler_its_flags_and_the_cpu(tmp_path, monkey
     assert native.library_path(tf).name == f"eanet_kernels-{native.build_key(tf)}.so"
 
 
-def _broken_cache(tmp_path, monkeypatch, rebuilt_library: bytes | None):
-    """A cache whose library for this key is not a library; `_build` replaced by one that
-    writes `rebuilt_library` (None: the real library this process loaded) and counts calls."""
-    import shutil
-
+def _broken_cache(tmp_path, monkeypatch):
+    """A cache folder (set as this process' cache) whose library for this key is not a library;
+    returns its path and the real library this process loaded."""
     import tensorflow as tf
 
     monkeypatch.delenv(native.SWITCH_ENV, raising=False)
     require_fused_kernels()
     good = native.library_path(tf)  # the default cache's, loaded by require_fused_kernels
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(native, "_library", {})
     target = native.library_path(tf)
     target.parent.mkdir(parents=True)
     target.write_bytes(b"\x7fELF truncated by a full disk")
-    builds = []
+    return target, good
 
-    def build(tf, path):
-        builds.append(path)
-        if rebuilt_library is None:
-            shutil.copyfile(good, path)
-        else:
-            path.write_bytes(rebuilt_library)
 
-    monkeypatch.setattr(native, "_build", build)
-    return target, builds
+REBUILD_SCRIPT = r"""
+import shutil, sys
+import tensorflow as tf
+from eanet.models import native
+
+builds = []
+def build(tf, path):  # the rebuild: the real library, copied (compiling would take minutes)
+    builds.append(path)
+    shutil.copyfile(sys.argv[1], path)
+
+native._build = build
+library = native.fused_ops()
+mask = library.eanet_keep_mask16(tf.constant([3, 5]), tf.constant([1, 2]), threshold=0)
+print(len(builds), bool(tf.reduce_all(mask)))
+"""
 
 
 def test_a_cached_library_that_does_not_load_is_rebuilt(tmp_path, monkeypatch):
-    target, builds = _broken_cache(tmp_path, monkeypatch, rebuilt_library=None)
-    assert native.fused_ops() is not None
-    assert builds == [target]
+    """(In a fresh process: a second copy of the ops' library in one process would register
+    every kernel twice.)"""
+    import os
+    import subprocess
+    import sys
+
+    target, good = _broken_cache(tmp_path, monkeypatch)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run([sys.executable, "-c", REBUILD_SCRIPT, str(good)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["1", "True"]  # rebuilt once, and the rebuilt ops run
+    assert target.read_bytes() == good.read_bytes()
 
 
 def test_a_rebuilt_library_that_still_does_not_load_falls_back_with_one_warning(
         tmp_path, monkeypatch, caplog):
     import tensorflow as tf
 
-    target, builds = _broken_cache(tmp_path, monkeypatch, rebuilt_library=b"still not one")
+    target, _ = _broken_cache(tmp_path, monkeypatch)
+    monkeypatch.setattr(native, "_library", {})  # this process' loaded library, forgotten
+    builds = []
+    monkeypatch.setattr(native, "_build",
+                        lambda tf, path: (builds.append(path), path.write_bytes(b"still not")))
     with caplog.at_level(logging.WARNING, logger=native.__name__):
         assert native.fused_ops() is None
         assert native.fused_ops_for(tf.float32) is None  # asked again: no second attempt

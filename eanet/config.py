@@ -121,6 +121,16 @@ class TrackingConfig:
     rerun: bool = False  # train again even when this configuration already FINISHED
     checkpoint_dir: str = "checkpoints"  # per-epoch training state, a folder per config fingerprint
     keep_checkpoints: bool = False  # keep a FINISHED run's checkpoint instead of removing it
+    # CPU, memory (and GPU) every this many seconds, as MLflow's system/* metrics of the run
+    system_metrics_interval_s: float = 10.0
+
+
+@dataclass
+class SweepConfig:
+    # Budgets of one launch of a sweep (eanet.sweeps.budget): no job starts past them; the jobs
+    # left are listed as not started and a relaunch continues with them. None: no limit.
+    max_runs: Optional[int] = None  # training runs started (new or resumed; skipped ones are free)
+    max_hours: Optional[float] = None  # hours since the launch began
 
 
 @dataclass
@@ -132,6 +142,8 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     quiet: bool = False  # batch jobs: no Keras progress bar; one progress line per sweep job
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    plan: bool = False  # print what would run and its cost, then exit (eanet.sweeps.plan)
 
 
 def run_name(cfg: Config) -> str:
@@ -298,4 +310,11 @@ def validate(cfg: DictConfig | Config) -> Config:
     problem = check_matmul_precision(t.matmul_precision, backend)
     _require(problem is None, str(problem))
     _positive(t, "trainer", "steps_per_execution")
+    for name in ("max_runs", "max_hours"):
+        if getattr(typed.sweep, name) is not None:
+            _require(getattr(typed.sweep, name) > 0, f"Expected sweep.{name} > 0 (or null: no "
+                     f"limit). Received: sweep.{name}={getattr(typed.sweep, name)}")
+    _require(typed.tracking.system_metrics_interval_s > 0,
+             f"Expected tracking.system_metrics_interval_s > 0. "
+             f"Received: tracking.system_metrics_interval_s={typed.tracking.system_metrics_interval_s}")
     return typed

@@ -42,6 +42,11 @@ def main(cfg: DictConfig) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         typed = validate(cfg)
+        if typed.plan:  # a sweep's plan is printed before its first job (SweepPlan)
+            from eanet.sweeps.plan import format_plan, sweep_plan
+
+            print(format_plan(sweep_plan([(list(HydraConfig.get().overrides.task), cfg)])))
+            return None
         from eanet.training.startup import start
 
         # MLflow in a helper process, the data on a thread, while Keras and TensorFlow load.

@@ -1,4 +1,5 @@
-"""Sweeps on Hydra's launchers: every job logs to the same MLflow experiment and sweep.
+"""Sweeps on Hydra's launchers: every job logs to the same MLflow experiment and sweep, its run
+nested under the sweep's parent run.
 
 - Submitit's local executor (the SLURM launcher's twin, separate processes): a real 2-job sweep.
 - SLURM: the `hydra/launcher=slurm` preset composes into Submitit's SLURM launcher (no cluster here).
@@ -22,12 +23,18 @@ def sweep_records(store: str) -> list:
     return runs
 
 
-def assert_one_sweep_of_two(runs: list, cwd: Path) -> None:
+def assert_one_sweep_of_two(runs: list, cwd: Path, store: str) -> None:
     assert [r.info.run_name for r in runs] == ["ea-p2-h2-dc2-s0", "ea-p2-h2-dc2-s1"]
     assert {r.info.status for r in runs} == {"FINISHED"}
     (sweep,) = {r.data.tags["eanet.sweep_id"] for r in runs}
     assert (cwd / sweep / "multirun.yaml").is_file()  # the tag names the sweep's folder
     assert sorted(r.data.tags["eanet.job_num"] for r in runs) == ["0", "1"]
+    # one sweep run, the parent of both, its progress written from the jobs' own processes
+    [parent] = client_for(store).search_runs([runs[0].info.experiment_id],
+                                             "tags.`eanet.run_type` = 'sweep'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["eanet.sweep_id"] == sweep
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+    assert parent.data.metrics["sweep_done"] == 2
 
 
 def test_submitit_local_sweep_logs_both_jobs_to_one_experiment(tmp_path):
@@ -38,7 +45,7 @@ def test_submitit_local_sweep_logs_both_jobs_to_one_experiment(tmp_path):
     result = run_sweep(tmp_path, "seed=0,1", "hydra/launcher=submitit_local",
                        "trainer.epochs=1", "tracking.log_model=false")
     runs = sweep_records(store_uri(tmp_path))
-    assert_one_sweep_of_two(runs, tmp_path)
+    assert_one_sweep_of_two(runs, tmp_path, store_uri(tmp_path))
     assert "Submitit" in result.stdout + result.stderr  # the launcher that ran them
     # each job ran in a process of its own (a Submitit job id each), and printed its progress line
     logs = sorted((tmp_path / runs[0].data.tags["eanet.sweep_id"] / ".submitit").glob("*/*_log.out"))
@@ -75,4 +82,4 @@ def test_ray_sweep_logs_both_jobs_to_one_experiment(tmp_path):
     run_sweep(tmp_path, "seed=0,1", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
               "+hydra.launcher.ray.init.include_dashboard=false", "trainer.epochs=1",
               "tracking.log_model=false", f"tracking.tracking_uri={store}", python=RAY_PYTHON)
-    assert_one_sweep_of_two(sweep_records(store), tmp_path)
+    assert_one_sweep_of_two(sweep_records(store), tmp_path, store)

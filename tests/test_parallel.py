@@ -27,3 +27,8 @@ def test_two_workers_into_one_sqlite_store_record_every_run_and_metric(tmp_path)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.yaml", "history.csv", "learning_curves.png"} <= artifacts
     assert "2 jobs, 2 completed, 0 failed" in result.stderr
+    # One sweep run, the parent of both jobs' runs, its progress written from the workers
+    [parent] = client.search_runs([runs[0].info.experiment_id], "tags.`eanet.run_type` = 'sweep'")
+    assert parent.info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+    assert parent.data.metrics["sweep_done"] == 2 and parent.data.metrics["sweep_running"] == 0

@@ -1,7 +1,7 @@
 """A team's tracking server: a tiny 2-job sweep logs over HTTP to a real `mlflow server`
 (SQLite backend, artifacts served by the server), read back over HTTP with MlflowClient; the same
-store opened in the MLflow UI in headless Chromium (`browser` marker); a PostgreSQL backend
-(`postgres` marker).
+store opened in the MLflow UI in headless Chromium (`browser` marker: the sweep one row that
+expands into its jobs); a PostgreSQL backend (`postgres` marker).
 
 One sweep serves the module (module-scoped fixture): it costs ~40 s of CPU.
 """
@@ -43,12 +43,22 @@ def sweep_runs(url: str):
     return client, experiment, runs
 
 
+def sweep_run(client, experiment):
+    [parent] = client.search_runs([experiment.experiment_id], "tags.`eanet.run_type` = 'sweep'")
+    return parent
+
+
 def test_sweep_logs_to_the_server_over_http(served_sweep):
     url, _ = served_sweep
     client, experiment, runs = sweep_runs(url)
     assert [r.info.run_name for r in runs] == ["ea-p2-h2-dc2-s0", "ea-p2-h2-dc2-s1"]
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert len({r.data.tags["eanet.sweep_id"] for r in runs}) == 1  # one sweep
+    parent = sweep_run(client, experiment)  # ... one sweep run, the parent of both
+    assert parent.info.status == "FINISHED" and parent.data.metrics["sweep_done"] == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == \
+        {"plan.txt", "report", "summary.txt"}
     for run in runs:
         assert run.data.params["tracking.tracking_uri"] == url  # env var → tracking=server
         assert {"test_top1", "best_val_top1", "param_count_total"} <= set(run.data.metrics)
@@ -111,7 +121,8 @@ def test_mlflow_ui_shows_the_sweep(served_sweep, tmp_path):
     assert chromium, "chromium must be installed in CI (.ci/run installs it)"
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     url, _ = served_sweep
-    _, experiment, runs = sweep_runs(url)
+    client, experiment, runs = sweep_runs(url)
+    parent = sweep_run(client, experiment)
     exp = experiment.experiment_id
     shots = tmp_path / "screenshots"
     shots.mkdir()
@@ -121,10 +132,18 @@ def test_mlflow_ui_shows_the_sweep(served_sweep, tmp_path):
             args=CHROMIUM_ARGS, viewport={"width": 1920, "height": 1080})
         try:
             page = context.new_page()
-            # The experiment's runs table lists both runs by name ...
+            # The experiment's runs table shows the sweep as one row ...
             page.goto(f"{url}/#/experiments/{exp}/runs")
+            sweep_name = parent.info.run_name
+            page.get_by_text(sweep_name, exact=True).first.wait_for(timeout=90_000)
             for run in runs:
-                page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=90_000)
+                assert page.get_by_text(run.info.run_name, exact=True).count() == 0
+            page.screenshot(path=shots / "sweep.png")
+            # ... that expands into its jobs' runs, listed by name
+            row = page.get_by_role("row").filter(has_text=sweep_name).first
+            row.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
+            for run in runs:
+                page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=30_000)
             # ... and shows a metric and the parameter count once their columns are added.
             page.get_by_role("button", name="Columns").click()
             search = page.get_by_placeholder("Search columns")
@@ -160,7 +179,8 @@ def test_mlflow_ui_shows_the_sweep(served_sweep, tmp_path):
         finally:
             context.close()
     print(f"\nMLflow UI screenshots: {shots}")
-    assert sorted(p.name for p in shots.iterdir()) == ["artifacts.png", "run.png", "runs.png"]
+    assert sorted(p.name for p in shots.iterdir()) == ["artifacts.png", "run.png", "runs.png",
+                                                        "sweep.png"]
 
 
 # --- PostgreSQL backend store --------------------------------------------------------------------
@@ -185,6 +205,6 @@ def test_server_on_a_postgres_backend(tmp_path):
         with engine.connect() as connection:
             names = connection.execute(sqlalchemy.text("SELECT name FROM runs")).scalars().all()
         engine.dispose()
-        training = [name for name in names if not name.startswith("report-")]  # + the sweep report
+        training = [name for name in names if not name.startswith("sweep-")]  # + the sweep's run
         assert training == ["ea-p2-h2-dc2-s0"] and len(names) == 2
     print(f"\nPostgreSQL-backed server: {time.monotonic() - start:.0f} s")

@@ -1,5 +1,8 @@
 """A tiny `python -m eanet.run -m model=ea,vit` end to end, as `make run` runs it: what it records
-in MLflow (run names, tags, params, metrics, artifacts, data sets) and the report it ends with.
+in MLflow (run names, tags, params, metrics, artifacts, data sets, system metrics) and the report
+it ends with. It is launched twice: with `sweep.max_runs=1` (the EANet job trains, the ViT job
+does not start), then again without a budget (EANet skipped, ViT trained): one sweep run, the
+parent of both jobs' runs, across the two launches.
 
 The expected records are those the same sweep made before the code was split into packages
 (commit dcafedb): params and tags below were read from that sweep, and its fingerprints are
@@ -9,6 +12,9 @@ One sweep serves the module.
 from __future__ import annotations
 
 import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -27,6 +33,8 @@ ARTIFACTS = ["config.yaml", "history.csv", "hydra", "hydra/config.yaml", "hydra/
              "hydra/overrides.yaml", "learning_curves.png", "model", "model/model.keras"]
 # Each job's overrides as on the command line (Hydra keeps the last trainer.epochs), model= after.
 JOB_OVERRIDES = [*("trainer.epochs=1" if o.startswith("trainer.epochs=") else o for o in TINY)]
+SYSTEM_METRICS = "tracking.system_metrics_interval_s=1"  # the tiny runs last a few seconds
+BUDGET = "sweep.max_runs=1"  # the first launch's
 FINGERPRINTS = {"ea-p2-h2-dc2-s0": "20ee387a55d958b4", "vit-p2-h2-s0": "cf29b4e71daf7acf"}
 # What those jobs computed at dcafedb: Keras 3's contrast clip, now data.augmentation.contrast_clip=true
 # (their runs keep these fingerprints; the unclipped default is another computation).
@@ -50,7 +58,8 @@ EA_PARAMS = {
     "tracking.checkpoint_dir": "checkpoints", "tracking.experiment_name": "eanet",
     "tracking.keep_checkpoints": "False", "tracking.log_model": "True",
     "tracking.register_best_as": "None", "tracking.rerun": "False",
-    "tracking.tracking_uri": "None",
+    "tracking.tracking_uri": "None", "tracking.system_metrics_interval_s": "1.0",
+    "plan": "False", "sweep.max_runs": "1", "sweep.max_hours": "None",
     "trainer.batch_size": "16", "trainer.distribution": "none", "trainer.epochs": "1",
     "trainer.global_batch_size": "16", "trainer.jit_compile": "None",
     "trainer.label_smoothing": "0.1", "trainer.matmul_precision": "default",
@@ -60,16 +69,37 @@ EA_PARAMS = {
 }
 
 
+@dataclass
+class Sweep:
+    folder: Path  # where both launches ran, with MLflow's default store (./mlflow.db, ./mlruns)
+    stopped: subprocess.CompletedProcess  # the launch with sweep.max_runs=1
+    relaunched: subprocess.CompletedProcess
+    runs: dict  # {run name: run}
+    parent: object  # the sweep's run, after the relaunch
+    parent_after_stop: object  # ... and as the budget left it
+
+    def sweep_dir(self, name: str) -> Path:
+        """The sweep folder of the launch that trained run `name`."""
+        return self.folder / self.runs[name].data.tags["eanet.sweep_id"]
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """(folder, sweep folder, finished process, {run name: run}) of the sweep, run in `folder`
-    with MLflow's default store there (./mlflow.db, ./mlruns) and Hydra's default sweep folder."""
     folder = tmp_path_factory.mktemp("sweep")
-    result = run_eanet(folder, "-m", "model=ea,vit", "trainer.epochs=1")
-    assert result.returncode == 0, result.stderr[-3000:]
+    stopped = run_eanet(folder, "-m", "model=ea,vit", "trainer.epochs=1", SYSTEM_METRICS, BUDGET)
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    (parent_after_stop,) = sweep_runs(folder)
+    relaunched = run_eanet(folder, "-m", "model=ea,vit", "trainer.epochs=1", SYSTEM_METRICS)
+    assert relaunched.returncode == 0, relaunched.stderr[-3000:]
     runs = {r.info.run_name: r for r in training_runs(client_for(folder))}
-    (sweep_id,) = {r.data.tags["eanet.sweep_id"] for r in runs.values()}  # one sweep
-    return folder, folder / sweep_id, result, runs
+    (parent,) = sweep_runs(folder)
+    return Sweep(folder, stopped, relaunched, runs, parent, parent_after_stop)
+
+
+def sweep_runs(folder: Path) -> list:
+    client = client_for(folder)
+    return client.search_runs([client.get_experiment_by_name("eanet").experiment_id],
+                              "tags.`eanet.run_type` = 'sweep'")
 
 
 def artifact_tree(client, run_id: str, path: str | None = None) -> list[str]:
@@ -82,12 +112,15 @@ def artifact_tree(client, run_id: str, path: str | None = None) -> list[str]:
 
 
 def test_one_finished_run_per_model_named_and_tagged(sweep):
-    folder, sweep_dir, _, runs = sweep
+    folder, runs = sweep.folder, sweep.runs
     assert sorted(runs) == ["ea-p2-h2-dc2-s0", "vit-p2-h2-s0"]
     assert (folder / "mlflow.db").is_file() and (folder / "mlruns").is_dir()
-    sweep_id = str(sweep_dir.relative_to(folder))  # Hydra's default sweep folder
-    assert re.fullmatch(r"multirun/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d", sweep_id)
-    assert (sweep_dir / "multirun.yaml").is_file()
+    for name in runs:
+        sweep_id = str(sweep.sweep_dir(name).relative_to(folder))  # Hydra's default sweep folder
+        assert re.fullmatch(r"multirun/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d", sweep_id)
+        assert (sweep.sweep_dir(name) / "multirun.yaml").is_file()
+    # EANet trained in the first launch, ViT in the relaunch
+    assert sweep.sweep_dir("ea-p2-h2-dc2-s0") != sweep.sweep_dir("vit-p2-h2-s0")
     for job, (name, model) in enumerate([("ea-p2-h2-dc2-s0", "ea"), ("vit-p2-h2-s0", "vit")]):
         run = runs[name]
         assert run.info.status == "FINISHED"
@@ -102,8 +135,11 @@ def test_one_finished_run_per_model_named_and_tagged(sweep):
         assert tags["eanet.fingerprint"] == FINGERPRINTS[name]
         assert tags["eanet.job_num"] == str(job) and tags["eanet.replicas"] == "1"
         assert tags["eanet.onednn"] == "1" and tags["eanet.model_uri"].startswith("models:/m-")
-        assert tags["eanet.overrides"].split() == [*JOB_OVERRIDES, f"model={model}"]
+        budget = [BUDGET] if model == "ea" else []
+        assert tags["eanet.overrides"].split() == [*JOB_OVERRIDES, f"model={model}",
+                                                   SYSTEM_METRICS, *budget]
         assert run.data.tags["mlflow.runName"] == name
+        assert run.data.tags["mlflow.parentRunId"] == sweep.parent.info.run_id
 
 
 @pytest.mark.parametrize("model", ["ea", "vit"])
@@ -113,17 +149,19 @@ def test_runs_recorded_with_the_contrast_clip_keep_their_fingerprints(model):
 
 
 def test_params_are_the_resolved_config(sweep):
-    *_, runs = sweep
+    runs = sweep.runs
     assert runs["ea-p2-h2-dc2-s0"].data.params == EA_PARAMS
     vit = runs["vit-p2-h2-s0"].data.params
-    assert vit == {**EA_PARAMS, "model.name": "vit", "model.attention": "self"}
+    assert vit == {**EA_PARAMS, "model.name": "vit", "model.attention": "self",
+                   "sweep.max_runs": "None"}
 
 
 def test_metrics_artifacts_and_data_sets(sweep):
-    folder, *_, runs = sweep
-    client = client_for(folder)
+    runs = sweep.runs
+    client = client_for(sweep.folder)
     for run in runs.values():
-        assert set(run.data.metrics) == EPOCH_METRICS | FINAL_METRICS
+        own = {k for k in run.data.metrics if not k.startswith("system/")}
+        assert own == EPOCH_METRICS | FINAL_METRICS
         for key in EPOCH_METRICS:
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0], key
         assert artifact_tree(client, run.info.run_id) == ARTIFACTS
@@ -135,19 +173,65 @@ def test_metrics_artifacts_and_data_sets(sweep):
     assert ea["param_count_attention"] != vit["param_count_attention"]
 
 
-def test_sweep_prints_progress_and_a_summary(sweep):
-    *_, result, _ = sweep
-    assert "start job 1 of 2 |" in result.stdout and "end (completed) job 2 of 2 |" in result.stdout
-    summary = result.stderr[result.stderr.index("eanet sweep "):].splitlines()
+def test_every_run_records_system_metrics(sweep):
+    """MLflow's own sampling of the training process (psutil), every second here."""
+    client = client_for(sweep.folder)
+    for run in sweep.runs.values():
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes",
+                "system/system_memory_usage_percentage"} <= set(run.data.metrics)
+        samples = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+        assert samples and all(0 <= m.value <= 100 * 64 for m in samples)
+
+
+def test_a_budget_stops_the_sweep_and_a_relaunch_continues(sweep):
+    stopped, relaunched = sweep.stopped, sweep.relaunched
+    summary = stopped.stderr[stopped.stderr.index("eanet sweep "):].splitlines()
+    assert summary[0].endswith("2 jobs, 1 completed, 1 not started (budget), 0 failed or stopped")
+    assert summary[2].split()[:3] == ["#1", "NOT_STARTED", "model=vit"]
+    assert "not started (budget: sweep.max_runs=1" in summary[2]
+    # the sweep's run: not FINISHED, the job left named on it
+    before = sweep.parent_after_stop
+    assert before.info.status == "KILLED"
+    assert before.data.tags["eanet.not_started"].startswith("#1 ")
+    assert "model=vit" in before.data.tags["eanet.not_started"]
+    assert before.data.metrics["sweep_not_started"] == 1 and before.data.metrics["sweep_done"] == 1
+    # the relaunch skipped what finished and trained the rest, under the same sweep run
+    summary = relaunched.stderr[relaunched.stderr.index("eanet sweep "):].splitlines()
     assert summary[0].endswith("2 jobs, 2 completed, 0 failed or stopped")
-    assert [line.split()[:3] for line in summary[1:]] == [["#0", "COMPLETED", "model=ea"],
-                                                          ["#1", "COMPLETED", "model=vit"]]
+    assert "skipped: FINISHED as run " + sweep.runs["ea-p2-h2-dc2-s0"].info.run_id in summary[1]
+    assert summary[2].split()[-1] == "new"
+    assert "start job 1 of 2 |" in relaunched.stdout
+    assert "end (completed) job 2 of 2 |" in relaunched.stdout
 
 
-def test_sweep_ends_with_its_report(sweep):
-    """The report is written into the sweep folder and logged as a report run, by the sweep."""
-    folder, sweep_dir, _, runs = sweep
-    report = sweep_dir / "report"
+def test_the_sweep_is_one_parent_run_of_its_jobs(sweep):
+    parent = sweep.parent
+    assert parent.info.status == "FINISHED"  # every job's run finished
+    assert parent.info.run_name.startswith("sweep-")
+    assert "eanet.not_started" not in parent.data.tags  # the relaunch left none
+    assert parent.data.tags["eanet.sweep_id"] == sweep.runs["vit-p2-h2-s0"].data.tags["eanet.sweep_id"]
+    assert "model=ea,vit" in parent.data.tags["eanet.overrides"].split()
+    assert parent.data.tags["eanet.progress"].startswith("job 2 of 2 ended | 2 done | 0 failed")
+    metrics = parent.data.metrics
+    assert metrics["sweep_done"] == 2 and metrics["sweep_failed"] == 0
+    assert metrics["sweep_running"] == 0 and metrics["sweep_eta_s"] == 0
+    client = client_for(sweep.folder)
+    done = client.get_metric_history(parent.info.run_id, "sweep_done")
+    # one point per job that ended, in each launch (step: jobs ended so far in that launch)
+    assert sorted((m.step, m.value) for m in done) == [(1, 1), (1, 1), (2, 1), (2, 2)]
+    plan = client.download_artifacts(parent.info.run_id, "plan.txt", str(sweep.folder))
+    lines = Path(plan).read_text().splitlines()
+    assert lines[1].startswith("#0 ea-p2-h2-dc2-s0 | model=ea | finished |")
+    assert lines[2].startswith("#1 vit-p2-h2-s0 | model=vit | new |")
+    summary = client.download_artifacts(parent.info.run_id, "summary.txt", str(sweep.folder))
+    assert "2 jobs, 2 completed" in Path(summary).read_text()
+
+
+def test_sweep_ends_with_its_report_on_its_run(sweep):
+    """The report covers every job of the sweep run (both launches), is written into the last
+    launch's folder and logged on the sweep run: no report run of its own."""
+    runs = sweep.runs
+    report = sweep.sweep_dir("vit-p2-h2-s0") / "report"
     assert sorted(p.name for p in report.iterdir()) == [
         "accuracy_vs_parameters.png", "comparison.csv", "report.csv", "report.md", "runs.csv"]
     table = pd.read_csv(report / "report.csv")
@@ -159,11 +243,12 @@ def test_sweep_ends_with_its_report(sweep):
     assert comparison["delta_top1"][0] == pytest.approx(
         table["test_top1_mean"][0] - table["test_top1_mean"][1])
 
-    client = client_for(folder)
-    [report_run] = client.search_runs([client.get_experiment_by_name("eanet").experiment_id],
-                                      "tags.`eanet.run_type` = 'report'")
-    assert report_run.info.run_name == f"report-{sweep_dir.name}"
-    assert report_run.data.tags["eanet.sweep_id"] == str(sweep_dir.relative_to(folder))
-    assert set(report_run.data.metrics) == {"n_configurations", "n_failed", "n_runs"}
-    assert artifact_tree(client, report_run.info.run_id) == [
-        "accuracy_vs_parameters.png", "comparison.csv", "report.csv", "report.md", "runs.csv"]
+    client = client_for(sweep.folder)
+    experiment = client.get_experiment_by_name("eanet").experiment_id
+    assert not client.search_runs([experiment], "tags.`eanet.run_type` = 'report'")
+    parent = sweep.parent
+    assert {"n_configurations", "n_failed", "n_runs"} <= set(parent.data.metrics)
+    assert parent.data.metrics["n_runs"] == 2
+    assert artifact_tree(client, parent.info.run_id) == [
+        "plan.txt", "report", "report/accuracy_vs_parameters.png", "report/comparison.csv",
+        "report/report.csv", "report/report.md", "report/runs.csv", "summary.txt"]

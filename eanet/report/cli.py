@@ -135,9 +135,13 @@ def log_report(experiment_id: str, sweep: Optional[str], files: list[Path],
     """A report run beside the runs it summarises (eanet.tracking.search.log_report_run)."""
     from eanet.tracking.search import log_report_run
 
-    return log_report_run(experiment_id, sweep, files, {
-        "n_configurations": len(table), "n_runs": int(table["n"].sum()),
-        "n_failed": int(table["n_failed"].sum())})
+    return log_report_run(experiment_id, sweep, files, report_metrics(table))
+
+
+def report_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """The report's summary metrics (on its report run, or on the sweep run it belongs to)."""
+    return {"n_configurations": len(table), "n_runs": int(table["n"].sum()),
+            "n_failed": int(table["n_failed"].sum())}
 
 
 register_configs()

@@ -24,9 +24,10 @@ PRUNED = "tags.eanet.pruned"  # "true" on a run a tuning sweep's pruner stopped 
 ATTENTION = "model.attention"
 FINISHED = "FINISHED"
 
-# Params that never define a configuration: the repeat index, where files are, how runs are logged.
-NOT_SETTINGS_EXACT = {"seed", "data.path", "trainer.verbose"}
-NOT_SETTINGS_PREFIXES = ("tracking.",)
+# Params that never define a configuration: the repeat index, where files are, how runs are logged,
+# a sweep's launch (its budget, plan=true).
+NOT_SETTINGS_EXACT = {"seed", "data.path", "trainer.verbose", "plan"}
+NOT_SETTINGS_PREFIXES = ("tracking.", "sweep.")
 
 # Settings an attention type ignores: ViT has no external memory, so its dim_coefficient is
 # meaningless and must neither split ViT rows nor count as a swept axis.

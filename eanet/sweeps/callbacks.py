@@ -1,5 +1,8 @@
-"""Hydra callbacks for sweeps (listed under `hydra.callbacks` in conf/config.yaml).
+"""Hydra callbacks for sweeps (listed under `hydra.callbacks` in conf/config.yaml; the parent run's
+own, `SweepParent`, is in eanet.sweeps.parent).
 
+- `SweepPlan`: with plan=true, prints every job's plan (eanet.sweeps.plan) and exits 0 before
+  anything is written.
 - `PrepareSweep`: before any job starts, in the sweep's process: validates every job's config,
   loads each data source the jobs use once (a missing or broken copy, or a download that cannot
   work, fails here and not in every job), and creates the MLflow store and experiment once.
@@ -12,7 +15,8 @@
   started, jobs done, and an ETA from the rate so far — on top of Keras' per-epoch progress bar
   (or instead of it, with `quiet=true`).
 - `SweepReport`: the sweep report (`eanet.report`) at the end of every multirun, written to
-  `<sweep dir>/report` and logged to MLflow; `hydra.callbacks.sweep_report.enabled=false` turns it
+  `<sweep dir>/report` and logged on the sweep's parent run (every job of it, those of earlier
+  launches too); `hydra.callbacks.sweep_report.enabled=false` turns it
   off. A report that fails is logged, never raised. Hydra skips `on_multirun_end` when a job
   failed (the sweeper re-raises the job's error first), so it also counts finished jobs and reports
   after the last one; that counting needs the in-process launcher.
@@ -44,11 +48,12 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from eanet.tracking.tags import TAG_PARENT
+
+from eanet.sweeps.parent import NOT_STARTED, PROGRESS_DIR, parent_run_id
 from eanet.sweeps.plan import JOB_RECORD
 
 log = logging.getLogger("eanet.sweep")
-
-PROGRESS_DIR = ".progress"  # inside the sweep folder
 
 
 def job_overrides(config: DictConfig) -> Optional[list[list[str]]]:
@@ -70,6 +75,39 @@ def job_overrides(config: DictConfig) -> Optional[list[list[str]]]:
     except Exception:  # noqa: BLE001 - an estimate only: the jobs themselves will say more
         return None
     return [job for batch in batches for job in batch]
+
+
+def compose_jobs(config_name: str, jobs: list[list[str]]) -> list[DictConfig]:
+    """Each job's config, as `hydra.compose(config_name, overrides=job)` makes it, composed once
+    per distinct choice of config groups (and added or deleted keys), the value overrides then
+    set as Hydra itself sets them after composing (`OmegaConf.update`): a 96-job grid is one
+    composition, not 96 (each is a fraction of a second)."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    repository = GlobalHydra.instance().config_loader().repository
+    parser = OverridesParser.create()
+    bases: dict[tuple[str, ...], DictConfig] = {}
+    configs = []
+    for job in jobs:
+        parsed = parser.parse_overrides(job)
+        structural = tuple(text for text, o in zip(job, parsed)
+                           if o.is_add() or o.is_delete() or o.is_force_add()
+                           or o.key_or_group.startswith("hydra")
+                           or repository.group_exists(o.key_or_group))
+        if structural not in bases:
+            bases[structural] = compose(config_name, overrides=list(structural))
+        cfg = bases[structural].copy()
+        try:
+            for text, o in zip(job, parsed):
+                if text not in structural:
+                    OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+        except Exception:  # noqa: BLE001 - Hydra's own composition says what is wrong
+            cfg = compose(config_name, overrides=job)
+        configs.append(cfg)
+    return configs
 
 
 def count_jobs(config: DictConfig) -> Optional[int]:
@@ -135,6 +173,31 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
 
 
+class SweepPlan(Callback):
+    """plan=true: prints every job's plan (eanet.sweeps.plan.format_plan) and exits with status 0
+    before anything is written (no sweep folder, no store, no run)."""
+
+    def on_multirun_start(self, config: DictConfig, config_name: Optional[str] = None,
+                          **kwargs: Any) -> None:
+        if not config.get("plan"):
+            return
+        from eanet.config import ConfigError
+        from eanet.data import DataError
+        from eanet.sweeps.plan import format_plan, sweep_plan
+        from eanet.tracking import StoreError
+
+        jobs = job_overrides(config) if config_name else None
+        if jobs is None:
+            sys.exit("eanet: plan=true lists the jobs of Hydra's basic sweeper with discrete "
+                     "values (a,b,c); this sweep's jobs are not known before it runs")
+        try:
+            plans = sweep_plan(list(zip(jobs, compose_jobs(config_name, jobs))))
+        except (ConfigError, DataError, StoreError) as error:
+            sys.exit(f"eanet: {error}")
+        print(format_plan(plans), flush=True)
+        sys.exit(0)
+
+
 class PrepareSweep(Callback):
     def on_multirun_start(self, config: DictConfig, config_name: Optional[str] = None,
                           **kwargs: Any) -> None:
@@ -163,17 +226,15 @@ class PrepareSweep(Callback):
     def validated_jobs(config: DictConfig, config_name: Optional[str]) -> list:
         """Every job's typed config, composed as the job will compose it; the first bad one
         raises ConfigError naming the job's own overrides."""
-        from hydra import compose
-
         from eanet.config import ConfigError, validate
 
         jobs = job_overrides(config) if config_name else None
         if jobs is None:  # another sweeper: the sweep's own config is all there is to check
             return [validate(config_without_hydra(config))]
         typed = []
-        for overrides in jobs:
+        for overrides, composed in zip(jobs, compose_jobs(config_name, jobs)):
             try:
-                typed.append(validate(compose(config_name, overrides=overrides)))
+                typed.append(validate(composed))
             except ConfigError as error:
                 raise ConfigError(f"{error} (job with overrides {' '.join(overrides)})") from None
         return typed
@@ -256,10 +317,19 @@ class SweepReport(Callback):
             from eanet.report.files import display_table
 
             sweep = str(config.hydra.sweep.dir)  # the eanet.sweep_id tag of this sweep's runs
+            parent = parent_run_id(sweep)
             cfg = ReportConfig(sweep=sweep, experiment_name=config.tracking.experiment_name,
                                tracking_uri=config.tracking.tracking_uri,
-                               out=self.out or f"{sweep}/report")
+                               out=self.out or f"{sweep}/report", log_to_mlflow=parent is None)
+            if parent is not None:  # every job of the sweep run, those of earlier launches too
+                cfg.sweep, cfg.filter = None, f"tags.`{TAG_PARENT}` = '{parent}'"
             report = sweep_report(cfg)
+            if parent is not None:
+                from eanet.report.cli import report_metrics
+                from eanet.tracking.sweep_run import log_report_files
+
+                log_report_files(parent, report.files, report_metrics(report.table))
+                report.run_id = parent
             log.info("Sweep report (%d runs, swept: %s):\n%s", len(report.runs),
                      ", ".join(report.axes) or "model only",
                      display_table(report.table).to_string(index=False))
@@ -315,7 +385,8 @@ class SweepSummary(Callback):
         record = {
             "job_num": hydra.job.num,
             "overrides": " ".join(job_return.overrides or []),
-            "status": "PRUNED" if pruned else "FAILED" if failed else "COMPLETED",
+            "status": "PRUNED" if pruned else "FAILED" if failed else "NOT_STARTED" if (
+                outcome or "").startswith(NOT_STARTED) else "COMPLETED",
             "outcome": str(error) if pruned else outcome,
             "error": (None if not failed else str(error) if isinstance(error, CompactHydraException)
                       else f"{type(error).__name__}: {error}"),
@@ -336,12 +407,15 @@ def sweep_summary(sweep_dir: Path) -> str:
     for file in Path(sweep_dir).glob(f"*/{JOB_RECORD}"):
         records.append(json.loads(file.read_text()))
     records.sort(key=lambda r: r["job_num"] if r["job_num"] is not None else -1)
-    failed = [r for r in records if r["status"] not in ("COMPLETED", "PRUNED")]
+    left = [r for r in records if r["status"] == "NOT_STARTED"]
+    failed = [r for r in records if r["status"] not in ("COMPLETED", "PRUNED", "NOT_STARTED")]
     # Show what tells the jobs apart, not the overrides they all share.
     shared = set.intersection(*(set(r["overrides"].split()) for r in records)) \
         if len(records) > 1 else set()
-    lines = [f"eanet sweep {sweep_dir}: {len(records)} jobs, {len(records) - len(failed)} "
-             f"completed, {len(failed)} failed or stopped"]
+    completed = len(records) - len(failed) - len(left)
+    lines = [f"eanet sweep {sweep_dir}: {len(records)} jobs, {completed} completed, "
+             + (f"{len(left)} not started (budget), " if left else "")
+             + f"{len(failed)} failed or stopped"]
     for r in records:
         what = r["error"] if r["status"] == "FAILED" else r["outcome"] or "done"
         own = " ".join(o for o in r["overrides"].split() if o not in shared)

@@ -6,6 +6,7 @@
   helper process that plans and opens it while the training process imports TensorFlow;
 - `run`: one training run as one MLflow run (`TrackedRun`) and its per-epoch Keras logger;
 - `lineage`: the data sets, the MLflow model and the devices a run used;
+- `sweep_run`: a sweep's parent run (its jobs' runs nested under it), its progress and its end;
 - `search`: the queries of sweeps and reports (runs by fingerprint, by sweep, the latest sweep),
   the report run, and the registration of a sweep's best model.
 """

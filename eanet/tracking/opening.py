@@ -5,8 +5,8 @@ the training process imports them (`RunOpener`, used by eanet.training.startup).
 What the run gets (see eanet.tracking.run for the rest of what it holds):
 - params: the whole resolved config, flattened (`model.patch_size`, `optimizer.learning_rate`, …);
 - tags: eanet.run_type=train, eanet.model, eanet.backend (the Keras backend), eanet.onednn,
-  eanet.overrides, eanet.sweep_id, eanet.job_num, mlflow.source.git.commit, and the plan's
-  (eanet.fingerprint).
+  eanet.overrides, eanet.sweep_id, eanet.job_num, mlflow.source.git.commit, the plan's
+  (eanet.fingerprint), and in a sweep mlflow.parentRunId: the sweep's run (eanet.sweeps.parent).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from eanet.backend import configured_backend
 from eanet.config import Config, flatten, run_name
 from eanet.tracking.tags import (RUN_TYPE_TRAIN, TAG_BACKEND, TAG_ERROR, TAG_JOB_NUM, TAG_MODEL,
-                                 TAG_ONEDNN, TAG_OVERRIDES, TAG_RUN_TYPE, TAG_SWEEP)
+                                 TAG_ONEDNN, TAG_OVERRIDES, TAG_PARENT, TAG_RUN_TYPE, TAG_SWEEP)
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +55,22 @@ def hydra_context() -> dict[str, Any]:
 
 
 def open_run(cfg: Config, raw_cfg: DictConfig, resume_run_id: str | None = None,
-             extra_tags: dict[str, str] | None = None) -> str:
+             extra_tags: dict[str, str] | None = None, system_metrics: bool = False) -> str:
     """Start the MLflow run of `cfg` (params and tags), or continue the interrupted
     `resume_run_id` (its tags refreshed, an earlier failure's error dropped); return its id.
 
     The run is RUNNING and active in this process; a helper process that opened it ends without
     ending it, and the training process continues it with `mlflow.start_run(run_id=…)`.
+    `system_metrics`: sample this process' CPU, memory and GPU into the run (`system/…`
+    metrics, every tracking.system_metrics_interval_s) until it ends: the training process only.
     """
     import mlflow
     from mlflow.tracking import MlflowClient
 
     from eanet.tracking.store import experiment_id
+
+    if system_metrics:
+        mlflow.set_system_metrics_sampling_interval(cfg.tracking.system_metrics_interval_s)
 
     exp_id = experiment_id(cfg.tracking.tracking_uri, cfg.tracking.experiment_name)
     context = hydra_context()
@@ -76,17 +81,24 @@ def open_run(cfg: Config, raw_cfg: DictConfig, resume_run_id: str | None = None,
     if "sweep_id" in context:
         tags[TAG_SWEEP] = context["sweep_id"]
         tags[TAG_JOB_NUM] = str(context["job_num"])
+        from eanet.sweeps.parent import parent_run_id
+
+        parent = parent_run_id(context["sweep_id"])  # the sweep's own run (eanet.sweeps.parent)
+        if parent:
+            tags[TAG_PARENT] = parent
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
     tags.update(extra_tags or {})
     if resume_run_id:
         # Its params are recorded already; an earlier failure's error no longer applies.
-        run = mlflow.start_run(run_id=resume_run_id, tags=tags)
+        run = mlflow.start_run(run_id=resume_run_id, tags=tags,
+                               log_system_metrics=system_metrics or None)
         if TAG_ERROR in run.data.tags:
             MlflowClient().delete_tag(resume_run_id, TAG_ERROR)
         return resume_run_id
-    run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(cfg), tags=tags)
+    run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(cfg), tags=tags,
+                           log_system_metrics=system_metrics or None)
     params = flatten(OmegaConf.to_container(raw_cfg, resolve=True))
     mlflow.log_params({k: ("None" if v is None else v) for k, v in params.items()})
     log.info("MLflow run %s (%s) in %s", run.info.run_id, run_name(cfg),

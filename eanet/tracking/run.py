@@ -8,6 +8,9 @@ manager that ends the run as FINISHED, FAILED or KILLED) and its Keras callback.
   learning_rate, epoch_time_s;
 - metrics at the end: test_loss, test_top1, test_top5, best_val_top1, train_time_s,
   throughput_img_per_s, and param_count_{total,trainable,patch_embedding,attention,mlp,norm,head};
+- system metrics: MLflow's sampling of the training process (system/cpu_utilization_percentage,
+  system/system_memory_usage_megabytes, GPU ones where there is one), every
+  tracking.system_metrics_interval_s seconds while the run is active here;
 - artifacts: config.yaml (resolved), hydra/ (Hydra's .hydra folder), model/model.keras,
   history.csv, learning_curves.png;
 - inputs and model: the data splits as MLflow datasets, the MLflow Keras model (eanet.tracking.lineage);
@@ -90,7 +93,8 @@ class TrackedRun:
         if self.opener is not None:
             self._run_id = self.opener.open_run()
         else:
-            self._run_id = open_run(self.cfg, self.raw_cfg, self.resume_run_id, self.extra_tags)
+            self._run_id = open_run(self.cfg, self.raw_cfg, self.resume_run_id, self.extra_tags,
+                                    system_metrics=True)
             self._continued = True
         return self
 
@@ -143,7 +147,9 @@ class TrackedRun:
 
         if not self._continued:
             use_store(self.cfg.tracking.tracking_uri)
-            mlflow.start_run(run_id=self.run_id)
+            # this process' CPU, memory and GPU as system/* metrics, until the run ends
+            mlflow.set_system_metrics_sampling_interval(self.cfg.tracking.system_metrics_interval_s)
+            mlflow.start_run(run_id=self.run_id, log_system_metrics=True)
             self._continued = True
         while self._waiting:
             function, args = self._waiting.pop(0)

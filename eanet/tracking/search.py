@@ -17,7 +17,7 @@ from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from eanet.tracking import StoreError
-from eanet.tracking.store import experiment_id, store_lock, use_store
+from eanet.tracking.store import experiment_id, local_store_path, store_lock, use_store
 from eanet.tracking.tags import (RUN_TYPE_REPORT, RUN_TYPE_TRAIN, RUN_TYPE_TUNING,
                                  TAG_FINGERPRINT, TAG_MODEL_URI, TAG_RUN_ID, TAG_RUN_TYPE,
                                  TAG_SWEEP, TAG_TUNING)
@@ -42,6 +42,23 @@ def runs_with_fingerprint(tracking_uri: Optional[str], experiment_name: str,
     return client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.`{TAG_FINGERPRINT}` = {_literal(fingerprint)}",
         run_view_type=ViewType.ACTIVE_ONLY, order_by=["attributes.start_time DESC"])
+
+
+def read_training_runs(tracking_uri: Optional[str], experiment_name: str) -> pd.DataFrame:
+    """Every active training run of an experiment (`mlflow.search_runs`' DataFrame), reading
+    only: a local store that does not exist is not created, a missing experiment gives none."""
+    uri = use_store(tracking_uri)
+    path = local_store_path(uri)
+    if path is not None and not path.exists():
+        return pd.DataFrame()
+    try:
+        experiment = MlflowClient().get_experiment_by_name(experiment_name)
+    except mlflow.exceptions.MlflowException as error:  # e.g. a tracking server that is down
+        raise StoreError(f"Cannot read the tracking store {uri} "
+                         f"(tracking.tracking_uri={tracking_uri}): {error.message}") from None
+    if experiment is None:
+        return pd.DataFrame()
+    return search_training_runs(experiment.experiment_id)
 
 
 def search_training_runs(experiment_id: str, sweep: Optional[str] = None,

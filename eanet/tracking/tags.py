@@ -3,8 +3,10 @@
 Plain strings, so the report (and anything else that only reads runs) needs neither MLflow's
 tracking code nor Keras to know them.
 """
-TAG_RUN_TYPE = "eanet.run_type"  # RUN_TYPE_TRAIN for a training run, RUN_TYPE_REPORT for a report
-RUN_TYPE_TRAIN, RUN_TYPE_REPORT = "train", "report"
+# RUN_TYPE_TRAIN for a training run, RUN_TYPE_REPORT for a report, RUN_TYPE_SWEEP for a sweep's
+# parent run (eanet.tracking.sweep_run)
+TAG_RUN_TYPE = "eanet.run_type"
+RUN_TYPE_TRAIN, RUN_TYPE_REPORT, RUN_TYPE_SWEEP = "train", "report", "sweep"
 TAG_MODEL = "eanet.model"  # model.name
 TAG_OVERRIDES = "eanet.overrides"  # the job's Hydra overrides, space-separated
 TAG_SWEEP = "eanet.sweep_id"  # hydra.sweep.dir of the sweep the run belongs to
@@ -26,3 +28,6 @@ TAG_TRIAL = "eanet.trial"  # its trial number in that study
 RUN_TYPE_TUNING = "tuning"  # the parent run of a tuning sweep's trials (eanet.tracking.search)
 TAG_TUNING = "eanet.tuning"  # on that parent: the names of its studies, which identify it
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under its parent
+TAG_SWEEP_KEY = "eanet.sweep_key"  # on a sweep run: what the sweep computes (eanet.sweeps.parent)
+TAG_PROGRESS = "eanet.progress"  # on a sweep run: "3 of 8 done | 1 failed | 2 running | ETA …"
+TAG_NOT_STARTED = "eanet.not_started"  # on a sweep run: the jobs a budget kept from starting

@@ -1,0 +1,122 @@
+"""How long a configuration will train, before it does: what `plan=true` prints (eanet.sweeps.plan).
+
+Two sources, and each estimate says which:
+
+- the store: FINISHED training runs with the same model settings (every `model.*`, the image size,
+  the batch size and precision), whose measured throughput (training images per second of `fit`,
+  validation passes included) times the job's images gives its time;
+- this machine: a few training steps of one configuration, timed (after the step is traced), give
+  seconds per operation; every other configuration is scaled from it by its operations per image.
+  Operations per image are the dense layers' (2 × trainable parameters × tokens: each token meets
+  every weight of the patch embedding, the blocks and, once, the head: an upper bound there) plus
+  self-attention's token-pair term (4 × tokens² × embedding_dim per block), so ViT's quadratic
+  cost and EANet's linear one both show. An estimate, good to a factor of about two.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from eanet.config import Config, flatten
+
+TRAIN_IMAGES = {"cifar100": 50_000}  # training images of each data set before the validation split
+MATCHED_SETTINGS = ("data.image_size", "trainer.batch_size", "trainer.precision")
+
+
+@dataclass
+class Estimate:
+    seconds: float
+    source: str  # what it comes from, as the plan prints it
+
+
+def images_per_epoch(cfg: Config) -> int:
+    t, d = cfg.trainer, cfg.data
+    if t.steps_per_epoch is not None:
+        return t.steps_per_epoch * t.batch_size
+    total = d.synthetic_train_size if d.name == "synthetic" else TRAIN_IMAGES.get(d.name, 50_000)
+    if d.train_size is not None:
+        total = min(total, d.train_size)
+    return int(total * (1 - d.validation_split))
+
+
+def operations_per_image(cfg: Config, trainable: int) -> float:
+    """Multiply-adds ×2 of one image's forward pass, as the module's docstring counts them."""
+    m = cfg.model
+    tokens = (cfg.data.image_size // m.patch_size) ** 2
+    operations = 2.0 * trainable * tokens
+    if m.attention == "self":
+        operations += 4.0 * tokens * tokens * m.embedding_dim * m.num_blocks
+    return operations
+
+
+def model_settings(cfg: Config) -> dict[str, str]:
+    """The params (as MLflow holds them: strings) that a run must share to lend its speed."""
+    from dataclasses import asdict
+
+    flat = flatten({"model": asdict(cfg.model), "data": {"image_size": cfg.data.image_size},
+                    "trainer": {"batch_size": cfg.trainer.batch_size,
+                                "precision": cfg.trainer.precision}})
+    return {k: str(v) for k, v in flat.items()}
+
+
+def from_store(cfg: Config, finished) -> Optional[Estimate]:
+    """From the FINISHED runs (`mlflow.search_runs`' DataFrame) with this model's settings."""
+    if finished is None or finished.empty or "metrics.throughput_img_per_s" not in finished:
+        return None
+    same = finished
+    for key, value in model_settings(cfg).items():
+        column = f"params.{key}"
+        if column not in same:
+            return None
+        same = same[same[column] == value]
+    rates = same["metrics.throughput_img_per_s"].dropna()
+    rates = rates[rates > 0]
+    if rates.empty:
+        return None
+    seconds = images_per_epoch(cfg) * cfg.trainer.epochs / statistics.median(rates)
+    return Estimate(seconds, f"from {len(rates)} finished run{'s' if len(rates) > 1 else ''}")
+
+
+class StepTimer:
+    """Seconds per operation on this machine, from a few timed steps of the first model asked
+    about; then every configuration's time from its operations per image."""
+
+    def __init__(self, steps: int = 3):
+        self.steps = steps
+        self.seconds_per_operation: Optional[float] = None
+        self.timed: Optional[str] = None  # the run name of the configuration that was timed
+
+    def estimate(self, cfg: Config, model, trainable: int) -> Estimate:
+        from eanet.config import run_name
+
+        operations = operations_per_image(cfg, trainable)
+        if self.seconds_per_operation is None:
+            per_image = self._time(cfg, model)
+            self.seconds_per_operation = per_image / operations
+            self.timed = run_name(cfg)
+        seconds = self.seconds_per_operation * operations * images_per_epoch(cfg) * cfg.trainer.epochs
+        return Estimate(seconds, f"timed here ({self.steps} steps of {self.timed}, scaled)")
+
+    def _time(self, cfg: Config, model) -> float:
+        """Median seconds per image of a forward and backward pass with an optimizer update."""
+        import keras
+        import numpy as np
+
+        from eanet.training.optimization import compile_model
+
+        batch = cfg.trainer.batch_size  # a smaller one would overstate the per-image cost
+        rng = np.random.default_rng(0)
+        size = cfg.data.image_size
+        x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
+        y = keras.utils.to_categorical(rng.integers(0, cfg.data.num_classes, batch),
+                                       cfg.data.num_classes)
+        compile_model(model, cfg.optimizer, cfg.trainer)
+        model.train_on_batch(x, y)  # traces the step: not timed
+        times = []
+        for _ in range(self.steps):
+            start = time.perf_counter()
+            model.train_on_batch(x, y)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) / batch

@@ -1,0 +1,110 @@
+"""A sweep is one MLflow run, the parent of its jobs' training runs (tag `mlflow.parentRunId`):
+the MLflow UI's runs table shows it as one row that expands into its jobs.
+
+- `open_sweep_run`: the parent of a sweep, found by its key (`eanet.sweep_key`: what the sweep
+  computes, eanet.sweeps.parent.sweep_key) and reused, or created; RUNNING while jobs run;
+- `sweep_children`: its training runs, whichever launch or process started them;
+- `log_sweep_progress`: done / failed / running / ETA, as metrics (one step per job that ended)
+  and one readable tag, written from whichever process ran the job (the store is what they share);
+- `end_sweep_run`: its files, summary and final status (FINISHED only if every job finished).
+
+The sweep's own settings are tags (`eanet.overrides`, `eanet.sweep_id` of the latest launch):
+params cannot change value, and a relaunch may add a budget.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+from mlflow.entities import Run, RunStatus, ViewType
+from mlflow.tracking import MlflowClient
+
+from eanet.tracking.search import _literal
+from eanet.tracking.store import experiment_id, use_store
+from eanet.tracking.tags import (RUN_TYPE_SWEEP, TAG_NOT_STARTED, TAG_OVERRIDES, TAG_PARENT,
+                                 TAG_PROGRESS, TAG_RUN_TYPE, TAG_SWEEP, TAG_SWEEP_KEY)
+
+log = logging.getLogger(__name__)
+
+
+def _client(tracking_uri: Optional[str]) -> MlflowClient:
+    use_store(tracking_uri)
+    return MlflowClient()
+
+
+def open_sweep_run(tracking_uri: Optional[str], experiment_name: str, key: str, name: str,
+                   sweep_id: str, overrides: str) -> str:
+    """The id of the sweep's parent run: the newest active run with this key, set RUNNING
+    again, or a new one named `name`."""
+    exp_id = experiment_id(tracking_uri, experiment_name)
+    client = _client(tracking_uri)
+    found = client.search_runs(
+        [exp_id], f"tags.`{TAG_RUN_TYPE}` = '{RUN_TYPE_SWEEP}' and "
+                  f"tags.`{TAG_SWEEP_KEY}` = {_literal(key)}",
+        run_view_type=ViewType.ACTIVE_ONLY, order_by=["attributes.start_time DESC"],
+        max_results=1)
+    tags = {TAG_SWEEP: sweep_id, TAG_OVERRIDES: overrides}
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        for tag, value in tags.items():
+            client.set_tag(run_id, tag, value)
+        log.info("sweep run %s (%s) continued", run_id, found[0].info.run_name)
+        return run_id
+    run = client.create_run(exp_id, run_name=name,
+                            tags={TAG_RUN_TYPE: RUN_TYPE_SWEEP, TAG_SWEEP_KEY: key, **tags})
+    log.info("sweep run %s (%s) in %s", run.info.run_id, name, client.tracking_uri)
+    return run.info.run_id
+
+
+def sweep_children(tracking_uri: Optional[str], parent_run_id: str) -> list[Run]:
+    """The active runs whose parent is this sweep run."""
+    client = _client(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    return client.search_runs([parent.info.experiment_id],
+                              f"tags.`{TAG_PARENT}` = {_literal(parent_run_id)}",
+                              run_view_type=ViewType.ACTIVE_ONLY)
+
+
+def children_by_status(children: list[Run]) -> dict[str, int]:
+    counts = {"FINISHED": 0, "FAILED": 0, "KILLED": 0, "RUNNING": 0}
+    for run in children:
+        counts[run.info.status] = counts.get(run.info.status, 0) + 1
+    return counts
+
+
+def log_sweep_progress(tracking_uri: Optional[str], parent_run_id: str, step: int,
+                       metrics: dict[str, float], line: str) -> None:
+    """Progress metrics at `step` (jobs ended so far) and the readable `eanet.progress` tag."""
+    client = _client(tracking_uri)
+    for key, value in metrics.items():
+        client.log_metric(parent_run_id, key, value, step=step)
+    client.set_tag(parent_run_id, TAG_PROGRESS, line)
+
+
+def log_sweep_text(tracking_uri: Optional[str], parent_run_id: str, text: str, file: str) -> None:
+    _client(tracking_uri).log_text(parent_run_id, text, file)
+
+
+def end_sweep_run(tracking_uri: Optional[str], parent_run_id: str, status: str,
+                  texts: dict[str, str], tags: dict[str, str]) -> None:
+    """Log `texts` ({artifact file: content}) and `tags` on the parent, then end it `status`.
+    A budget's list of jobs not started goes when a relaunch leaves none."""
+    client = _client(tracking_uri)
+    for tag, value in tags.items():
+        client.set_tag(parent_run_id, tag, value[:5000])
+    if TAG_NOT_STARTED not in tags and TAG_NOT_STARTED in client.get_run(parent_run_id).data.tags:
+        client.delete_tag(parent_run_id, TAG_NOT_STARTED)
+    for file, text in texts.items():
+        client.log_text(parent_run_id, text, file)
+    client.set_terminated(parent_run_id, RunStatus.to_string(RunStatus.from_string(status)))
+
+
+def log_report_files(parent_run_id: str, files: list[Path], metrics: dict[str, float]) -> None:
+    """A sweep report's files (as artifacts, under report/) and summary metrics, on the parent."""
+    client = MlflowClient()
+    for key, value in metrics.items():
+        client.log_metric(parent_run_id, key, value)
+    for path in files:
+        client.log_artifact(parent_run_id, str(path), "report")

@@ -35,11 +35,13 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def launch_start(folder: Path) -> Optional[float]:
-    """When this launch of the sweep began (its parent run's file), if known."""
-    try:
-        return float(json.loads((folder / PARENT_FILE).read_text())["start"])
-    except (OSError, ValueError, KeyError):
-        return None
+    """When this launch of the sweep began (its parent run's file, else SweepProgress'), if known."""
+    for name in (PARENT_FILE, "sweep.json"):
+        try:
+            return float(json.loads((folder / name).read_text())["start"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return None
 
 
 def take_place(budget: SweepConfig, sweep_dir: str | Path, job_num: int,

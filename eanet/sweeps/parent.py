@@ -8,8 +8,9 @@ its jobs find it, its progress as jobs end, and its end.
   resumed as before (eanet.sweeps.plan);
 - `open_parent`: opens or reuses the parent of a sweep and writes its id into the sweep folder
   (`.progress/parent.json`), where every job reads it, in whichever process or machine it runs
-  (eanet.tracking.opening tags its run with `mlflow.parentRunId`). A sweeper of eanet's own
-  calls it too (the `SweepParent` callback does for Hydra's);
+  (eanet.tracking.opening tags its run with `mlflow.parentRunId`). The `SweepParent` callback
+  calls it for every sweeper but eanet's tuning sweeper, which keeps a parent run of its own
+  (tag eanet.tuning, eanet.sweeps.tune);
 - `SweepParent`: the Hydra callback — opens the parent before the first job, updates its progress
   as each job ends (from the store, as the joblib launcher ends jobs in worker processes), and
   ends it when the sweep ends (also at exit: Hydra skips `on_multirun_end` after a failed job).
@@ -35,6 +36,7 @@ log = logging.getLogger("eanet.sweep")
 PROGRESS_DIR = ".progress"  # inside the sweep folder: what the sweep's processes share
 PARENT_FILE = "parent.json"
 NOT_STARTED = "not started (budget"  # how a job the budget stopped begins its outcome
+TUNE_SWEEPER = ".TuneSweeper"  # hydra/sweeper=tune, whose trials nest under a parent of its own
 
 
 def _setting(override: str) -> str:
@@ -111,6 +113,8 @@ class SweepParent(Callback):
                           **kwargs: Any) -> None:
         from eanet.sweeps.callbacks import job_overrides
 
+        if str(config.hydra.sweeper.get("_target_", "")).endswith(TUNE_SWEEPER):
+            return  # eanet's tuning sweeper opens and ends its own parent run (eanet.sweeps.tune)
         jobs = job_overrides(config) if config_name else None
         self.config = config
         self.run_id = open_parent(config, None if jobs is None else len(jobs))

@@ -14,6 +14,10 @@ and a job that would train but finds its sweep's budget spent does not start (ea
 Deleting a run in MLflow (`mlflow runs delete` or the UI) makes its configuration train again.
 What was decided is written into the job's output folder (`eanet_job.json`), where the
 `SweepSummary` callback (eanet.sweeps.callbacks) reads it when the sweep ends.
+
+`sweep_plan` / `format_plan` make the same decision for every job of a sweep before it starts,
+reading only (`plan=true`, the `SweepPlan` callback; also plan.txt on the sweep's run): status,
+trainable parameters (the model built) and estimated training time (eanet.sweeps.estimate).
 """
 from __future__ import annotations
 

@@ -4,37 +4,49 @@ Hydra composes `conf/` on top of these dataclasses (registered in the ConfigStor
 `eanet_schema`), so a typo'd key or a value of the wrong type fails while the config is composed.
 `validate` then checks what types cannot express (divisibility, ranges, registry names, keys
 added with `+` that the schema does not know) and runs at start-up, before any data is loaded:
-every error names the key and what would be valid. Nothing here imports Keras or TensorFlow (the
-registries are names; their code loads when training starts), so a bad value fails in about a
-second.
+every error names the key and what would be valid.
+
+This module is a leaf of eanet's import graph: it imports no other eanet module. What only other
+modules know comes in as arguments: the names in eanet's registries (`Choices`, gathered by
+`eanet.validation`), the Keras backend. `check_choice` is the one "Unknown X. Valid values: …"
+check, used wherever a name is looked up in a registry.
 """
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from eanet.backend import configured_backend
-from eanet.data import DATASETS
-from eanet.models import ATTENTION_TYPES
-from eanet.models.native import KEEP_LEVELS
-from eanet.training import DISTRIBUTIONS, OPTIMIZERS
-from eanet.training.precision import MATMUL_PRECISIONS, check_matmul_precision
-
-
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # trainer.precision
+
+# A registry's valid names per setting, e.g. {"model.attention": ("external", "self")}.
+Choices = Mapping[str, Collection[str]]
 
 
 class ConfigError(ValueError):
     """A setting that cannot work. The message names the key, the value and what is valid."""
 
 
+def check_choice(setting: str, value: Any, valid: Collection[Any]) -> None:
+    """Raise ConfigError `Unknown <setting>=<value>. Valid values: …` unless `value` is in `valid`."""
+    if value not in valid:
+        raise ConfigError(f"Unknown {setting}={value!r}. "
+                          f"Valid values: {', '.join(sorted(map(str, valid)))}")
+
+
 @dataclass
 class ModelConfig:
     name: str = "ea"  # short name used in run names and reports
-    attention: str = "external"  # registry key in eanet.models.ATTENTION_TYPES
+    # The attention's name: a key of eanet.models.ATTENTION_TYPES (external, self), or any name
+    # when `attention_layer` says what builds it.
+    attention: str = "external"
+    # A new attention, Hydra's `_target_` style: {_target_: my.module.MyAttention, <its arguments>},
+    # instantiated once per block with `name=`; the arguments may interpolate the settings below
+    # (`${model.embedding_dim}`). None: the built-in `attention` from eanet.models.ATTENTION_TYPES.
+    attention_layer: Optional[dict[str, Any]] = None
     patch_size: int = 2
     embedding_dim: int = 64
     mlp_dim: int = 64
@@ -205,13 +217,6 @@ def _fraction(cfg_section: Any, prefix: str, *names: str) -> None:
         )
 
 
-def _known(value: str, key: str, valid: Any) -> None:
-    _require(
-        value in valid,
-        f"Unknown {key}={value!r}. Valid values: {', '.join(sorted(valid))}",
-    )
-
-
 def _no_unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
     """Refuse keys that the schema does not have: Hydra lets `+` add a key to any node, and
     `+model.foo=1` would otherwise be recorded as a param and silently do nothing."""
@@ -227,10 +232,13 @@ def _no_unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
             _no_unknown_keys(node[key], section, f"{name}.")
 
 
-def validate(cfg: DictConfig | Config) -> Config:
+def validate(cfg: DictConfig | Config, choices: Optional[Choices] = None,
+             backend: Optional[str] = None) -> Config:
     """Check every setting that types alone cannot; return the typed config.
 
-    Raises ConfigError naming the first offending key. Cheap: reads the registries' names only.
+    `choices`: the registries' valid names per setting (settings not in it are not looked up);
+    `backend`: the Keras backend the run will use (None: not checked). `eanet.validation.validate`
+    passes both. Raises ConfigError naming the first offending key.
     """
     if isinstance(cfg, DictConfig):
         _no_unknown_keys(cfg, OmegaConf.get_type(cfg) or Config)
@@ -239,9 +247,16 @@ def validate(cfg: DictConfig | Config) -> Config:
         typed = cfg
     m, d, o, t = typed.model, typed.data, typed.optimizer, typed.trainer
 
-    _known(m.attention, "model.attention", ATTENTION_TYPES)
-    _known(d.name, "data.name", DATASETS)
-    _known(o.name, "optimizer.name", OPTIMIZERS)
+    for setting, valid in (choices or {}).items():
+        if setting == "model.attention" and m.attention_layer is not None:
+            continue  # a new attention, built by its own `_target_`
+        section, name = setting.rsplit(".", 1)
+        check_choice(setting, getattr(getattr(typed, section), name), valid)
+    if m.attention_layer is not None:
+        target = m.attention_layer.get("_target_")
+        _require(isinstance(target, str) and "." in target,
+                 f"Expected model.attention_layer._target_ to be the import path of an attention "
+                 f"layer (my.module.MyAttention). Received: model.attention_layer={m.attention_layer}")
 
     _positive(m, "model", "patch_size", "embedding_dim", "mlp_dim", "num_blocks", "num_heads",
               "dim_coefficient")
@@ -275,11 +290,6 @@ def validate(cfg: DictConfig | Config) -> Config:
         )
 
     _fraction(m, "model", "attention_dropout", "projection_dropout", "mlp_dropout")
-    for name in ("attention_dropout", "projection_dropout", "mlp_dropout"):
-        rate = getattr(m, name)  # dropout's 16-bit keep threshold must stay below 2**16
-        _require(round(rate * KEEP_LEVELS) < KEEP_LEVELS,
-                 f"Expected model.{name} below 1 - 2**-17 (at least one of its 65536 16-bit "
-                 f"keep levels kept). Received: model.{name}={rate}")
     _fraction(d, "data", "validation_split")
     _fraction(t, "trainer", "label_smoothing")
     a = d.augmentation
@@ -295,20 +305,15 @@ def validate(cfg: DictConfig | Config) -> Config:
              f"Received: optimizer.weight_decay={o.weight_decay}")
     _require(0.0 <= o.momentum < 1.0, f"Expected optimizer.momentum in [0, 1). "
              f"Received: optimizer.momentum={o.momentum}")
-    _known(str(t.verbose), "trainer.verbose", {"auto", "0", "1", "2"})
-    _known(t.distribution, "trainer.distribution", DISTRIBUTIONS)
-    backend = configured_backend()
+    check_choice("trainer.verbose", str(t.verbose), ("auto", "0", "1", "2"))
     _require(
-        t.distribution == "none" or backend == "tensorflow",
+        t.distribution == "none" or backend in (None, "tensorflow"),
         f"trainer.distribution={t.distribution} uses TensorFlow's MirroredStrategy and needs "
         f"Keras' TensorFlow backend. Received: KERAS_BACKEND={backend}. On JAX one job trains "
         f"on one device: use trainer.distribution=none, and hydra/launcher=gpu_pack to run "
         f"several sweep jobs per GPU (docs/gpu.md)",
     )
-    _known(t.precision, "trainer.precision", PRECISIONS)
-    _known(t.matmul_precision, "trainer.matmul_precision", MATMUL_PRECISIONS)
-    problem = check_matmul_precision(t.matmul_precision, backend)
-    _require(problem is None, str(problem))
+    check_choice("trainer.precision", t.precision, PRECISIONS)
     _positive(t, "trainer", "steps_per_execution")
     for name in ("max_runs", "max_hours"):
         if getattr(typed.sweep, name) is not None:

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from eanet.config import check_choice
+
 if TYPE_CHECKING:
     from eanet.config import DataConfig
 
@@ -232,12 +234,8 @@ DATASETS: dict[str, Callable[[DataConfig, int], ImageDataset]] = {
 
 
 def load_dataset(cfg: DataConfig, seed: int) -> ImageDataset:
-    try:
-        loader = DATASETS[cfg.name]
-    except KeyError:
-        raise DataError(f"Unknown data.name={cfg.name!r}. Valid values: "
-                        f"{', '.join(sorted(DATASETS))}") from None
-    data = loader(cfg, seed)
+    check_choice("data.name", cfg.name, DATASETS)
+    data = DATASETS[cfg.name](cfg, seed)
     rng = np.random.default_rng(seed)
     if cfg.train_size is not None and cfg.train_size < len(data.y_train):
         keep = rng.permutation(len(data.y_train))[: cfg.train_size]

@@ -20,7 +20,8 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from eanet.config import ConfigError, register_configs, validate
+from eanet.config import ConfigError, register_configs
+from eanet.validation import validate
 from eanet.data import DataError
 from eanet.tracking import StoreError
 

@@ -6,7 +6,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from conftest import CONF_DIR, compose_config
-from eanet.config import Config, ConfigError, validate
+from eanet.config import Config, ConfigError
+from eanet.validation import validate
 from eanet.models.model import build_model, count_parameters
 from eanet.training.optimization import build_optimizer
 

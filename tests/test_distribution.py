@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import TINY, client_for, compose_config, run_eanet, run_python, training_runs
-from eanet.config import ConfigError, validate
+from eanet.config import ConfigError
+from eanet.validation import validate
 
 # Split the CPU, then run `python -m eanet.run <overrides>` in the same process.
 TWO_CPU_DEVICES = """

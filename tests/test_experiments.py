@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, ROOT, compose_config
 from eanet.sweeps.callbacks import SweepReport, count_jobs
-from eanet.config import validate
+from eanet.validation import validate
 
 # study → (jobs, what varies besides the seed)
 STUDIES = {

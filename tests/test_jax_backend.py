@@ -48,7 +48,7 @@ def test_tensorflow_is_not_installed():
 def test_training_step_is_jitted_with_the_augmentation():
     import keras
 
-    from eanet.config import validate
+    from eanet.validation import validate
     from eanet.training.train import build_compiled_model
 
     assert keras.backend.backend() == "jax"

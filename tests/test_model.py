@@ -52,8 +52,8 @@ def test_components_add_up():
 
 
 def test_unknown_attention_lists_valid_names():
-    with pytest.raises(ValueError, match="Valid values: external, self"):
-        attention_factory("linear")
+    with pytest.raises(ValueError, match="Unknown model.attention='linear'. Valid values: external, self"):
+        attention_factory(ModelConfig(attention="linear"))
     assert set(ATTENTION_TYPES) == {"external", "self"}
 
 

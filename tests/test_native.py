@@ -449,8 +449,9 @@ def test_a_rebuilt_library_that_still_does_not_load_falls_back_with_one_warning(
 
 def test_a_dropout_rate_that_would_keep_nothing_is_refused():
     """round(rate · 2**16) reaching 2**16 would keep no element and scale by 1 / 0."""
-    from eanet.config import ConfigError, validate
     from conftest import compose_config
+    from eanet.config import ConfigError
+    from eanet.validation import validate
 
     assert native.keep_threshold(1 - 2**-16) == 65535
     with pytest.raises(ValueError, match=r"rate=0.999995"):

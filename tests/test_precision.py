@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_config
-from eanet.config import ConfigError, validate
+from eanet.config import ConfigError
+from eanet.validation import validate
 from eanet.training import precision
 
 ROOT = Path(__file__).resolve().parents[1]

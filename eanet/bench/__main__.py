@@ -10,7 +10,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from eanet.bench.cli import run_bench, validate_bench
-from eanet.config import ConfigError, validate
+from eanet.config import ConfigError
+from eanet.validation import validate
 
 log = logging.getLogger("eanet.bench")
 

@@ -47,9 +47,10 @@ def train_at_barrier(index: int, jobs: int, steps: int, warmup: int, overrides: 
     from hydra import compose, initialize_config_dir
 
     from eanet.bench.measure import peak_gpu_mb
-    from eanet.config import register_configs, validate
+    from eanet.config import register_configs
     from eanet.data import channel_statistics, make_dataset
     from eanet.training.train import build_compiled_model
+    from eanet.validation import validate
 
     register_configs()
     with initialize_config_dir(str(Path(__file__).resolve().parents[2] / "conf"),

@@ -3,7 +3,8 @@ and the assembly of a classifier from the config (`model`).
 
 `ATTENTION_TYPES` is the registry behind `model.attention`. Its entries are import paths, as in
 Hydra's `_target_`, resolved only when a model is built: the config is validated against the
-registry's names without importing Keras.
+registry's names without importing Keras. An attention outside eanet needs no entry here: its
+conf/model YAML names its layer (`attention_layer: {_target_: …}`, eanet.config.ModelConfig).
 """
 # model.attention → "module.function" building one block's attention layer from (ModelConfig, name)
 ATTENTION_TYPES: dict[str, str] = {

@@ -1,7 +1,8 @@
 """Model assembly: images → augmentation → patches → embedding → transformer blocks → classifier.
 
 The attention type is the only difference between EANet and its ViT baseline; it comes from the
-`ATTENTION_TYPES` registry. At the seed configuration (32×32 images, patch 2, D=64, 8 blocks,
+`ATTENTION_TYPES` registry, or, for any other attention, from the model config's own
+`attention_layer` (`_target_` and arguments, conf/model/*.yaml). At the seed configuration (32×32 images, patch 2, D=64, 8 blocks,
 4 heads, dc=4, 100 classes) EANet has 361,380 trainable parameters and ViT 623,268.
 """
 from __future__ import annotations
@@ -10,9 +11,10 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import keras
 import numpy as np
-from hydra.utils import get_method
+from hydra.utils import get_method, instantiate
 from keras import layers
 
+from eanet.config import check_choice
 from eanet.models import ATTENTION_TYPES
 from eanet.models.layers import (ClassifierHead, ExternalAttention, PatchEmbedding, PatchExtract,
                           SelfAttention, TransformerBlock)
@@ -32,13 +34,15 @@ def self_attention(cfg: ModelConfig, name: str) -> layers.Layer:
     return SelfAttention(cfg.embedding_dim, cfg.num_heads, cfg.attention_dropout, name=name)
 
 
-def attention_factory(attention: str) -> Callable[[ModelConfig, str], layers.Layer]:
-    """The factory registered as `model.attention` (eanet.models.ATTENTION_TYPES)."""
-    try:
-        return get_method(ATTENTION_TYPES[attention])
-    except KeyError:
-        raise ValueError(f"Unknown attention type {attention!r}. "
-                         f"Valid values: {', '.join(sorted(ATTENTION_TYPES))}") from None
+def attention_factory(cfg: ModelConfig) -> Callable[[str], layers.Layer]:
+    """What builds one block's attention layer from its name: `model.attention_layer` (Hydra's
+    `_target_` and its arguments) when the config gives one, else the built-in `model.attention`
+    of eanet.models.ATTENTION_TYPES."""
+    if cfg.attention_layer is not None:
+        return lambda name: instantiate(cfg.attention_layer, name=name)
+    check_choice("model.attention", cfg.attention, ATTENTION_TYPES)
+    build = get_method(ATTENTION_TYPES[cfg.attention])
+    return lambda name: build(cfg, name)
 
 
 def build_augmentation(cfg: AugmentationConfig, mean: Sequence[float], variance: Sequence[float],
@@ -77,7 +81,7 @@ def build_augmentation(cfg: AugmentationConfig, mean: Sequence[float], variance:
 def build_model(cfg: ModelConfig, image_size: int, num_classes: int,
                 augmentation: Optional[keras.Sequential] = None) -> keras.Model:
     """The classifier for `image_size`×`image_size` RGB images (float pixels in [0, 255])."""
-    make_attention = attention_factory(cfg.attention)
+    make_attention = attention_factory(cfg)
     num_patches = (image_size // cfg.patch_size) ** 2
 
     images = keras.Input((image_size, image_size, 3), name="images")
@@ -85,7 +89,7 @@ def build_model(cfg: ModelConfig, image_size: int, num_classes: int,
     x = PatchExtract(cfg.patch_size, name="patches")(x)  # (B, N, P*P*3)
     x = PatchEmbedding(num_patches, cfg.embedding_dim, name="patch_embedding")(x)  # (B, N, D)
     for i in range(cfg.num_blocks):
-        x = TransformerBlock(make_attention(cfg, f"attention_{i}"), cfg.embedding_dim,
+        x = TransformerBlock(make_attention(f"attention_{i}"), cfg.embedding_dim,
                              cfg.mlp_dim, cfg.mlp_dropout, name=f"block_{i}")(x)
     probabilities = ClassifierHead(num_classes, name="head")(x)  # (B, num_classes)
     return keras.Model(images, probabilities, name=f"{cfg.name}_classifier")

@@ -226,7 +226,8 @@ class PrepareSweep(Callback):
     def validated_jobs(config: DictConfig, config_name: Optional[str]) -> list:
         """Every job's typed config, composed as the job will compose it; the first bad one
         raises ConfigError naming the job's own overrides."""
-        from eanet.config import ConfigError, validate
+        from eanet.config import ConfigError
+        from eanet.validation import validate
 
         jobs = job_overrides(config) if config_name else None
         if jobs is None:  # another sweeper: the sweep's own config is all there is to check

@@ -13,7 +13,7 @@ the global batch by Keras).
 
 These are TensorFlow strategies. On any other Keras backend (JAX) a job trains on one device:
 `none` is `OneDevice` (no scope, one replica) and `mirrored` is refused at start-up by config
-validation (eanet.config) — pack several jobs per GPU instead (hydra/launcher=gpu_pack).
+validation (eanet.validation) — pack several jobs per GPU instead (hydra/launcher=gpu_pack).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import contextlib
 
 from hydra.utils import get_method
 
+from eanet.config import check_choice
 from eanet.training import DISTRIBUTIONS
 
 
@@ -57,12 +58,8 @@ def mirrored_strategy():
 
 
 def distribution_strategy(name: str):
-    try:
-        factory = get_method(DISTRIBUTIONS[name])
-    except KeyError:
-        raise ValueError(f"Unknown trainer.distribution={name!r}. "
-                         f"Valid values: {', '.join(sorted(DISTRIBUTIONS))}") from None
-    return factory()
+    check_choice("trainer.distribution", name, DISTRIBUTIONS)
+    return get_method(DISTRIBUTIONS[name])()
 
 
 def global_batch_size(per_replica: int, strategy) -> int:

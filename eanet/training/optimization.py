@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import keras
 from hydra.utils import get_method
 
+from eanet.config import check_choice
 from eanet.training import OPTIMIZERS
 
 if TYPE_CHECKING:
@@ -112,11 +113,8 @@ def sgd(c: OptimizerConfig) -> keras.optimizers.Optimizer:
 
 
 def build_optimizer(cfg: OptimizerConfig) -> keras.optimizers.Optimizer:
-    try:
-        return get_method(OPTIMIZERS[cfg.name])(cfg)
-    except KeyError:
-        raise ValueError(f"Unknown optimizer.name={cfg.name!r}. "
-                         f"Valid values: {', '.join(sorted(OPTIMIZERS))}") from None
+    check_choice("optimizer.name", cfg.name, OPTIMIZERS)
+    return get_method(OPTIMIZERS[cfg.name])(cfg)
 
 
 def compile_model(model: keras.Model, optimizer: OptimizerConfig,

@@ -32,7 +32,8 @@ def test_a_setting_added_later_keeps_the_fingerprints_of_runs_recorded_before_it
     (trainer.matmul_precision=default; data.augmentation.contrast_clip=true, Keras 3's clip): a
     config with that value has the fingerprint of the same config without the key, so those runs
     are still skipped or resumed, not trained again."""
-    cfg = OmegaConf.to_container(compose_config([f"{key}={str(before_value).lower()}"]),
+    value = "null" if before_value is None else str(before_value).lower()
+    cfg = OmegaConf.to_container(compose_config([f"{key}={value}"]),
                                  resolve=True)
     *parents, leaf = key.split(".")
     before = copy.deepcopy(cfg)

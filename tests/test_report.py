@@ -124,7 +124,7 @@ def test_report_numbers_files_and_artifacts(store, tmp_path):
     for name in written:
         assert (tmp_path / "r" / name).stat().st_size > 0
     markdown = (tmp_path / "r" / "report.md").read_text()
-    assert "## EANet vs ViT" in markdown and "| 42.00 ± 2.00 |" in markdown
+    assert "## Models vs vit" in markdown and "| 42.00 ± 2.00 |" in markdown
 
     client = client_for(store)
     report_run = client.get_run(report.run_id)

@@ -6,8 +6,8 @@
     python -m eanet.report "filter='params.model.patch_size = \\"4\\"'"    a filter on top
 
 Reads the training runs (tag eanet.run_type=train) through `eanet.tracking.search`, builds the
-tables of `eanet.report.tables`, writes report.csv (one row per configuration), comparison.csv (EANet vs
-ViT), runs.csv (the runs used), report.md and PNG plots into `out`, prints the main table, and
+tables of `eanet.report.tables`, writes report.csv (one row per configuration), comparison.csv (every
+model against the `baseline` model, ViT by default), runs.csv (the runs used), report.md and PNG plots into `out`, prints the main table, and
 logs the same files as artifacts of a report run (tag eanet.run_type=report) in the same
 experiment. The Hydra callback `eanet.sweeps.callbacks.SweepReport` calls `sweep_report` at the end of
 every `python -m eanet.run -m …` sweep.
@@ -47,6 +47,8 @@ class ReportConfig:
     out: Optional[str] = None
     tracking_uri: Optional[str] = None  # null: MLFLOW_TRACKING_URI, else ./mlflow.db
     metric: str = "test_top1"  # the accuracy plotted; the report fails if no run has it
+    # comparison.csv: every other model against this one (model.name), for the same other settings
+    baseline: str = "vit"
     log_to_mlflow: bool = True  # log the files as artifacts of a report run
 
 
@@ -120,7 +122,11 @@ def sweep_report(cfg: ReportConfig) -> Report:
         raise ReportError(f"The selected runs have no {results.MODEL!r} param: not eanet training runs?")
     axes = results.swept_settings(runs, params)
     table = results.configuration_table(runs, axes)
-    comparison = results.model_comparison(runs, table, axes)
+    comparison = results.model_comparison(runs, table, axes, cfg.baseline)
+    models = sorted(table["model"].astype(str).unique())
+    if len(models) > 1 and cfg.baseline not in models:
+        log.warning("No comparison.csv: baseline=%r is not among the models of these runs. "
+                    "Valid values: %s", cfg.baseline, ", ".join(models))
 
     out = Path(cfg.out) if cfg.out else default_out(sweep, cfg.experiment_name)
     title = f"sweep {sweep}" if sweep else f"experiment {cfg.experiment_name}"

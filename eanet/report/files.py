@@ -29,19 +29,17 @@ def _number(value: float, fmt: str) -> str:
 
 
 def display_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The configuration table or the EANet-vs-ViT table, formatted for reading."""
+    """The configuration table or the model-vs-baseline table, formatted for reading."""
     if frame.empty:
         return frame
     shown = pd.DataFrame(index=frame.index)
     setting_columns = [c for c in frame.columns if "." in c]
     for column in frame.columns:
-        if column in ("model_ea", "model_vit"):
-            shown[{"model_ea": "EANet", "model_vit": "ViT"}[column]] = frame[column]
-        elif column in setting_columns or column == "model":
+        if column in setting_columns or column in ("model", "baseline"):
             shown[_short(column, setting_columns)] = frame[column].astype(object).where(
                 frame[column].notna(), "")
-        elif column in ("n", "n_failed", "n_ea", "n_vit") or (column == "n_pruned"
-                                                                and frame[column].any()):
+        elif column in ("n", "n_failed", "n_baseline") or (column == "n_pruned"
+                                                            and frame[column].any()):
             shown[column] = frame[column]
     for metric, label in zip(ACCURACIES, ("top-1 %", "top-5 %")):
         if f"{metric}_mean" in frame:
@@ -55,12 +53,12 @@ def display_table(frame: pd.DataFrame) -> pd.DataFrame:
         "param_count_attention": ("attention params", lambda v: _number(v, ",.0f")),
         "train_time_s_mean": ("train s", lambda v: _number(v, ".1f")),
         "throughput_img_per_s_mean": ("img/s", lambda v: _number(v, ".1f")),
-        "top1_ea": ("EANet top-1 %", _percent), "top1_vit": ("ViT top-1 %", _percent),
+        "top1": ("top-1 %", _percent), "top1_baseline": ("baseline top-1 %", _percent),
         "delta_top1": ("Δ top-1 pp", _percent),
-        "top5_ea": ("EANet top-5 %", _percent), "top5_vit": ("ViT top-5 %", _percent),
+        "top5": ("top-5 %", _percent), "top5_baseline": ("baseline top-5 %", _percent),
         "delta_top5": ("Δ top-5 pp", _percent),
-        "params_ea": ("EANet params", lambda v: _number(v, ",.0f")),
-        "params_vit": ("ViT params", lambda v: _number(v, ",.0f")),
+        "params": ("params", lambda v: _number(v, ",.0f")),
+        "params_baseline": ("baseline params", lambda v: _number(v, ",.0f")),
         "param_ratio": ("param ratio", lambda v: _number(v, ".3f")),
         "speed_ratio": ("speed ratio", lambda v: _number(v, ".2f")),
     }
@@ -92,8 +90,9 @@ def _markdown(title: str, runs: pd.DataFrame, table: pd.DataFrame, comparison: p
         lines += ["", f"Filter: `{selection}`"]
     lines += ["", "## Configurations", "", markdown_table(display_table(table))]
     if not comparison.empty:
-        lines += ["", "## EANet vs ViT", "",
-                  "Δ = EANet − ViT in percentage points; ratios are EANet / ViT "
+        baseline = comparison["baseline"].iloc[0]
+        lines += ["", f"## Models vs {baseline}", "",
+                  f"Δ = model − {baseline} in percentage points; ratios are model / {baseline} "
                   "(parameters; training images per second).", "",
                   markdown_table(display_table(comparison))]
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
@@ -151,7 +150,8 @@ def _plot_accuracy_vs_setting(runs: pd.DataFrame, axis: str, others: list[str], 
 def write_files(out: Path, runs: pd.DataFrame, table: pd.DataFrame, comparison: pd.DataFrame,
                 axes: list[str], metric: str, title: str,
                 selection: Optional[str] = None) -> list[Path]:
-    """report.csv, comparison.csv (when both models exist), runs.csv, the plots and report.md."""
+    """report.csv, comparison.csv (when the baseline and another model exist), runs.csv, the plots
+    and report.md."""
     import matplotlib
 
     matplotlib.use("Agg")

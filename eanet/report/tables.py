@@ -10,7 +10,8 @@ Pure pandas, no MLflow calls (those live in `eanet.report`). The steps:
 3. `configuration_table`: one row per (model, axes) with counts, mean/std/95% interval of the test
    accuracies over seeds, sizes and speeds. Runs that did not finish are counted, never averaged:
    `n_pruned` the tuning trials a pruner stopped (tag eanet.pruned), `n_failed` the others.
-4. `model_comparison`: EANet beside ViT wherever both exist for the same other settings.
+4. `model_comparison`: every model beside a baseline model (`baseline`, ViT by default: the seed
+   study's EANet-vs-ViT table) wherever both exist for the same other settings.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from scipy import stats
 MODEL = "model.name"
 PRUNED = "tags.eanet.pruned"  # "true" on a run a tuning sweep's pruner stopped (eanet.sweeps.trial)
 ATTENTION = "model.attention"
+ATTENTION_LAYER = "model.attention_layer"  # a model's own attention layer: _target_ and arguments
 FINISHED = "FINISHED"
 
 # Params that never define a configuration: the repeat index, where files are, how runs are logged,
@@ -32,7 +34,6 @@ NOT_SETTINGS_PREFIXES = ("tracking.", "sweep.")
 # Settings an attention type ignores: ViT has no external memory, so its dim_coefficient is
 # meaningless and must neither split ViT rows nor count as a swept axis.
 UNUSED_BY_ATTENTION = {"self": ("model.dim_coefficient",)}
-EXTERNAL, SELF = "external", "self"  # the two sides of the EANet-vs-ViT comparison
 
 # Final metrics of a training run (see eanet.tracking) and how the table summarises them.
 ACCURACIES = ("test_top1", "test_top5")  # mean, std and 95% interval over seeds
@@ -82,7 +83,9 @@ def _is_setting(name: str) -> bool:
 def swept_settings(runs: pd.DataFrame, params: list[str]) -> list[str]:
     """The params (among `params`) whose value differs between runs, in config order.
 
-    A setting a run's attention type ignores is compared only among the runs that use it.
+    A setting a run's attention type ignores is compared only among the runs that use it; the
+    arguments of a model's own attention layer (`model.attention_layer.*`) only among the runs of
+    one model, as they belong to its definition.
     """
     ignored = {name: attention for attention, names in UNUSED_BY_ATTENTION.items()
                for name in names}
@@ -93,7 +96,10 @@ def swept_settings(runs: pd.DataFrame, params: list[str]) -> list[str]:
         values = runs[name]
         if name in ignored and ATTENTION in runs:
             values = values[runs[ATTENTION] != ignored[name]]
-        if values.astype(object).nunique(dropna=False) > 1:
+        if name.startswith(ATTENTION_LAYER):
+            if (values.astype(object).groupby(runs[MODEL]).nunique(dropna=False) > 1).any():
+                axes.append(name)
+        elif values.astype(object).nunique(dropna=False) > 1:
             axes.append(name)
     return axes
 
@@ -136,32 +142,47 @@ def configuration_table(runs: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
     return table
 
 
-def model_comparison(runs: pd.DataFrame, table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
-    """EANet (external attention) beside ViT (self-attention) for the same other settings.
+def _axes_used_by(model: str, axes: list[str], attention_of: pd.Series) -> list[str]:
+    unused = UNUSED_BY_ATTENTION.get(attention_of.get(model), ())
+    return [a for a in axes if a not in unused]
 
-    Δ = EANet − ViT (accuracy, as a fraction); ratios are EANet / ViT (parameters, images/s).
-    Settings ViT ignores (dim_coefficient) are kept on the EANet side only, so every EANet
-    memory size is compared with the one ViT of its other settings. Empty when a side is missing.
+
+def model_comparison(runs: pd.DataFrame, table: pd.DataFrame, axes: list[str],
+                     baseline: str) -> pd.DataFrame:
+    """Every other model beside the `baseline` model for the same other settings.
+
+    Δ = model − baseline (accuracy, as a fraction); ratios are model / baseline (parameters,
+    images/s). A setting one side's attention ignores (ViT's dim_coefficient) is not matched on:
+    it stays a column of the side that uses it (`<setting>_baseline` for the baseline's), so
+    every EANet memory size is compared with the one ViT of its other settings. Empty when the
+    baseline or every other model is missing.
     """
-    attention_of = runs.groupby(MODEL)[ATTENTION].first() if ATTENTION in runs else pd.Series()
-    sides = {side: table[table["model"].map(attention_of) == side] for side in (EXTERNAL, SELF)}
-    if any(side.empty for side in sides.values()):
+    attention_of = (runs.groupby(MODEL)[ATTENTION].first() if ATTENTION in runs
+                    else pd.Series(dtype=object))
+    base, others = table[table["model"] == baseline], table[table["model"] != baseline]
+    if base.empty or others.empty:
         return pd.DataFrame()
-    shared = [a for a in axes if a not in UNUSED_BY_ATTENTION[SELF]]
-    own = [a for a in axes if a in UNUSED_BY_ATTENTION[SELF]]
+    base_axes = _axes_used_by(baseline, axes, attention_of)
     values = ["model", "n", "test_top1_mean", "test_top5_mean", "param_count_total",
               "throughput_img_per_s_mean"]
-    ea = sides[EXTERNAL][shared + own + values]
-    vit = sides[SELF][shared + values]
-    pairs = (ea.merge(vit, on=shared, suffixes=("_ea", "_vit")) if shared
-             else ea.merge(vit, how="cross", suffixes=("_ea", "_vit")))
-    out = pairs[shared + own + ["model_ea", "model_vit", "n_ea", "n_vit"]].copy()
-    out["top1_ea"], out["top1_vit"] = pairs["test_top1_mean_ea"], pairs["test_top1_mean_vit"]
-    out["delta_top1"] = pairs["test_top1_mean_ea"] - pairs["test_top1_mean_vit"]
-    out["top5_ea"], out["top5_vit"] = pairs["test_top5_mean_ea"], pairs["test_top5_mean_vit"]
-    out["delta_top5"] = pairs["test_top5_mean_ea"] - pairs["test_top5_mean_vit"]
-    out["params_ea"], out["params_vit"] = pairs["param_count_total_ea"], pairs["param_count_total_vit"]
-    out["param_ratio"] = pairs["param_count_total_ea"] / pairs["param_count_total_vit"]
-    out["speed_ratio"] = (pairs["throughput_img_per_s_mean_ea"]
-                          / pairs["throughput_img_per_s_mean_vit"])
-    return out.reset_index(drop=True)
+    pieces = []
+    for model in others["model"].unique():
+        own = _axes_used_by(model, axes, attention_of)
+        shared = [a for a in own if a in base_axes]
+        right = base[base_axes + values].rename(
+            columns={a: f"{a}_baseline" for a in base_axes if a not in shared})
+        pairs = others[others["model"] == model][own + values].merge(
+            right, on=shared or None, how="inner" if shared else "cross", suffixes=("", "_baseline"))
+        out = pairs[own + [f"{a}_baseline" for a in base_axes if a not in shared]].copy()
+        out["model"], out["baseline"] = pairs["model"], pairs["model_baseline"]
+        out["n"], out["n_baseline"] = pairs["n"], pairs["n_baseline"]
+        for metric, name in (("test_top1_mean", "top1"), ("test_top5_mean", "top5")):
+            out[name], out[f"{name}_baseline"] = pairs[metric], pairs[f"{metric}_baseline"]
+            out[f"delta_{name}"] = pairs[metric] - pairs[f"{metric}_baseline"]
+        out["params"] = pairs["param_count_total"]
+        out["params_baseline"] = pairs["param_count_total_baseline"]
+        out["param_ratio"] = pairs["param_count_total"] / pairs["param_count_total_baseline"]
+        out["speed_ratio"] = (pairs["throughput_img_per_s_mean"]
+                              / pairs["throughput_img_per_s_mean_baseline"])
+        pieces.append(out)
+    return pd.concat(pieces, ignore_index=True)

@@ -289,9 +289,11 @@ class RegisterBestModel(Callback):
 class SweepReport(Callback):
     """Runs `eanet.report.sweep_report` for the sweep that just ended."""
 
-    def __init__(self, enabled: bool = True, out: Optional[str] = None) -> None:
+    def __init__(self, enabled: bool = True, out: Optional[str] = None,
+                 baseline: str = "vit") -> None:
         self.enabled = enabled
         self.out = out  # null: <sweep dir>/report
+        self.baseline = baseline  # the model every other one is compared with (comparison.csv)
         self.expected_jobs: Optional[int] = None
         self.jobs_done = 0
         self.jobs_failed = 0
@@ -321,7 +323,8 @@ class SweepReport(Callback):
             parent = parent_run_id(sweep)
             cfg = ReportConfig(sweep=sweep, experiment_name=config.tracking.experiment_name,
                                tracking_uri=config.tracking.tracking_uri,
-                               out=self.out or f"{sweep}/report", log_to_mlflow=parent is None)
+                               out=self.out or f"{sweep}/report", log_to_mlflow=parent is None,
+                               baseline=self.baseline)
             if parent is not None:  # every job of the sweep run, those of earlier launches too
                 cfg.sweep, cfg.filter = None, f"tags.`{TAG_PARENT}` = '{parent}'"
             report = sweep_report(cfg)
@@ -335,7 +338,7 @@ class SweepReport(Callback):
                      ", ".join(report.axes) or "model only",
                      display_table(report.table).to_string(index=False))
             if not report.comparison.empty:
-                log.info("EANet vs ViT:\n%s",
+                log.info("Models vs %s:\n%s", cfg.baseline,
                          display_table(report.comparison).to_string(index=False))
             log.info("Sweep report written to %s/ and logged to MLflow run %s", report.out,
                      report.run_id)

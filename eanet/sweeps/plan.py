@@ -40,7 +40,8 @@ JOB_RECORD = "eanet_job.json"  # in each job's output folder: what the job did (
 IGNORED = ("tracking.", "trainer.verbose", "data.path", "quiet", "sweep.", "plan")
 # Settings added after runs were recorded, left out at the value that computes what runs did
 # before they existed: those runs keep their fingerprints (still skipped or resumed, not redone).
-ADDED_LATER = {"trainer.matmul_precision": "default", "data.augmentation.contrast_clip": True}
+ADDED_LATER = {"trainer.matmul_precision": "default", "data.augmentation.contrast_clip": True,
+               "model.attention_layer": None}
 
 
 def fingerprint(raw_cfg: DictConfig | dict) -> str:

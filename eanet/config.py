@@ -46,7 +46,7 @@ class ModelConfig:
     # A new attention, Hydra's `_target_` style: {_target_: my.module.MyAttention, <its arguments>},
     # instantiated once per block with `name=`; the arguments may interpolate the settings below
     # (`${model.embedding_dim}`). None: the built-in `attention` from eanet.models.ATTENTION_TYPES.
-    attention_layer: Optional[dict[str, Any]] = None
+    attention_layer: Any = None  # a mapping, or None (Any: a None default takes a dict override)
     patch_size: int = 2
     embedding_dim: int = 64
     mlp_dim: int = 64
@@ -253,7 +253,8 @@ def validate(cfg: DictConfig | Config, choices: Optional[Choices] = None,
         section, name = setting.rsplit(".", 1)
         check_choice(setting, getattr(getattr(typed, section), name), valid)
     if m.attention_layer is not None:
-        target = m.attention_layer.get("_target_")
+        layer = m.attention_layer
+        target = layer.get("_target_") if isinstance(layer, dict) else None
         _require(isinstance(target, str) and "." in target,
                  f"Expected model.attention_layer._target_ to be the import path of an attention "
                  f"layer (my.module.MyAttention). Received: model.attention_layer={m.attention_layer}")

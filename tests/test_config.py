@@ -104,3 +104,35 @@ def test_local_data_path_comes_from_the_environment(monkeypatch):
     assert validate(compose_config()).data.path == "/data/cifar100.npz"
     monkeypatch.delenv("EANET_DATA")
     assert validate(compose_config()).data.path is None
+
+
+def test_config_module_imports_nothing_of_eanet():
+    """eanet.config is a leaf of eanet's import graph: what it needs from other modules (registry
+    names, the backend) is passed in by eanet.validation."""
+    import ast
+
+    import eanet.config
+
+    tree = ast.parse(open(eanet.config.__file__).read())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {name for name in imported if name.split(".")[0] == "eanet"}, imported
+    assert {"hydra.core.config_store", "omegaconf"} <= imported  # the walk sees its imports
+
+
+def test_check_choice_names_the_setting_and_the_valid_values():
+    from eanet.config import check_choice
+
+    check_choice("data.name", "cifar100", {"synthetic": 1, "cifar100": 2})
+    with pytest.raises(ConfigError, match=r"^Unknown data\.name='imagenet'\. "
+                                          r"Valid values: cifar100, synthetic$"):
+        check_choice("data.name", "imagenet", {"synthetic": 1, "cifar100": 2})
+
+
+def test_a_new_attention_names_its_layer():
+    with pytest.raises(ConfigError, match=r"model\.attention_layer\._target_"):
+        validate(compose_config(["model.attention=linear", "model.attention_layer={rank:4}"]))
+    cfg = validate(compose_config(["model.attention=linear",
+                                   "model.attention_layer={_target_:my.Attention,rank:4}"]))
+    assert cfg.model.attention_layer == {"_target_": "my.Attention", "rank": 4}

@@ -26,7 +26,7 @@ def test_bench_all_modes_on_a_tiny_config(tmp_path):
     out = tmp_path / "results"
     result = run_module(
         "eanet.bench", *TINY, "trainer.epochs=1", "bench.mode=all", "bench.steps=2", "bench.warmup=1", f"bench.out={out}",
-        "bench.scaling.image_sizes=[8,16]", "bench.scaling.attentions=[external]",
+        "bench.scaling.image_sizes=[8,16]", "bench.scaling.models=[ea]",
         "bench.scaling.steps=2", "bench.scaling.warmup=1", "tracking.log_model=false",
         f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -59,7 +59,8 @@ def test_bench_all_modes_on_a_tiny_config(tmp_path):
     points = by_kind["scaling"]
     assert [p["num_patches"] for p in points] == [16, 64]
     assert all(p["train_ms_per_image"] > 0 and p["forward_ms_per_image"] > 0 for p in points)
-    assert any(f["attention"] == "external" for f in by_kind["scaling_fit"])
+    assert all(p["model"] == "ea" and p["attention"] == "external" for p in points)
+    assert any(f["model"] == "ea" for f in by_kind["scaling_fit"])
     for name in ("throughput.csv", "overhead.csv", "scaling.csv", "scaling_exponents.csv",
                  "scaling.png"):
         assert (out / name).stat().st_size > 0, name
@@ -70,20 +71,20 @@ def test_unknown_bench_mode_fails_before_any_work(tmp_path):
                         f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path)
     assert result.returncode != 0
     assert "bench.mode='fastest'" in result.stderr
-    assert "Valid values: throughput, scaling, overhead, profile, all" in result.stderr
+    assert "Valid values: all, overhead, profile, scaling, throughput" in result.stderr
 
 
 def test_fit_exponents_recover_linear_and_quadratic_growth():
     points = []
     for n in (64, 256, 1024):
-        for attention, power in (("external", 1), ("self", 2)):
+        for model, attention, power in (("ea", "external", 1), ("vit", "self", 2)):
             value = 3e-3 * n ** power
-            points.append({"attention": attention, "num_patches": n, "forward_ms_per_image": value,
+            points.append({"model": model, "attention": attention, "num_patches": n, "forward_ms_per_image": value,
                            "train_ms_per_image": 2 * value, "train_peak_mb_per_image": value})
-    fits = {(f["attention"], f["quantity"]): f for f in fit_exponents(points)}
-    assert fits[("external", "train_ms_per_image")]["exponent"] == pytest.approx(1.0, abs=1e-6)
-    assert fits[("self", "forward_ms_per_image")]["exponent"] == pytest.approx(2.0, abs=1e-6)
-    assert fits[("self", "train_peak_mb_per_image")]["exponent_last_two"] == \
+    fits = {(f["model"], f["quantity"]): f for f in fit_exponents(points)}
+    assert fits[("ea", "train_ms_per_image")]["exponent"] == pytest.approx(1.0, abs=1e-6)
+    assert fits[("vit", "forward_ms_per_image")]["exponent"] == pytest.approx(2.0, abs=1e-6)
+    assert fits[("vit", "train_peak_mb_per_image")]["exponent_last_two"] == \
         pytest.approx(2.0, abs=1e-6)
     assert np.isfinite([f["exponent"] for f in fits.values()]).all()
 

@@ -169,11 +169,41 @@ def test_the_docs_show_eanet_commands():
     assert set(MODULES) <= set(HYDRA_APPS) | set(ARGPARSE_APPS), MODULES
 
 
+# What each Hydra app's --help opens with (conf/hydra/help/): the command, not Hydra's banner.
+HELP_OPENINGS = {
+    "eanet.run": "eanet.run: train EANet (external attention) and ViT (self-attention) on CIFAR-100",
+    "eanet.report": "eanet.report: tables and plots of a sweep's training runs",
+    "eanet.bench": "eanet.bench: how fast and how lean eanet trains",
+}
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_module_answers_help(module):
     result = help_text(module)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert ("powered by Hydra" if module in HYDRA_APPS else "usage:") in result.stdout
+    if module not in HYDRA_APPS:
+        assert "usage:" in result.stdout
+        return
+    assert result.stdout.startswith(HELP_OPENINGS[module]), result.stdout[:300]
+    assert "powered by Hydra" not in result.stdout
+    assert "== Config" in result.stdout and "--hydra-help" in result.stdout  # then Hydra's part
+
+
+def test_run_help_introduces_eanet_with_commands_that_work(monkeypatch):
+    """The first screen names the commands that matter and where runs go; each command is valid."""
+    from eanet.training import precision
+
+    monkeypatch.setattr(precision, "_tensorflow_matmul_precision", None)
+    monkeypatch.delenv(precision.TF_FPMATH_ENV, raising=False)
+    header = help_text("eanet.run").stdout.split("== Config groups")[0]
+    assert "mlflow.db" in header and "outputs/" in header and "multirun/" in header
+    # "  python -m … <overrides>   what it does": the command ends at the first run of 3 spaces
+    commands = [shlex.split(line.strip().split("   ")[0]) for line in header.splitlines()
+                if line.strip().startswith("python -m eanet.")]
+    assert {c[2] for c in commands} == {"eanet.run", "eanet.report", "eanet.bench"}
+    assert ["python", "-m", "eanet.run", "-m", "model=ea,vit"] in commands
+    for _, _, module, *arguments in commands:
+        check_composes(module, overrides_of(arguments))
 
 
 @pytest.mark.parametrize("where, module, arguments", COMMANDS, ids=[c[0] for c in COMMANDS])

@@ -9,7 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from eanet.bench.cli import run_bench, validate_bench
+from eanet.bench.cli import run_bench, scaling_models, validate_bench
 from eanet.config import ConfigError
 from eanet.validation import validate
 
@@ -21,10 +21,12 @@ def main(cfg: DictConfig) -> None:
     try:
         typed = validate(cfg)
         validate_bench(typed)
+        # Each of bench.scaling.models composed and valid before any work.
+        models = scaling_models(typed) if typed.bench.mode in ("scaling", "all") else []
     except ConfigError as error:
         sys.exit(f"eanet.bench: {error}")
     log.info("bench %s\n%s", typed.bench.mode, OmegaConf.to_yaml(cfg.bench))
-    run_bench(typed, cfg)
+    run_bench(typed, cfg, models)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,8 @@ _IMPORT_START = time.perf_counter()
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from eanet.config import Config, ConfigError  # noqa: E402
 from eanet.bench.records import emit, print_table, write_csv  # noqa: E402
-from eanet.models import ATTENTION_TYPES  # noqa: E402
+from eanet.config import Config, ConfigError, ModelConfig, check_choice  # noqa: E402
 
 log = logging.getLogger("eanet.bench")
 
@@ -45,7 +44,7 @@ class ScalingSettings:
     # Each (image_size, patch_size) pair gives N = (image_size / patch_size)^2 patches.
     image_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     patch_size: int = 2
-    attentions: list[str] = field(default_factory=lambda: ["external", "self"])
+    models: list[str] = field(default_factory=lambda: ["ea", "vit"])  # conf/model options
     # Self-attention's (B, heads, N, N) scores outgrow a small machine: at 4,096 patches one image
     # needs several GB to train. Points above this many patches are skipped for it.
     max_self_attention_patches: int = 1024
@@ -56,7 +55,7 @@ class ScalingSettings:
 
 @dataclass
 class BenchSettings:
-    mode: str = "throughput"  # throughput | scaling | overhead | all
+    mode: str = "throughput"  # throughput | scaling | overhead | profile | all
     steps: int = 12  # timed training steps after warm-up
     warmup: int = 3
     out: Optional[str] = None  # folder for CSV/PNG results; None prints only
@@ -80,8 +79,7 @@ def register_configs() -> None:
 
 def validate_bench(cfg: BenchConfig) -> None:
     b, s = cfg.bench, cfg.bench.scaling
-    if b.mode not in MODES:
-        raise ConfigError(f"Unknown bench.mode={b.mode!r}. Valid values: {', '.join(MODES)}")
+    check_choice("bench.mode", b.mode, MODES)
     for name in ("steps", "warmup"):
         if getattr(b, name) < (1 if name == "steps" else 0):
             raise ConfigError(f"Expected bench.{name} >= {1 if name == 'steps' else 0}. "
@@ -90,14 +88,28 @@ def validate_bench(cfg: BenchConfig) -> None:
         if getattr(s, name) <= 0:
             raise ConfigError(f"Expected bench.scaling.{name} > 0. "
                               f"Received: bench.scaling.{name}={getattr(s, name)}")
-    for attention in s.attentions:
-        if attention not in ATTENTION_TYPES:
-            raise ConfigError(f"Unknown attention {attention!r} in bench.scaling.attentions. "
-                              f"Valid values: {', '.join(sorted(ATTENTION_TYPES))}")
     for size in s.image_sizes:
         if size % s.patch_size:
             raise ConfigError(f"Expected every bench.scaling.image_sizes divisible by "
                               f"bench.scaling.patch_size. Received: {size} and {s.patch_size}")
+
+
+def scaling_models(cfg: BenchConfig) -> list[ModelConfig]:
+    """The model of each `bench.scaling.models` option, composed as `model=<option>` would be with
+    this command's other overrides (config folders added by `hydra.searchpath` included)."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from eanet.validation import validate
+
+    options = GlobalHydra.instance().config_loader().get_group_options("model")
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("model=")]
+    models = []
+    for option in cfg.bench.scaling.models:
+        check_choice("bench.scaling.models", option, options)
+        models.append(validate(compose("bench", overrides=[*overrides, f"model={option}"])).model)
+    return models
 
 
 # --- throughput --------------------------------------------------------------------------------
@@ -148,7 +160,10 @@ def _publish(record: dict[str, Any], columns, out: Optional[Path],
     return record
 
 
-def run_bench(cfg: BenchConfig, raw_cfg: DictConfig) -> list[dict[str, Any]]:
+def run_bench(cfg: BenchConfig, raw_cfg: DictConfig,
+              scaling: Optional[list[ModelConfig]] = None) -> list[dict[str, Any]]:
+    """Every measurement of bench.mode; `scaling`: the models of bench.scaling.models
+    (`scaling_models`), composed by default."""
     b = cfg.bench
     out = Path(b.out) if b.out else None
     records: list[dict[str, Any]] = []
@@ -172,11 +187,11 @@ def run_bench(cfg: BenchConfig, raw_cfg: DictConfig) -> list[dict[str, Any]]:
     if b.mode in ("scaling", "all"):
         from eanet.bench.scaling import SCALING_COLUMNS, measure_scaling, plot_scaling
 
-        points, fits = measure_scaling(cfg)
+        points, fits = measure_scaling(cfg, scaling or scaling_models(cfg))
         print_table(points, SCALING_COLUMNS)
         for fit in fits:
             emit(fit)
-        print_table(fits, ["attention", "quantity", "exponent", "points"])
+        print_table(fits, ["model", "attention", "quantity", "exponent", "points"])
         records.extend(points + fits)
         if out:
             write_csv(points, out / "scaling.csv")

@@ -1,11 +1,11 @@
 """Training throughput of eanet against the seed implementation, alternating A B A B.
 
     python -m eanet.bench.compare                          seed vs eanet, EANet, batch 128
-    python -m eanet.bench.compare --attention self         the same for ViT
+    python -m eanet.bench.compare --model vit              the same for ViT (any conf/model option)
     python -m eanet.bench.compare --rounds 3 seed eanet "eanet trainer.precision=mixed_bfloat16"
     python -m eanet.bench.compare seed "TF_ENABLE_ONEDNN_OPTS=1 seed" eanet "TF_ENABLE_ONEDNN_OPTS=0 eanet"
     git worktree add /tmp/eanet-base HEAD~1
-    python -m eanet.bench.compare --attention self "PYTHONPATH=/tmp/eanet-base eanet" eanet
+    python -m eanet.bench.compare --model vit "PYTHONPATH=/tmp/eanet-base eanet" eanet
                                                            a previous version against this one
 
 Each contender is `seed` (../shared/bench/seed_throughput.py, `--seed-bench` to point elsewhere)
@@ -28,11 +28,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from eanet import ONEDNN_CHOSEN_BY_USER
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SEED_BENCH = ROOT.parent / "shared" / "bench" / "seed_throughput.py"
-MODEL_OF_ATTENTION = {"external": "ea", "self": "vit"}
+MODEL_CONFIGS = ROOT / "conf" / "model"
+SEED_ATTENTIONS = ("external", "self")  # what the seed benchmark's --attention takes
+
+
+def model_options() -> list[str]:
+    return sorted(path.stem for path in MODEL_CONFIGS.glob("*.yaml"))
 
 
 def split_contender(contender: str) -> tuple[dict[str, str], str, list[str]]:
@@ -57,13 +64,18 @@ def command(contender: str, args: argparse.Namespace, out_dir: str) -> list[str]
         if not args.seed_bench.is_file():
             raise SystemExit(f"eanet.bench.compare: no seed benchmark at {args.seed_bench} "
                              "(--seed-bench PATH)")
-        return [sys.executable, str(args.seed_bench), "--attention", args.attention, *common]
+        attention = OmegaConf.load(MODEL_CONFIGS / f"{args.model}.yaml").attention
+        if attention not in SEED_ATTENTIONS:
+            raise SystemExit(f"eanet.bench.compare: the seed has no {attention!r} attention "
+                             f"(--model {args.model}). Valid: a model with model.attention in "
+                             f"{', '.join(SEED_ATTENTIONS)}")
+        return [sys.executable, str(args.seed_bench), "--attention", attention, *common]
     if name == "eanet":
         # -P (Python >= 3.11): the working folder is not put on sys.path, so PYTHONPATH decides
         # which eanet runs: `PYTHONPATH=<another checkout> eanet` measures another version.
         safe_path = ["-P"] if sys.version_info >= (3, 11) else []
         return [sys.executable, *safe_path, "-m", "eanet.bench", "bench.mode=throughput",
-                f"model={MODEL_OF_ATTENTION[args.attention]}", f"trainer.batch_size={args.batch}",
+                f"model={args.model}", f"trainer.batch_size={args.batch}",
                 f"bench.steps={args.steps}", f"bench.warmup={args.warmup}",
                 f"data.image_size={args.image_size}", f"model.patch_size={args.patch_size}",
                 f"hydra.run.dir={out_dir}", "hydra.output_subdir=null", *overrides]
@@ -99,7 +111,8 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("contenders", nargs="*", default=["seed", "eanet"],
                         help="'seed' or 'eanet [hydra overrides]'; ratios are to the first")
-    parser.add_argument("--attention", choices=sorted(MODEL_OF_ATTENTION), default="external")
+    parser.add_argument("--model", choices=model_options(), default="ea",
+                        help="the conf/model option every contender runs (default: ea)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
@@ -127,7 +140,7 @@ def main(argv=None) -> list[dict]:
     summary = []
     for contender, records in results.items():
         step = statistics.median(r["median_step_s"] for r in records)
-        summary.append({"contender": contender, "attention": args.attention, "batch": args.batch,
+        summary.append({"contender": contender, "model": args.model, "batch": args.batch,
                         "rounds": len(records), "trainable_params": records[0]["trainable_params"],
                         "median_step_s": round(step, 6), "img_per_s": round(args.batch / step, 2),
                         "peak_rss_mb": statistics.median(r["process_peak_rss_mb"]

@@ -1,7 +1,8 @@
 """External vs self-attention as the number of patches N grows: the paper's O(dSN) vs O(dN²).
 
-For each attention type and image size (N = (image_size / patch_size)²) a fresh process builds the
-model a run would train at that size and measures, per image: the forward pass (inference), the
+For each model (`bench.scaling.models`: conf/model options, ea and vit or any other) and image
+size (N = (image_size / patch_size)²) a fresh process builds the model a run would train at that
+size and measures, per image: the forward pass (inference), the
 training step, and the training step's peak resident memory above the warmed-up process (the
 traced graph and the optimizer state excluded). Fresh processes
 because a process' peak memory only ever grows. Growth exponents are slopes of
@@ -21,16 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from eanet.config import Config
+from eanet.config import Config, ModelConfig
 
-SCALING_COLUMNS = ["attention", "image_size", "num_patches", "forward_ms_per_image",
+SCALING_COLUMNS = ["model", "attention", "image_size", "num_patches", "forward_ms_per_image",
                    "train_ms_per_image", "train_peak_mb", "train_peak_mb_per_image", "process_peak_rss_mb"]
 QUANTITIES = ("forward_ms_per_image", "train_ms_per_image", "train_peak_mb_per_image")
-MODEL_NAMES = {"external": "ea", "self": "vit"}
 
 
-def measure_point(cfg: Config, attention: str, image_size: int) -> dict[str, Any]:
-    """One (attention, image size) point; meant to run in its own process."""
+def measure_point(cfg: Config, model: ModelConfig, image_size: int) -> dict[str, Any]:
+    """One (model, image size) point; meant to run in its own process."""
     import keras
 
     from eanet.training.train import build_compiled_model
@@ -40,14 +40,13 @@ def measure_point(cfg: Config, attention: str, image_size: int) -> dict[str, Any
     s = cfg.bench.scaling
     point_cfg = dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, image_size=image_size),
-        model=dataclasses.replace(cfg.model, attention=attention, patch_size=s.patch_size,
-                                  name=MODEL_NAMES.get(attention, attention)))
+        model=dataclasses.replace(model, patch_size=s.patch_size))
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     x = rng.integers(0, 256, (s.batch_size, image_size, image_size, 3)).astype("float32")
     y = keras.utils.to_categorical(rng.integers(0, cfg.data.num_classes, s.batch_size),
                                    cfg.data.num_classes)
-    model = build_compiled_model(point_cfg, [127.5] * 3, [5000.0] * 3, cfg.data.num_classes)
+    classifier = build_compiled_model(point_cfg, [127.5] * 3, [5000.0] * 3, cfg.data.num_classes)
 
     def median_ms(step) -> float:
         times = []
@@ -57,15 +56,16 @@ def measure_point(cfg: Config, attention: str, image_size: int) -> dict[str, Any
             times.append(time.perf_counter() - start)
         return 1000 * statistics.median(times[s.warmup:]) / s.batch_size
 
-    forward = median_ms(lambda: model.predict_on_batch(x))
+    forward = median_ms(lambda: classifier.predict_on_batch(x))
     for _ in range(s.warmup):  # trace the training step; its graph stays in the baseline
-        model.train_on_batch(x, y)
+        classifier.train_on_batch(x, y)
     with RssSampler() as sampler:
-        train = median_ms(lambda: model.train_on_batch(x, y))
+        train = median_ms(lambda: classifier.train_on_batch(x, y))
     peak_mb = sampler.peak_mb - sampler.baseline_mb
-    return {"measurement": "scaling", "attention": attention, "image_size": image_size,
+    return {"measurement": "scaling", "model": model.name, "attention": model.attention,
+            "image_size": image_size,
             "patch_size": s.patch_size, "num_patches": (image_size // s.patch_size) ** 2,
-            "batch": s.batch_size, "trainable_params": count_parameters(model)["trainable"],
+            "batch": s.batch_size, "trainable_params": count_parameters(classifier)["trainable"],
             "forward_ms_per_image": round(forward, 3), "train_ms_per_image": round(train, 3),
             "train_peak_mb": round(peak_mb, 1),
             "train_peak_mb_per_image": round(peak_mb / s.batch_size, 2),
@@ -107,9 +107,9 @@ class RssSampler:
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
-def _point_in_child(cfg: Config, attention: str, image_size: int, queue) -> None:
+def _point_in_child(cfg: Config, model: ModelConfig, image_size: int, queue) -> None:
     try:
-        queue.put(measure_point(cfg, attention, image_size))
+        queue.put(measure_point(cfg, model, image_size))
     except BaseException as error:  # report, never hang the parent
         queue.put({"error": f"{type(error).__name__}: {error}"})
 
@@ -125,27 +125,27 @@ def _result_of(child, queue) -> dict:
                 return {"error": f"the measuring process exited with code {child.exitcode}"}
 
 
-def measure_scaling(cfg: Config) -> tuple[list[dict], list[dict]]:
-    """All points (each in a fresh spawned process) and the fitted exponents per attention type."""
+def measure_scaling(cfg: Config, models: list[ModelConfig]) -> tuple[list[dict], list[dict]]:
+    """All points (each in a fresh spawned process) and the fitted exponents per model."""
     from eanet.bench.records import emit
 
     s = cfg.bench.scaling
     context = multiprocessing.get_context("spawn")
     os.environ.update(MALLOC_ENV)  # read by the children's allocator at their start
     points = []
-    for attention in s.attentions:
+    for model in models:
         for image_size in s.image_sizes:
             num_patches = (image_size // s.patch_size) ** 2
-            if attention == "self" and num_patches > s.max_self_attention_patches:
+            if model.attention == "self" and num_patches > s.max_self_attention_patches:
                 continue
             queue = context.Queue()
-            child = context.Process(target=_point_in_child, args=(cfg, attention, image_size, queue),
+            child = context.Process(target=_point_in_child, args=(cfg, model, image_size, queue),
                                     daemon=True)
             child.start()
             point = _result_of(child, queue)
             child.join()
             if "error" in point:
-                raise RuntimeError(f"scaling point {attention} at image_size={image_size} "
+                raise RuntimeError(f"scaling point {model.name} at image_size={image_size} "
                                    f"failed: {point['error']}")
             emit(point)
             points.append(point)
@@ -154,9 +154,8 @@ def measure_scaling(cfg: Config) -> tuple[list[dict], list[dict]]:
 
 def fit_exponents(points: list[dict]) -> list[dict]:
     fits = []
-    for attention in dict.fromkeys(p["attention"] for p in points):
-        rows = sorted((p for p in points if p["attention"] == attention),
-                      key=lambda p: p["num_patches"])
+    for model in dict.fromkeys(p["model"] for p in points):
+        rows = sorted((p for p in points if p["model"] == model), key=lambda p: p["num_patches"])
         if len(rows) < 2:
             continue
         n = np.log([p["num_patches"] for p in rows])
@@ -166,7 +165,8 @@ def fit_exponents(points: list[dict]) -> list[dict]:
                 continue  # memory below the RSS sampler's resolution at small sizes
             slope = np.polyfit(n, np.log(values), 1)[0]
             last = (np.log(values[-1]) - np.log(values[-2])) / (n[-1] - n[-2])
-            fits.append({"measurement": "scaling_fit", "attention": attention,
+            fits.append({"measurement": "scaling_fit", "model": model,
+                         "attention": rows[0]["attention"],
                          "quantity": quantity, "exponent": round(float(slope), 3),
                          "exponent_last_two": round(float(last), 3),
                          "points": len(rows), "max_patches": rows[-1]["num_patches"]})
@@ -179,25 +179,26 @@ def plot_scaling(points: list[dict], fits: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    exponent = {(f["attention"], f["quantity"]): f["exponent"] for f in fits}
+    exponent = {(f["model"], f["quantity"]): f["exponent"] for f in fits}
     panels = (("forward_ms_per_image", "forward, ms per image"),
               ("train_ms_per_image", "training step, ms per image"),
               ("train_peak_mb_per_image", "training peak memory, MB per image"))
     fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.5))
     for ax, (quantity, label) in zip(axes, panels):
-        for attention in dict.fromkeys(p["attention"] for p in points):
-            rows = sorted((p for p in points if p["attention"] == attention and p[quantity] > 0),
+        for model in dict.fromkeys(p["model"] for p in points):
+            rows = sorted((p for p in points if p["model"] == model and p[quantity] > 0),
                           key=lambda p: p["num_patches"])
             if not rows:
                 continue
-            fitted = exponent.get((attention, quantity))
-            name = f"{attention} attention" + (f" (slope {fitted:.2f})" if fitted else "")
+            fitted = exponent.get((model, quantity))
+            name = (f"{model} ({rows[0]['attention']} attention)"
+                    + (f", slope {fitted:.2f}" if fitted else ""))
             ax.loglog([p["num_patches"] for p in rows], [p[quantity] for p in rows], "o-",
                       label=name, base=2)
         ax.set(xlabel="patches N", ylabel=label, title=label)
         ax.grid(alpha=0.3, which="both")
         ax.legend()
-    fig.suptitle("EANet (external attention) vs ViT (self-attention): cost as patches grow")
+    fig.suptitle(f"{' vs '.join(dict.fromkeys(p['model'] for p in points))}: cost as patches grow")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -11,8 +11,9 @@ section), so every override of a run applies here too. Modes:
 - throughput: median training-step time after warm-up, images/s, peak resident (and GPU) memory;
   the procedure of `../shared/bench/seed_throughput.py` (model.fit on uint8 images, a per-batch
   timer), so the two can be compared side by side (`python -m eanet.bench.compare`).
-- scaling: cost per image and memory of external vs self-attention as the number of patches grows,
-  with fitted growth exponents (eanet.bench.scaling).
+- scaling: cost per image and memory of each of `bench.scaling.models` (conf/model options: ea,
+  vit, or any other) as the number of patches grows, with fitted growth exponents
+  (eanet.bench.scaling).
 - overhead: where a real run's wall time goes outside fit/evaluate (eanet.bench.overhead).
 - profile: a training step's op time by TensorFlow op type (eanet.bench.profile).
 Each measurement prints one JSON line (prefixed `BENCH `) and a table; bench.out=<dir> writes CSVs

@@ -2,8 +2,9 @@
 
 The attention type is the only difference between EANet and its ViT baseline; it comes from the
 `ATTENTION_TYPES` registry, or, for any other attention, from the model config's own
-`attention_layer` (`_target_` and arguments, conf/model/*.yaml). At the seed configuration (32×32 images, patch 2, D=64, 8 blocks,
-4 heads, dc=4, 100 classes) EANet has 361,380 trainable parameters and ViT 623,268.
+`attention_layer` (`_target_` and arguments, conf/model/*.yaml). At the seed configuration
+(32×32 images, patch 2, D=64, 8 blocks, 4 heads, dc=4, 100 classes) EANet has 361,380 trainable
+parameters and ViT 623,268.
 """
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def test_search_space_errors_name_the_setting(params, message):
 
 def test_unknown_pruner_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="hydra.sweeper.pruner.kind='hyperband'. Valid values: "
-                                          "median, successive_halving, none"):
+                                          "median, none, successive_halving"):
         study.build(study.pruners(), {"kind": "hyperband"}, "hydra.sweeper.pruner")
     with pytest.raises(ConfigError, match="hydra.sweeper.pruner \\(median\\)"):
         study.build(study.pruners(), {"kind": "median", "n_warmup": 2}, "hydra.sweeper.pruner")

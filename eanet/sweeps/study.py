@@ -21,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import (ChoiceSweep, IntervalSweep, Override, RangeSweep,
                                               Transformer)
 
-from eanet.config import ConfigError
+from eanet.config import ConfigError, check_choice
 
 TRIAL_ENV = "EANET_TUNE_TRIAL"  # a trial's job: {"storage": url, "study": name, "trial_id": int}
 RUN_ID_ATTR = "mlflow_run_id"  # the trial's user attribute naming its MLflow run
@@ -42,9 +42,7 @@ def build(registry: dict[str, Any], spec: Mapping[str, Any], setting: str) -> An
     """`registry[spec.kind](**rest of spec)`; an unknown kind or argument names the setting."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    if kind not in registry:
-        raise ConfigError(f"Unknown {setting}.kind={kind!r}. Valid values: "
-                          f"{', '.join(registry)}")
+    check_choice(f"{setting}.kind", kind, registry)
     try:
         return registry[kind](**spec)
     except TypeError as error:

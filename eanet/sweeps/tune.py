@@ -45,7 +45,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from eanet.config import ConfigError
+from eanet.config import ConfigError, check_choice
 from eanet.sweeps.study import (DIRECTIONS, INTERRUPTED_ATTR, PRUNER_ATTR, RUN_ID_ATTR,
                                 TRIAL_ENV, Study, build, override_value, pruners, samplers,
                                 search_space, study_storage)
@@ -117,9 +117,7 @@ class OptunaSweeper(Sweeper):
         trials left RUNNING by a killed sweep failed and queued again."""
         import optuna
 
-        if self.direction not in DIRECTIONS:
-            raise ConfigError(f"Unknown hydra.sweeper.direction={self.direction!r}. Valid values: "
-                              f"{', '.join(DIRECTIONS)}")
+        check_choice("hydra.sweeper.direction", self.direction, DIRECTIONS)
         for name, value in (("n_trials", self.n_trials), ("n_jobs", self.n_jobs)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"Expected hydra.sweeper.{name} >= 1. Received: {value!r}")
@@ -185,8 +183,8 @@ class OptunaSweeper(Sweeper):
 
     def check_space(self, space: dict[str, Any], axes: list[str], fixed: list[str]) -> None:
         """Every key of the space is a setting, and the space's corners make valid configs."""
-        from eanet.config import validate
         from eanet.sweeps.callbacks import config_without_hydra
+        from eanet.validation import validate
 
         loader = self.hydra_context.config_loader
         for corner in ("low", "high"):

@@ -161,10 +161,10 @@ def sweep_plan(jobs: list[tuple[list[str], DictConfig]], time_steps: bool = True
     """Each job's (overrides, composed config) planned: its status by fingerprint in the store
     (read only: a missing store is not created), trainable parameters (its model built), and its
     training time (eanet.sweeps.estimate: the store's runs, else timed steps if `time_steps`)."""
-    from eanet.config import validate
     from eanet.sweeps.estimate import StepTimer, from_store
     from eanet.tracking.search import read_training_runs
     from eanet.tracking.tags import TAG_FINGERPRINT
+    from eanet.validation import validate
 
     plans: list[JobPlan] = []
     stores: dict[tuple, object] = {}

@@ -13,7 +13,7 @@ or `eanet` followed by Hydra overrides for `python -m eanet.bench`, either optio
 environment assignments as in a shell (`TF_ENABLE_ONEDNN_OPTS=0 eanet`: eanet turns TensorFlow's
 oneDNN kernels on unless told otherwise, the seed runs with TensorFlow's default). Every round runs each
 contender once, in its own process, in the order given; on a shared machine the load drifts, so
-only medians over rounds and ratios to the first contender measured in the same session mean
+only medians over rounds and ratios to the first contender measured in the same invocation mean
 anything. Peak resident memory is read per process (os.wait4), the same way for both.
 """
 from __future__ import annotations

@@ -52,7 +52,7 @@ def main(cfg: DictConfig) -> float:
 
         # MLflow in a helper process, the data on a thread, while Keras and TensorFlow load.
         started = start(typed, cfg)
-        from eanet.training.faults import interrupt_on_sigterm
+        from eanet.training.signals import interrupt_on_sigterm
         from eanet.training.train import train
 
         interrupt_on_sigterm()  # a scheduler's SIGTERM ends the MLflow run KILLED, like Ctrl-C

@@ -35,13 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 REAL_CIFAR = ROOT.parent / "shared" / "data" / "cifar100.npz"
 
-# A model and data set small enough that a training step costs milliseconds.
-TINY = [
-    "data=synthetic", "data.image_size=8", "data.num_classes=4",
-    "data.synthetic_train_size=64", "data.synthetic_test_size=32",
-    "model.embedding_dim=16", "model.mlp_dim=16", "model.num_blocks=1", "model.num_heads=2",
-    "model.dim_coefficient=2", "trainer.epochs=2", "trainer.batch_size=16", "trainer.verbose=0",
-]
+# A model and data set small enough that a training step costs milliseconds: one override a
+# line in scripts/tiny-overrides.txt, which `TINY=1 scripts/gpu_study.sh` uses too.
+TINY = (ROOT / "scripts" / "tiny-overrides.txt").read_text().split()
 
 # Training runs only: every sweep also records a report run (eanet.run_type=report).
 TRAINING_RUNS = "tags.`eanet.run_type` = 'train'"

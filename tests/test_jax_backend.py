@@ -64,7 +64,7 @@ def test_study_script_cpu_variant_packs_two_jobs(tmp_path):
     work, experiments = tmp_path / "work", tmp_path / "experiments"
     env = subprocess_env(**JAX, RUN_PYTHON=sys.executable, TINY="1", PACK="2", WORK=str(work),
                          OUT_ROOT=str(experiments))
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_study.sh"), "seed", "seed=0"],
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_study.sh"), "seed", "seed=0", *EVEN],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 

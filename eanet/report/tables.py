@@ -20,16 +20,17 @@ import math
 import pandas as pd
 from scipy import stats
 
+from eanet.sweeps.plan import IGNORED
+
 MODEL = "model.name"
 PRUNED = "tags.eanet.pruned"  # "true" on a run a tuning sweep's pruner stopped (eanet.sweeps.trial)
 ATTENTION = "model.attention"
 ATTENTION_LAYER = "model.attention_layer"  # a model's own attention layer: _target_ and arguments
 FINISHED = "FINISHED"
 
-# Params that never define a configuration: the repeat index, where files are, how runs are logged,
-# a sweep's launch (its budget, plan=true).
-NOT_SETTINGS_EXACT = {"seed", "data.path", "trainer.verbose", "plan"}
-NOT_SETTINGS_PREFIXES = ("tracking.", "sweep.")
+# Params that never define a configuration: the repeat index, and those that never change what is
+# computed (where files are, how runs are logged, how much is printed: the fingerprint's IGNORED).
+REPEAT = "seed"
 
 # Settings an attention type ignores: ViT has no external memory, so its dim_coefficient is
 # meaningless and must neither split ViT rows nor count as a swept axis.
@@ -76,8 +77,8 @@ def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _is_setting(name: str) -> bool:
-    return (name not in NOT_SETTINGS_EXACT and not name.startswith(NOT_SETTINGS_PREFIXES)
-            and name not in (MODEL, ATTENTION))
+    return (name not in (REPEAT, MODEL, ATTENTION)
+            and not any(name == p or name.startswith(p) for p in IGNORED))
 
 
 def swept_settings(runs: pd.DataFrame, params: list[str]) -> list[str]:

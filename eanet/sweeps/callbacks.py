@@ -35,9 +35,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -52,6 +50,7 @@ from eanet.tracking.tags import TAG_PARENT
 
 from eanet.sweeps.parent import NOT_STARTED, PROGRESS_DIR, parent_run_id
 from eanet.sweeps.plan import JOB_RECORD
+from eanet.training.signals import interrupt_on_sigterm
 
 log = logging.getLogger("eanet.sweep")
 
@@ -169,10 +168,6 @@ class SweepProgress(Callback):
                                    time.time() - sweep["start"], done))
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
-
-
 class SweepPlan(Callback):
     """plan=true: prints every job's plan (eanet.sweeps.plan.format_plan) and exits with status 0
     before anything is written (no sweep folder, no store, no run)."""
@@ -205,8 +200,7 @@ class PrepareSweep(Callback):
         # stops it as Ctrl-C does. A parallel launcher (joblib) then stops its worker processes
         # and their queued jobs; by default the sweep's process would die at once and leave its
         # workers running the queued jobs.
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _raise_interrupt)
+        interrupt_on_sigterm()
         from eanet.config import ConfigError
         from eanet.data import DataError
         from eanet.tracking import StoreError

@@ -30,7 +30,6 @@ import logging
 import sys
 import tempfile
 import threading
-import time
 import traceback
 from pathlib import Path
 from collections.abc import Callable
@@ -42,28 +41,26 @@ from omegaconf import DictConfig, OmegaConf
 from eanet.config import Config, run_name
 from eanet.tracking.opening import RunOpener, hydra_context, open_run
 from eanet.tracking.tags import TAG_ERROR, TAG_PRUNED, TAG_RESUMED
-from eanet.training.checkpoint import epoch_metrics
+from eanet.training.checkpoint import TrainingCheckpoint
 
 log = logging.getLogger(__name__)
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Logs `epoch_metrics` to the run, one step per epoch; once the first training step is done,
-    has MLflow loaded in the background (`TrackedRun.load_in_background`)."""
+    """Logs each epoch's metrics, as its checkpoint recorded them (`TrainingCheckpoint`, before
+    this callback in `fit`'s list), to the run, one step per epoch; once the first training step
+    is done, has MLflow loaded in the background (`TrackedRun.load_in_background`)."""
 
-    def __init__(self, run: TrackedRun):
+    def __init__(self, run: TrackedRun, checkpoint: TrainingCheckpoint):
         super().__init__()
         self.run = run
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
+        self.checkpoint = checkpoint
 
     def on_train_batch_end(self, batch, logs=None):
         self.run.load_in_background()
 
     def on_epoch_end(self, epoch, logs=None):
-        metrics = epoch_metrics(self.model, logs, self.epoch_start)
-        self.run.mlflow().log_metrics(metrics, step=epoch)
+        self.run.mlflow().log_metrics(self.checkpoint.epoch_metrics[epoch], step=epoch)
 
 
 class TrackedRun:
@@ -167,8 +164,8 @@ class TrackedRun:
     def run_id(self) -> str:
         return self._run_id
 
-    def epoch_logger(self) -> keras.callbacks.Callback:
-        return EpochLogger(self)
+    def epoch_logger(self, checkpoint: TrainingCheckpoint) -> keras.callbacks.Callback:
+        return EpochLogger(self, checkpoint)
 
     def sync_epoch_metrics(self, epoch_metrics: list[dict[str, float]]) -> None:
         """Log the checkpointed epochs that MLflow lacks (never one twice).

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.npz"
 
 
-def epoch_metrics(model: keras.Model, logs: Optional[dict], epoch_start: float) -> dict[str, float]:
+def _epoch_metrics(model: keras.Model, logs: Optional[dict], epoch_start: float) -> dict[str, float]:
     """Keras' per-epoch logs plus the learning rate and the epoch's wall time."""
     metrics = {k: float(v) for k, v in (logs or {}).items()}
     metrics["epoch_time_s"] = time.perf_counter() - epoch_start
@@ -55,7 +55,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.folder = Path(folder)
         self.run_id: Optional[str] = None
-        self.epoch_metrics: list[dict[str, float]] = []  # what EpochLogger logs, one per epoch
+        self.epoch_metrics: list[dict[str, float]] = []  # one per epoch, what the MLflow run logs
 
     @property
     def path(self) -> Path:
@@ -98,7 +98,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        metrics = epoch_metrics(self.model, logs, self.epoch_start)
+        metrics = _epoch_metrics(self.model, logs, self.epoch_start)
         del self.epoch_metrics[epoch:]  # the epoch list always ends at the epoch just completed
         self.epoch_metrics.append(metrics)
         self.save(epoch)

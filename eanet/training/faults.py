@@ -2,17 +2,13 @@
 
 - `StopOnNonFiniteLoss`: a NaN or infinite loss raises at once (Keras' TerminateOnNaN only stops
   quietly, and the run would look FINISHED); `TrackedRun` records it as FAILED with the reason.
-- `interrupt_on_sigterm`: SIGTERM (what a scheduler sends) raises KeyboardInterrupt like Ctrl-C,
-  so the MLflow run ends KILLED instead of being left RUNNING.
 
-The store's own guards (an unwritable store, the lock of a fresh SQLite store) are in
-eanet.tracking.store.
+SIGTERM ending a run KILLED is eanet.training.signals; the store's own guards (an unwritable
+store, the lock of a fresh SQLite store) are in eanet.tracking.store.
 """
 from __future__ import annotations
 
 import math
-import signal
-import threading
 
 import keras
 
@@ -41,12 +37,3 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"loss became {float(loss)} at epoch {self.epoch}, batch {batch}: training "
                 "diverged (a smaller optimizer.learning_rate usually helps)")
 
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
-
-
-def interrupt_on_sigterm() -> None:
-    """Make SIGTERM behave like Ctrl-C in this process (main thread only, as Python requires)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -136,8 +136,8 @@ def _train(cfg: Config, raw_cfg: DictConfig, started: Start | None) -> float:
         start = time.perf_counter()
         # The checkpoint precedes the MLflow logger: an epoch is logged once it can be resumed;
         # a tuning trial's reporter (which may prune) comes after both.
-        callbacks = [StopOnNonFiniteLoss(), checkpoint, run.epoch_logger(), *trial_callbacks(run),
-                     *extra_callbacks()]
+        callbacks = [StopOnNonFiniteLoss(), checkpoint, run.epoch_logger(checkpoint),
+                     *trial_callbacks(run), *extra_callbacks()]
         history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs,
                             initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
                             validation_steps=t.validation_steps, callbacks=callbacks,

@@ -1,5 +1,5 @@
 # Run from the repository root: .venv/bin/python experiments/performance/xeon-amx-fused/avx2_attention_paths.py ea|vit
-"""benchmarks/attention_paths.py with eanet's kernels built for AVX2 (-march=haswell) and oneDNN
+"""experiments/performance/xeon-amx-fused/attention_paths.py with eanet's kernels built for AVX2 (-march=haswell) and oneDNN
 limited to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, set before TensorFlow loads): an AVX2-only CPU's code
 paths, on this machine."""
 import os, sys, runpy
@@ -9,4 +9,4 @@ from eanet.models import native
 native.ARCH_FLAGS = (["-march=haswell"],)
 native._cpu_kind = lambda: "haswell"
 sys.argv = ["attention_paths.py", *sys.argv[1:]]
-runpy.run_path("benchmarks/attention_paths.py", run_name="__main__")
+runpy.run_path("experiments/performance/xeon-amx-fused/attention_paths.py", run_name="__main__")

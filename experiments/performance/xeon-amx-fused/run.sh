@@ -11,7 +11,7 @@ OUT=experiments/performance/xeon-amx-fused
 .venv/bin/python -m eanet.bench.compare --rounds 4 --steps 8 --warmup 2 seed "PYTHONPATH=/tmp/base eanet" "PYTHONPATH=/tmp/fuse3 eanet" "PYTHONPATH=/tmp/fuse3 eanet trainer.matmul_precision=bfloat16" "PYTHONPATH=/tmp/fuse3 eanet trainer.precision=mixed_bfloat16" > $OUT/compare_eanet.txt 2>&1
 .venv/bin/python -m eanet.bench.compare --attention self --rounds 3 --steps 6 --warmup 2 seed "PYTHONPATH=/tmp/base eanet" "PYTHONPATH=/tmp/fuse4 eanet" "PYTHONPATH=/tmp/fuse4 eanet trainer.matmul_precision=bfloat16" "PYTHONPATH=/tmp/fuse4 eanet trainer.precision=mixed_bfloat16" > $OUT/compare_vit.txt 2>&1
 for m in ea vit; do
-  .venv/bin/python benchmarks/attention_paths.py $m > $OUT/attention_paths_$m.txt 2>&1
+  .venv/bin/python experiments/performance/xeon-amx-fused/attention_paths.py $m > $OUT/attention_paths_$m.txt 2>&1
   .venv/bin/python -m eanet.bench bench.mode=profile model=$m bench.steps=3 bench.warmup=2 bench.out=$OUT > $OUT/profile_$m.txt 2>&1
 done
 # The final compares (/tmp/final = cc4849f), the first step, make quick, the AVX2 checks.

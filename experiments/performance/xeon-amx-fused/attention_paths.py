@@ -4,8 +4,8 @@ TensorFlow's matmuls around the fused normalisation (normalized_dropout.cc, what
 TensorFlow's matmuls are on bfloat16). Alternating calls in one process see the same host load,
 which a busy shared machine does not give separate processes.
 
-    python benchmarks/attention_paths.py ea  [--calls 12]
-    python benchmarks/attention_paths.py vit [--calls 8]
+    python experiments/performance/xeon-amx-fused/attention_paths.py ea  [--calls 12]
+    python experiments/performance/xeon-amx-fused/attention_paths.py vit [--calls 8]
 
 Seed config, batch 128, attention dropout 0.1 (so the keep-mask is drawn too). Prints the median
 ms of each and the median of the per-pair ratios (> 1: the whole-attention op is faster).

@@ -7,8 +7,8 @@ autotuner's thread; on a 2-core CPU busy with training that wait was up to 37 s 
 the validation pipeline of eanet.data (`make_dataset`), 4 batches read, then
 `busy` seconds of matrix products (the training steps until the next validation), then `del`.
 
-    python benchmarks/iterator_wait.py on 15 30 60 120
-    python benchmarks/iterator_wait.py off 15 30 60 120
+    python experiments/performance/iterator_wait.py on 15 30 60 120
+    python experiments/performance/iterator_wait.py off 15 30 60 120
 """
 import sys
 import time

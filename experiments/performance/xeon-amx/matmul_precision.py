@@ -2,7 +2,7 @@
 (`trainer.matmul_precision=bfloat16`) and bfloat16 (`trainer.precision=mixed_bfloat16`), and
 which oneDNN kernel runs each: why AMX gives EANet's step so little.
 
-    python benchmarks/matmul_precision.py            # one fresh process per precision
+    python experiments/performance/xeon-amx/matmul_precision.py           # one fresh process per precision
 
 Shapes at the seed config, batch 128: EANet's scores (G·S × D) · (D × N) = (256 × 64)·(64 × 256)
 and read-out (D × G·S) · (G·S × N) = (64 × 256)·(256 × 256) per image; ViT's scores

@@ -3,7 +3,7 @@ and MLflow.
 
 Importing the package turns on TensorFlow's oneDNN CPU kernels unless the user chose otherwise
 (`TF_ENABLE_ONEDNN_OPTS=0`). TensorFlow enables them by default only on CPUs with AVX-512
-VNNI/BF16 or AMX; on AVX2-only CPUs its default kernels run our training step about 1.5x slower
+VNNI/BF16 or AMX; on AVX2-only CPUs its default kernels run our training step slower
 (docs/performance.md). The variable is read when TensorFlow is imported, so this must run before
 any `import tensorflow` / `import keras` — hence here, and hence no effect in a process that
 imported TensorFlow before eanet.

@@ -126,7 +126,7 @@ def _read_npy(file, where: str) -> np.ndarray:
 
     np.load reads an array of an .npz in 256 KB pieces, a round of Python each: on the thread that
     loads the data while TensorFlow imports (eanet.training.startup), every piece waits for the
-    GIL, and CIFAR-100 took 7 s instead of 2. Object arrays (which need pickle) are refused, as with
+    GIL, and reading CIFAR-100 took several times as long. Object arrays (which need pickle) are refused, as with
     `allow_pickle=False`.
     """
     version = np.lib.format.read_magic(file)
@@ -278,8 +278,7 @@ def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and variance of the images: the seed's `Normalization.adapt`.
 
     uint8 images go through each channel's histogram of its 256 values, counted in cache-sized
-    chunks: exact, and ~10x faster than summing float copies of CIFAR's 120M values (2 s of a
-    run's start on a 2-core CPU)."""
+    chunks: exact, and much faster than summing float copies of CIFAR's 120M values."""
     pixels = images.reshape(-1, images.shape[-1])
     if pixels.dtype != np.uint8:  # e.g. float images: the direct way
         values = pixels.astype(np.float64)
@@ -320,8 +319,8 @@ def _small_pages() -> Iterator[None]:
 
     numpy asks Linux for huge pages for every array of 4 MB or more (`madvise(MADV_HUGEPAGE)`);
     where the kernel must find, compact or (in a VM that hands free memory back to its host) fetch
-    2 MB blocks, first touching them is slow: CIFAR-100's 500 MB of loaded and split arrays took
-    5.5-6.5 s to prepare instead of 2.0-2.5 s on the 2-core EPYC VM. The arrays are read once,
+    2 MB blocks, first touching them is slow: preparing CIFAR-100's 500 MB of loaded and split
+    arrays took between two and three times as long. The arrays are read once,
     into TensorFlow's own tensors, so huge pages buy nothing here. (numpy's own switch for this is
     the environment variable NUMPY_MADVISE_HUGEPAGE=0, read when numpy is imported.)
     """
@@ -393,7 +392,7 @@ def _tf_dataset(images, labels, num_classes, batch_size, image_size, training, s
     # tf.data's autotuner off: deleting an iterator waits for the autotuner's thread, which sleeps
     # between passes for a period that doubles up to a minute. Keras deletes the validation
     # iterator at every epoch's validation after the first and the training one when `fit`
-    # returns: on 2 cores those waits took 30-37 s per epoch of trainer=quick (experiments/
+    # returns: on a small CPU those waits were a large part of a short epoch (experiments/
     # performance/iterator_wait.md). AUTOTUNE then means fixed defaults (map: one call per core;
     # prefetch: a buffer grown when the model waits), ample for a step of seconds.
     options = tf.data.Options()

@@ -9,9 +9,7 @@ The `slow` marker has one rule:
 
 Everything else runs in `make test` (`pytest -m "not slow"`, which must stay under 8 minutes on
 2 cores), subprocess sweeps included: a test that sweeps is made small (TINY, one or two epochs,
-two or three jobs) rather than marked slow. No test is slow today: the longest alone (a tiny sweep
-against a real server, the PostgreSQL server, the resume test, the comparison with the seed's
-benchmark) take 40-55 s. Tests that need what a machine may lack (the real CIFAR-100 copy:
+two or three jobs) rather than marked slow. Tests that need what a machine may lack (the real CIFAR-100 copy:
 `real_data`; Chromium: `browser`; a PostgreSQL server: `postgres`; the seed's files under
 ../shared/bench; a Ray environment: EANET_RAY_PYTHON) skip when it is missing (with CI set, the
 browser test fails instead); that alone does not make them slow.

@@ -139,7 +139,7 @@ def library_path(tf) -> Path:
 
 
 def _build(tf, target: Path) -> None:
-    """Compiles each source on its own process (they take ~20 s each), then links them."""
+    """Compiles each source on its own process (compiling them is slow), then links them."""
     cxx = compiler()
     error = None
     for arch in ARCH_FLAGS:
@@ -255,7 +255,7 @@ def matmuls_on_bfloat16() -> bool:
     """Whether TensorFlow's oneDNN matmuls round their float32 inputs to bfloat16
     (`trainer.matmul_precision=bfloat16` asked for, and the probe finds it done: not on CPUs
     without bfloat16 matmul kernels). On AMX they are then faster than the fused attention's
-    float32 matmuls (ViT 2.69 against 3.24 s/step on the AMX Xeon), so the attention keeps
+    float32 matmuls (docs/performance.md), so the attention keeps
     TensorFlow's matmuls around the fused normalisation instead (fused_normalized_dropout)."""
     from eanet.training.precision import (effective_matmul_precision,
                                           matmul_precision_from_environment)

@@ -54,7 +54,7 @@ def _numpy_dataset(images: np.ndarray, labels: np.ndarray, name: str, source: Op
 
 def _requirements() -> list[str]:
     """Pinned requirements of the logged model. Given explicitly: MLflow's own inference
-    loads the model in a subprocess and costs ~17 s per run here, against <1 s this way."""
+    loads the model in a subprocess, many times the cost of this."""
     pins = []
     for package in ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib"):
         try:

@@ -22,8 +22,8 @@ class FusedAdamUpdate:
     Keras 3's Adam writes the update (Kingma & Ba, Alg. 1) as about 30 graph ops per variable —
     moments, bias correction, the step — and the TensorFlow backend traces them once per
     variable: for the seed model's 133 variables about 4,000 ops, over a third of the training
-    step's graph, which dominate its first-step tracing and graph optimisation (≈7 s of the first
-    step on a 2-core CPU). `ResourceApplyAdam` is the kernel tf.keras 2's Adam used; it computes
+    step's graph, which dominate its first-step tracing and graph optimisation.
+    `ResourceApplyAdam` is the kernel tf.keras 2's Adam used; it computes
     the same formula in one op:
         lr_t = lr · sqrt(1 − β2^t) / (1 − β1^t)
         m += (g − m)(1 − β1);  v += (g² − v)(1 − β2);  θ −= lr_t · m / (sqrt(v) + ε)
@@ -131,7 +131,7 @@ def compile_model(model: keras.Model, optimizer: OptimizerConfig,
     )
     # The optimizer's slots (moments, iteration count) now, not in the first traced step: without
     # a distribution strategy Keras creates them inside `fit`'s first trace, and a tf.function that
-    # creates variables is traced a second time: the whole training step traced twice, about 20 s
-    # of the first step of the seed model on a 2-core CPU.
+    # creates variables is traced a second time: the whole training step traced twice, the larger
+    # part of the first step's time.
     model.optimizer.build(model.trainable_variables)
     return model

@@ -5,7 +5,7 @@ float32 matrix multiplications (`trainer.matmul_precision`).
 lets only the matmul kernels round their float32 inputs to bfloat16, accumulating in float32:
 the CPU counterpart of TF32 on NVIDIA GPUs (PyTorch's `set_float32_matmul_precision("medium")`,
 JAX's `jax_default_matmul_precision`). On a CPU with AMX, oneDNN then runs TensorFlow's float32
-matmuls on those units: EANet's (B, G·S, N) score and read-out matmuls about 2× faster, and none
+matmuls on those units: EANet's (B, G·S, N) score and read-out matmuls faster, and none
 of the casts and slower bfloat16 element-wise ops that `mixed_bfloat16` adds (docs/performance.md
 has the measurements). On other CPUs oneDNN keeps float32 kernels, also on some that list
 avx512_bf16 in /proc/cpuinfo (AMD EPYCs without AMX). So `effective_matmul_precision` asks the

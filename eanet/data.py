@@ -7,7 +7,6 @@ admits only what that format contains, so a hostile file cannot run code.
 """
 from __future__ import annotations
 
-import codecs
 import contextlib
 import io
 import os
@@ -16,7 +15,6 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,9 +122,8 @@ NPY_READ_CHUNK = 16 << 20  # bytes per read: few rounds of Python, little memory
 def _read_npy(file, where: str) -> np.ndarray:
     """One .npy array from an open file, read into place in 16 MB pieces.
 
-    np.load reads an array of an .npz in 256 KB pieces, a round of Python each: on the thread that
-    loads the data while TensorFlow imports (eanet.training.startup), every piece waits for the
-    GIL, and reading CIFAR-100 took several times as long. Object arrays (which need pickle) are refused, as with
+    np.load reads an array of an .npz in 256 KB pieces, a round of Python each; here a few rounds
+    read CIFAR-100, with little memory besides the array. Object arrays (which need pickle) are refused, as with
     `allow_pickle=False`.
     """
     version = np.lib.format.read_magic(file)
@@ -333,23 +330,6 @@ def _small_pages() -> Iterator[None]:
         yield
     finally:
         switch(previous)
-
-
-def prepare_data_in_background(cfg: DataConfig, seed: int) -> Future[TrainingData]:
-    """`prepare_data` on a thread of its own; the future gives its result or raises its error.
-
-    A run starts it before importing TensorFlow: numpy reads, gathers and counts with the GIL
-    released (`_read_npy`), so on a second core the ≈ 2 s of CIFAR-100 hide behind the import.
-    Deterministic as before: only local, seeded random generators are used.
-    """
-    # What numpy and zipfile import lazily, imported here: the thread then imports nothing while
-    # the main thread imports TensorFlow (a CIFAR-100 download from Keras still waits for it).
-    np.random.default_rng, codecs.lookup("cp437")
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eanet-data")
-    try:
-        return executor.submit(prepare_data, cfg, seed)
-    finally:
-        executor.shutdown(wait=False)  # the thread ends with its one task
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,

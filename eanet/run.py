@@ -48,15 +48,11 @@ def main(cfg: DictConfig) -> float:
 
             print(format_plan(sweep_plan([(list(HydraConfig.get().overrides.task), cfg)])))
             return None
-        from eanet.training.startup import start
-
-        # MLflow in a helper process, the data on a thread, while Keras and TensorFlow load.
-        started = start(typed, cfg)
         from eanet.training.signals import interrupt_on_sigterm
         from eanet.training.train import train
 
         interrupt_on_sigterm()  # a scheduler's SIGTERM ends the MLflow run KILLED, like Ctrl-C
-        return train(typed, cfg, started)
+        return train(typed, cfg)
     except KNOWN_ERRORS as error:
         if multirun:
             log.error("%s", error)  # in the job's log, as it happens

@@ -47,9 +47,6 @@ def test_bench_all_modes_on_a_tiny_config(tmp_path):
     assert 0 < overhead["overhead_fraction"] < 1
     assert overhead["total_s"] > overhead["fit_s"] + overhead["evaluate_s"]
     assert overhead["startup_s"] < overhead["first_step_age_s"] < overhead["total_s"]
-    # Started as eanet.run starts: MLflow in a helper process, the data on a thread beside
-    # TensorFlow's import.
-    assert overhead["mlflow_helper"] is True
     assert 0 < overhead["import_s"] < overhead["startup_s"] and overhead["data_load_s"] > 0
     assert overhead["startup_s"] < overhead["fit_start_age_s"] < overhead["first_step_age_s"]
     assert overhead["first_step_s"] > 0

@@ -9,7 +9,7 @@ import pytest
 from conftest import REAL_CIFAR
 from eanet.config import DataConfig
 from eanet.data import (DataError, channel_statistics, load_dataset, make_dataset, prepare_data,
-                        prepare_data_in_background, split_validation)
+                        split_validation)
 
 
 def _official_batch(n, seed):
@@ -183,21 +183,14 @@ def test_channel_statistics_match_numpy():
     np.testing.assert_allclose(variance, images.reshape(-1, 3).astype(float).var(0))
 
 
-def test_data_prepared_in_the_background_is_the_data_prepared_now(tmp_path):
+def test_prepared_data_is_split_seeded_and_counted_on_the_training_split(tmp_path):
     _write_folder(tmp_path)
     cfg = _cfg(tmp_path, validation_split=0.25)
-    now, background = prepare_data(cfg, 3), prepare_data_in_background(cfg, 3).result()
+    prepared, again = prepare_data(cfg, 3), prepare_data(cfg, 3)
     for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
-        np.testing.assert_array_equal(getattr(background.splits, name), getattr(now.splits, name))
-    assert len(now.splits.y_val) == 5 and len(now.splits.y_train) == 15
-    assert background.mean == now.mean and background.variance == now.variance
-    assert background.mean == channel_statistics(now.splits.x_train)[0]
-
-
-def test_data_prepared_in_the_background_raises_the_loaders_error(tmp_path):
-    loading = prepare_data_in_background(_cfg(tmp_path / "nope.npz"), 0)
-    with pytest.raises(DataError, match="does not exist"):
-        loading.result()
+        np.testing.assert_array_equal(getattr(again.splits, name), getattr(prepared.splits, name))
+    assert len(prepared.splits.y_val) == 5 and len(prepared.splits.y_train) == 15
+    assert (prepared.mean, prepared.variance) == channel_statistics(prepared.splits.x_train)
 
 
 def test_pipeline_batches_one_hot_and_resizes():

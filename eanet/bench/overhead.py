@@ -1,15 +1,12 @@
 """Where a real training run's wall time goes: the framework's own cost, outside fit/evaluate.
 
-`measure_overhead` starts a run as `python -m eanet.run` does (`eanet.training.startup.start`:
-MLflow's start-up in a helper process, the data loading on a thread, both while TensorFlow
-imports) and runs the unmodified `eanet.training.train.train` on the composed config; it times the
-phases by wrapping the functions they call (imports, the wait for the data, pipelines, model
-build, compile, MLflow), `Model.fit` and `Model.evaluate`; whatever is left is `other_s`.
-`startup_s` runs from the command until TensorFlow is loaded; it holds `import_s`, which the
-data thread (`data_load_s`) and the helper (where `mlflow_helper`) overlap. MLflow itself is
-loaded in this process at the end of the first epoch, inside `fit_s`. It also reports when `fit`
-began and when the first training step finished, counted from the start of the process (the
-command), and how long a training step waits for its data: the same trained model is stepped
+`measure_overhead` runs the unmodified `eanet.training.train.train` on the composed config, as
+`python -m eanet.run` does; it times the phases by wrapping the functions they call (imports, the
+data, pipelines, model build, compile, MLflow), `Model.fit` and `Model.evaluate`; whatever is left
+is `other_s`. `startup_s` runs from the command until TensorFlow is loaded; it holds `import_s`
+(importing the training code, TensorFlow and Keras). `data_load_s`, within `data_s`, is loading,
+splitting and counting the data set. It also reports when `fit` began and when the first training
+step finished, counted from the start of the process (the command), and how long a training step waits for its data: the same trained model is stepped
 on the run's own pipeline and on one cached in-memory batch, alternating; the difference is the
 input pipeline's cost to a step.
 """
@@ -26,10 +23,10 @@ from omegaconf import DictConfig, open_dict
 
 from eanet.config import Config
 
-# train()'s callees, grouped into the phases reported. data_s: waiting for the data set that
-# eanet.training.startup loads in the background, then the input pipelines.
+# train()'s callees, grouped into the phases reported. data_s: loading, splitting and counting the
+# data set, then the input pipelines.
 PHASES = {
-    "data_s": ("training_data", "make_dataset"),
+    "data_s": ("prepare_data", "make_dataset"),
     "model_s": ("build_augmentation", "build_model", "compile_model", "count_parameters"),
 }
 TRACKING_METHODS = ("__enter__", "__exit__", "log_parameter_counts", "log_results",
@@ -79,40 +76,39 @@ def patched(target: Any, name: str, value: Any):
 
 def measure_overhead(cfg: Config, raw_cfg: DictConfig, steps: int, warmup: int,
                      import_s: float) -> dict[str, Any]:
-    """A run started as `python -m eanet.run` starts it (eanet.training.startup: plan, data on a
-    thread, TensorFlow), then the unmodified `train` with its phases timed."""
-    import eanet.data
-    from eanet.training import startup
+    """The unmodified `train` on the composed config, as `python -m eanet.run` runs it, with its
+    phases timed."""
+    from eanet.bench.measure import process_age_s
 
-    begin = time.perf_counter()  # since the command: interpreter, Hydra, validation
+    begin_age_s = process_age_s()  # since the command: interpreter, Hydra, validation
     clock = PhaseClock()
     loaded: dict[str, float] = {}
-    load = eanet.data.prepare_data
-
-    def prepare_data(*args, **kwargs):  # on the data thread, beside the clock
-        start = time.perf_counter()
-        try:
-            return load(*args, **kwargs)
-        finally:
-            loaded["data_load_s"] = time.perf_counter() - start
 
     with tempfile.TemporaryDirectory() as store, contextlib.ExitStack() as patches:
         if cfg.tracking.tracking_uri is None:  # measure MLflow, but not in the user's own store
             cfg.tracking.tracking_uri = f"sqlite:///{store}/mlflow.db"
             with open_dict(raw_cfg):
                 raw_cfg.tracking.tracking_uri = cfg.tracking.tracking_uri
-        patches.enter_context(patched(eanet.data, "prepare_data", prepare_data))
-        patches.enter_context(patched(startup, "import_once",
-                                      clock.timed("import_s", startup.import_once)))
-        started = startup.start(cfg, raw_cfg)
-        start = time.perf_counter()  # TensorFlow is loaded, the data may still be loading
+        import_start = time.perf_counter()
 
         import keras
 
         import eanet.training.train as train_module
-        from eanet.bench.measure import StepTimer, median, process_age_s
+        from eanet.bench.measure import StepTimer, median
         from eanet.tracking.run import TrackedRun
 
+        clock.seconds["import_s"] = time.perf_counter() - import_start
+        start = time.perf_counter()  # TensorFlow is loaded
+        load = train_module.prepare_data
+
+        def prepare_data(*args, **kwargs):
+            load_start = time.perf_counter()
+            try:
+                return load(*args, **kwargs)
+            finally:
+                loaded["data_load_s"] = time.perf_counter() - load_start
+
+        patches.enter_context(patched(train_module, "prepare_data", prepare_data))
         startup_s = process_age_s() - (time.perf_counter() - start)
         timer = StepTimer()
         captured: dict[str, Any] = {}
@@ -143,7 +139,7 @@ def measure_overhead(cfg: Config, raw_cfg: DictConfig, steps: int, warmup: int,
         patches.enter_context(patched(keras.Model, "evaluate",
                                       clock.timed("evaluate_s", keras.Model.evaluate)))
         patches.enter_context(patched(train_module, "extra_callbacks", lambda: [timer]))
-        train_module.train(cfg, raw_cfg, started)
+        train_module.train(cfg, raw_cfg)
         run_s = time.perf_counter() - start
 
     step_s = timer.median_step_s(min(warmup, len(timer.step_times) - 1))
@@ -156,8 +152,7 @@ def measure_overhead(cfg: Config, raw_cfg: DictConfig, steps: int, warmup: int,
     return {
         "measurement": "overhead", "model": cfg.model.name, "batch": cfg.trainer.batch_size,
         "python_import_s": round(import_s, 3), "startup_s": round(startup_s, 3),
-        "before_start_s": round(startup_s - (start - begin), 3),
-        "mlflow_helper": started.opener is not None, "import_s": round(clock.seconds["import_s"], 3),
+        "before_start_s": round(begin_age_s, 3), "import_s": round(clock.seconds["import_s"], 3),
         "data_load_s": round(loaded.get("data_load_s", 0.0), 3),
         **{k: round(v, 3) for k, v in phases.items()}, "other_s": round(other_s, 3),
         "total_s": round(total_s, 3), "overhead_s": round(outside, 3),

@@ -2,8 +2,7 @@
 
 - `tags`: the names of the tags eanet writes (importable without MLflow or Keras);
 - `store`: which store (URI, SQLite file), its lock, its write check, the experiment lookup;
-- `opening`: a training run's MLflow run created or resumed (no Keras), and `RunOpener`, the
-  helper process that plans and opens it while the training process imports TensorFlow;
+- `opening`: a training run's MLflow run created or resumed, with its params and tags;
 - `run`: one training run as one MLflow run (`TrackedRun`) and its per-epoch Keras logger;
 - `lineage`: the data sets, the MLflow model and the devices a run used;
 - `sweep_run`: a sweep's parent run (its jobs' runs nested under it), its progress and its end;

@@ -8,7 +8,7 @@
   `model/model.keras` run artifact stays as it was;
 - the devices: how many replicas trained the model (`eanet.replicas` tag, global batch param).
 
-Called by `train` inside a `TrackedRun`, through `TrackedRun.log_when_continued` (MLflow is
+Called by `train` inside a `TrackedRun`, the run active (MLflow is
 imported when they run, not with this module).
 """
 from __future__ import annotations

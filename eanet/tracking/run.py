@@ -17,29 +17,20 @@ manager that ends the run as FINISHED, FAILED or KILLED) and its Keras callback.
 - tags: eanet.run_type=train, eanet.model, eanet.backend (the Keras backend), eanet.overrides,
   eanet.sweep_id, eanet.job_num, mlflow.source.git.commit (eanet.tracking.opening);
   eanet.matmul_precision.effective (what the float32 matmuls did: eanet.training.precision).
-
-A run opened by a helper process (`RunOpener`, what `python -m eanet.run` does) is continued here
-only when something is next logged, normally at the end of the first epoch: this process imports
-MLflow after its first training step (on a thread, beside the next steps), not before it. What is
-logged before that (parameter counts, datasets, replicas) waits until then; nothing is lost, and
-a run that fails before then is still ended FAILED or KILLED with its error.
 """
 from __future__ import annotations
 
 import logging
 import sys
 import tempfile
-import threading
 import traceback
 from pathlib import Path
-from collections.abc import Callable
-from typing import Any
 
 import keras
 from omegaconf import DictConfig, OmegaConf
 
 from eanet.config import Config, run_name
-from eanet.tracking.opening import RunOpener, hydra_context, open_run
+from eanet.tracking.opening import hydra_context, open_run
 from eanet.tracking.tags import TAG_ERROR, TAG_PRUNED, TAG_RESUMED
 from eanet.training.checkpoint import TrainingCheckpoint
 
@@ -48,16 +39,12 @@ log = logging.getLogger(__name__)
 
 class EpochLogger(keras.callbacks.Callback):
     """Logs each epoch's metrics, as its checkpoint recorded them (`TrainingCheckpoint`, before
-    this callback in `fit`'s list), to the run, one step per epoch; once the first training step
-    is done, has MLflow loaded in the background (`TrackedRun.load_in_background`)."""
+    this callback in `fit`'s list), to the run, one step per epoch."""
 
     def __init__(self, run: TrackedRun, checkpoint: TrainingCheckpoint):
         super().__init__()
         self.run = run
         self.checkpoint = checkpoint
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.run.load_in_background()
 
     def on_epoch_end(self, epoch, logs=None):
         self.run.mlflow().log_metrics(self.checkpoint.epoch_metrics[epoch], step=epoch)
@@ -67,32 +54,22 @@ class TrackedRun:
     """`with TrackedRun(cfg, raw_cfg) as run:` — one MLflow run, ended in every case.
 
     FINISHED when the block completes, KILLED on Ctrl-C or when a tuning sweep's pruner stops it
-    (tagged eanet.pruned=true), FAILED on any other exception (with the
-    error as the `eanet.error` tag and the traceback as `error.txt`). With an `opener`, the
-    helper process opens the run (`RunOpener.open_run`) and this process continues it when it
-    next logs; without one, it is opened here.
+    (tagged eanet.pruned=true), FAILED on any other exception (with the error as the
+    `eanet.error` tag and the traceback as `error.txt`).
     """
 
     def __init__(self, cfg: Config, raw_cfg: DictConfig, run_id: str | None = None,
-                 tags: dict[str, str] | None = None, opener: RunOpener | None = None):
+                 tags: dict[str, str] | None = None):
         self.cfg = cfg
         self.raw_cfg = raw_cfg
         self.context = hydra_context()
         self.resume_run_id = run_id  # continue this (interrupted) run instead of starting one
         self.extra_tags = tags or {}
-        self.opener = opener
         self._run_id: str | None = None
-        self._continued = False  # the run is active in this process
-        self._waiting: list[tuple[Callable, tuple]] = []  # what to log once it is
-        self._loading: threading.Thread | None = None  # importing MLflow, opening the store
 
     def __enter__(self) -> TrackedRun:
-        if self.opener is not None:
-            self._run_id = self.opener.open_run()
-        else:
-            self._run_id = open_run(self.cfg, self.raw_cfg, self.resume_run_id, self.extra_tags,
-                                    system_metrics=True)
-            self._continued = True
+        self._run_id = open_run(self.cfg, self.raw_cfg, self.resume_run_id, self.extra_tags,
+                                system_metrics=True)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -113,52 +90,11 @@ class TrackedRun:
                 self.run_id, status, exc)
         return False
 
-    def load_in_background(self) -> None:
-        """Import MLflow and open the store on a thread, if this process has not yet: it then
-        overlaps training steps, which leave the GIL free, and a signal (which Python delivers to
-        the main thread) cannot cut the import short and leave MLflow half-imported."""
-        if not self._continued and self._loading is None:
-            self._loading = threading.Thread(target=self._load, name="eanet-mlflow-load",
-                                             daemon=True)
-            self._loading.start()
-
-    def _load(self) -> None:
-        try:
-            from mlflow.tracking import MlflowClient
-
-            from eanet.tracking.store import use_store
-
-            use_store(self.cfg.tracking.tracking_uri)
-            MlflowClient().get_run(self.run_id)  # opens the store, which MLflow keeps
-        except Exception:  # the main thread does it again and reports the error
-            log.debug("loading MLflow in the background failed", exc_info=True)
-
     def mlflow(self):
-        """The `mlflow` module, with this run active in this process (continued here, then
-        what was waiting logged, the first time)."""
-        if self._loading is not None:
-            self._loading.join()
+        """The `mlflow` module, this run active in it."""
         import mlflow
 
-        from eanet.tracking.store import use_store
-
-        if not self._continued:
-            use_store(self.cfg.tracking.tracking_uri)
-            # this process' CPU, memory and GPU as system/* metrics, until the run ends
-            mlflow.set_system_metrics_sampling_interval(self.cfg.tracking.system_metrics_interval_s)
-            mlflow.start_run(run_id=self.run_id, log_system_metrics=True)
-            self._continued = True
-        while self._waiting:
-            function, args = self._waiting.pop(0)
-            function(*args)
         return mlflow
-
-    def log_when_continued(self, function: Callable, *args: Any) -> None:
-        """`function(*args)` (an MLflow logging call) now if the run is active here, else when it
-        is: nothing imports MLflow before the first training step."""
-        self._waiting.append((function, args))
-        if self._continued:
-            self.mlflow()
 
     @property
     def run_id(self) -> str:
@@ -185,7 +121,7 @@ class TrackedRun:
         mlflow.set_tag(TAG_RESUMED, str(len(epoch_metrics)))
 
     def log_parameter_counts(self, counts: dict[str, int]) -> None:
-        self.log_when_continued(_log_metrics, {f"param_count_{k}": v for k, v in counts.items()})
+        self.mlflow().log_metrics({f"param_count_{k}": v for k, v in counts.items()})
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.mlflow().set_tags(tags)
@@ -219,12 +155,6 @@ def _pruned(exc_type: type) -> bool:
     process that imported Optuna can raise it)."""
     optuna = sys.modules.get("optuna")
     return optuna is not None and issubclass(exc_type, optuna.TrialPruned)
-
-
-def _log_metrics(metrics: dict[str, float]) -> None:
-    import mlflow
-
-    mlflow.log_metrics(metrics)
 
 
 def _plot_learning_curves(history, path: Path, title: str) -> None:

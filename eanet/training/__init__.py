@@ -1,7 +1,6 @@
 """The training procedure (`train`) and what it is made of: the optimizers and the seed's
 objective (`optimization`), devices (`distribute`), per-epoch checkpoints (`checkpoint`), the
-guards that turn faults into recorded endings (`faults`), and a run's overlapped start-up
-(`startup`: MLflow in a helper process and the data on a thread while TensorFlow imports).
+guards that turn faults into recorded endings (`faults`), and SIGTERM as Ctrl-C (`signals`).
 
 The registries behind `optimizer.name` and `trainer.distribution` are import paths, as in Hydra's
 `_target_`, resolved only when training starts: the config is validated against their names

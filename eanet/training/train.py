@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 import keras
 from omegaconf import DictConfig
 
 from eanet.config import Config
-from eanet.data import TrainingData, channel_statistics, make_dataset, prepare_data
+from eanet.data import channel_statistics, make_dataset, prepare_data
 from eanet.models.model import build_augmentation, build_model, count_parameters
 from eanet.sweeps.plan import plan_run
 from eanet.sweeps.trial import trial_callbacks
@@ -27,9 +27,6 @@ from eanet.training.distribute import distribution_strategy, global_batch_size
 from eanet.training.faults import StopOnNonFiniteLoss
 from eanet.training.optimization import compile_model
 from eanet.training.precision import effective_matmul_precision, set_matmul_precision
-
-if TYPE_CHECKING:
-    from eanet.training.startup import Start
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +68,11 @@ def extra_callbacks() -> list[keras.callbacks.Callback]:
     return []
 
 
-def training_data(cfg: Config, started: Start | None) -> TrainingData:
-    """The data `eanet.training.startup` is loading in the background (waiting for it), else
-    loaded now."""
-    return started.loading.result() if started is not None else prepare_data(cfg.data, cfg.seed)
-
-
-def train(cfg: Config, raw_cfg: DictConfig, started: Start | None = None) -> float:
-    """Train one configuration and record it as one MLflow run; return the best val top-1.
-
-    `started` comes from `eanet.training.startup.start` (what `python -m eanet.run` does): the
-    run's plan, its data loading in the background, and the helper process that opens its MLflow
-    run. Without it the run is planned, its data loaded and its MLflow run opened here.
-    """
-    try:
-        return _train(cfg, raw_cfg, started)
-    finally:
-        if started is not None and started.opener is not None:
-            started.opener.close()  # the helper ends, if the run failed before it opened it
-
-
-def _train(cfg: Config, raw_cfg: DictConfig, started: Start | None) -> float:
+def train(cfg: Config, raw_cfg: DictConfig) -> float:
+    """Train one configuration and record it as one MLflow run; return the best val top-1."""
     t = cfg.trainer
     # Skip a configuration that FINISHED; resume an interrupted one.
-    plan = started.plan if started is not None else plan_run(cfg, raw_cfg)
+    plan = plan_run(cfg, raw_cfg)
     if plan.skip:
         return plan.result
     keras.backend.clear_session()  # sweep jobs share a process: free the previous job's graphs
@@ -103,7 +81,7 @@ def _train(cfg: Config, raw_cfg: DictConfig, started: Start | None) -> float:
     batch_size = global_batch_size(t.batch_size, strategy)  # t.batch_size is per replica
 
     # Data: uint8 arrays; a seeded validation split of the training set; test kept apart.
-    prepared = training_data(cfg, started)
+    prepared = prepare_data(cfg.data, cfg.seed)
     data, splits = prepared.data, prepared.splits
     image_size, num_classes = cfg.data.image_size, data.num_classes
     log.info("data %s: %d train / %d val / %d test images", data.source, len(splits.y_train),
@@ -121,17 +99,14 @@ def _train(cfg: Config, raw_cfg: DictConfig, started: Start | None) -> float:
     log.info("model %s: %s", cfg.model.name, counts)
 
     checkpoint = TrainingCheckpoint(plan.checkpoint_dir)
-    opener = started.opener if started is not None else None
-    with TrackedRun(cfg, raw_cfg, run_id=plan.run_id, tags=plan.tags, opener=opener) as run:
+    with TrackedRun(cfg, raw_cfg, run_id=plan.run_id, tags=plan.tags) as run:
         initial_epoch = checkpoint.restore(model, run.run_id)
         run.sync_epoch_metrics(checkpoint.epoch_metrics)
-        run.log_when_continued(lineage.log_matmul_precision, effective_matmul_precision())
+        lineage.log_matmul_precision(effective_matmul_precision())
         if plan.run_id is None:  # a resumed run has them already
-            # Logged when MLflow is loaded here: after the first step if the helper opened the run.
             run.log_parameter_counts(counts)
-            run.log_when_continued(lineage.log_datasets, cfg.data.name, data.source, splits)
-            run.log_when_continued(lineage.log_replicas, strategy.num_replicas_in_sync,
-                                   batch_size)
+            lineage.log_datasets(cfg.data.name, data.source, splits)
+            lineage.log_replicas(strategy.num_replicas_in_sync, batch_size)
         verbose = 0 if cfg.quiet else t.verbose if t.verbose == "auto" else int(t.verbose)
         start = time.perf_counter()
         # The checkpoint precedes the MLflow logger: an epoch is logged once it can be resumed;
@@ -158,7 +133,7 @@ def _train(cfg: Config, raw_cfg: DictConfig, started: Start | None) -> float:
         run.log_results(results)
         run.log_artifacts(model, checkpoint.history)
         if cfg.tracking.log_model:
-            run.log_when_continued(lineage.log_model_with_signature, model, splits.x_test[:4])
+            lineage.log_model_with_signature(model, splits.x_test[:4])
         log.info("%s: test top-1 %.4f, top-5 %.4f (%d epochs, %.1f s)", run.run_id,
                  test["top1"], test["top5"], epochs_run, train_time)
     checkpoint.finish(keep=cfg.tracking.keep_checkpoints)

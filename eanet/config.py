@@ -168,6 +168,11 @@ def run_name(cfg: Config) -> str:
     return "-".join(parts)
 
 
+# Settings (exact names or prefixes) that say where things go or how much is printed, never what
+# is computed: left out of a run's fingerprint (eanet.sweeps.plan) and of a report's configurations.
+NOT_COMPUTED = ("tracking.", "trainer.verbose", "data.path", "quiet", "sweep.", "plan")
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """{'model': {'patch_size': 2}} → {'model.patch_size': 2}."""
     if not isinstance(tree, dict):

@@ -11,7 +11,7 @@ from conftest import ROOT
 # Wording of a place's logistics, not of this project (the words are split so that this file
 # does not match itself).
 PLACE_WORDING = re.compile("|".join([
-    r"\blent\b", r"\blend(s|ing)?\b",
+    r"\blent\b",
     r"\.carry\d*\b", r"\bcarry=\[", r"\bcarr(y|ied) (limit|call|piece|wheel)s?",
     "device" + r"\s+(tool|minutes|time\b|budget)", "session" + r"'?s?\s+(minutes|time|budget)",
     r"\bwork" + r"place\b", "gpu_" + "session", "prepare_gpu_" + "carry", "rehearse_gpu_",

@@ -20,7 +20,7 @@ import math
 import pandas as pd
 from scipy import stats
 
-from eanet.sweeps.plan import IGNORED
+from eanet.config import NOT_COMPUTED
 
 MODEL = "model.name"
 PRUNED = "tags.eanet.pruned"  # "true" on a run a tuning sweep's pruner stopped (eanet.sweeps.trial)
@@ -29,7 +29,7 @@ ATTENTION_LAYER = "model.attention_layer"  # a model's own attention layer: _tar
 FINISHED = "FINISHED"
 
 # Params that never define a configuration: the repeat index, and those that never change what is
-# computed (where files are, how runs are logged, how much is printed: the fingerprint's IGNORED).
+# computed (where files are, how runs are logged, how much is printed: eanet.config.NOT_COMPUTED).
 REPEAT = "seed"
 
 # Settings an attention type ignores: ViT has no external memory, so its dim_coefficient is
@@ -78,7 +78,7 @@ def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _is_setting(name: str) -> bool:
     return (name not in (REPEAT, MODEL, ATTENTION)
-            and not any(name == p or name.startswith(p) for p in IGNORED))
+            and not any(name == p or name.startswith(p) for p in NOT_COMPUTED))
 
 
 def swept_settings(runs: pd.DataFrame, params: list[str]) -> list[str]:

@@ -30,14 +30,14 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from eanet.config import Config, flatten, run_name
+from eanet.config import NOT_COMPUTED, Config, flatten, run_name
 
 log = logging.getLogger(__name__)
 
 JOB_RECORD = "eanet_job.json"  # in each job's output folder: what the job did (SweepSummary)
 
 # Settings that say where things go or how much is printed, never what is computed.
-IGNORED = ("tracking.", "trainer.verbose", "data.path", "quiet", "sweep.", "plan")
+IGNORED = NOT_COMPUTED
 # Settings added after runs were recorded, left out at the value that computes what runs did
 # before they existed: those runs keep their fingerprints (still skipped or resumed, not redone).
 ADDED_LATER = {"trainer.matmul_precision": "default", "data.augmentation.contrast_clip": True,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from eanet.config import SweepConfig
-from eanet.sweeps.parent import NOT_STARTED, PARENT_FILE, progress_dir
+from eanet.sweeps.folder import NOT_STARTED, PARENT_FILE, progress_dir
 
 
 @contextlib.contextmanager

@@ -48,8 +48,8 @@ from omegaconf import DictConfig
 
 from eanet.tracking.tags import TAG_PARENT
 
-from eanet.sweeps.parent import NOT_STARTED, PROGRESS_DIR, parent_run_id
-from eanet.sweeps.plan import JOB_RECORD
+from eanet.sweeps.folder import NOT_STARTED, PROGRESS_DIR, parent_run_id
+from eanet.sweeps.plan import JOB_RECORD, format_duration
 from eanet.training.signals import interrupt_on_sigterm
 
 log = logging.getLogger("eanet.sweep")
@@ -113,13 +113,6 @@ def count_jobs(config: DictConfig) -> Optional[int]:
     """How many jobs the basic sweeper will launch for this sweep; None if unknown."""
     jobs = job_overrides(config)
     return None if jobs is None else len(jobs)
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 
 
 def progress_line(job: int, total: Optional[int], elapsed: float, done: int) -> str:

@@ -28,14 +28,12 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from eanet.sweeps.folder import NOT_STARTED, PARENT_FILE, PROGRESS_DIR, parent_run_id, progress_dir
 from eanet.sweeps.plan import IGNORED, JOB_RECORD
 from eanet.tracking.tags import TAG_NOT_STARTED
 
 log = logging.getLogger("eanet.sweep")
 
-PROGRESS_DIR = ".progress"  # inside the sweep folder: what the sweep's processes share
-PARENT_FILE = "parent.json"
-NOT_STARTED = "not started (budget"  # how a job the budget stopped begins its outcome
 TUNE_SWEEPER = ".TuneSweeper"  # hydra/sweeper=tune, whose trials nest under a parent of its own
 
 
@@ -58,18 +56,6 @@ def sweep_key(config: DictConfig) -> str:
     identity = {"overrides": kept, "sweeper": sweeper,
                 "experiment": config.tracking.experiment_name}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def progress_dir(sweep_dir: str | Path) -> Path:
-    return Path(sweep_dir) / PROGRESS_DIR
-
-
-def parent_run_id(sweep_dir: str | Path) -> Optional[str]:
-    """The parent run of the sweep writing into `sweep_dir`, if it has one."""
-    try:
-        return json.loads((progress_dir(sweep_dir) / PARENT_FILE).read_text())["run_id"]
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def open_parent(config: DictConfig, total: Optional[int]) -> str:
@@ -187,7 +173,7 @@ class SweepParent(Callback):
 
 def update_progress(config: DictConfig, sweep_dir: Path, run_id: str) -> None:
     """Done / failed / running / ETA on the parent, read from the store and the sweep folder."""
-    from eanet.sweeps.callbacks import format_duration
+    from eanet.sweeps.plan import format_duration
     from eanet.tracking.sweep_run import children_by_status, log_sweep_progress, sweep_children
 
     uri = config.tracking.tracking_uri

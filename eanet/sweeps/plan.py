@@ -227,10 +227,16 @@ def _built(cfg: Config, cache: dict) -> tuple:
     return cache[key]
 
 
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
 def format_plan(plans: list[JobPlan]) -> str:
     """One line per job (run name, its own overrides, status, trainable parameters, estimated
     training time and where it comes from), the overrides all jobs share, and the total."""
-    from eanet.sweeps.callbacks import format_duration
 
     shared = set.intersection(*(set(p.overrides) for p in plans)) if len(plans) > 1 else set()
     lines = []

@@ -56,6 +56,9 @@ class ModelConfig:
     attention_dropout: float = 0.2
     projection_dropout: float = 0.2
     mlp_dropout: float = 0.2
+    # eanet.models.IMPLEMENTATIONS: "auto", the fastest implementation for the backend (fused CPU
+    # kernels, folded projections), or "reference", the paper's formulas in plain keras.ops.
+    implementation: str = "auto"
 
 
 @dataclass

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from eanet.backend import configured_backend
 from eanet.config import Config, ConfigError, validate as validate_schema
 from eanet.data import DATASETS
-from eanet.models import ATTENTION_TYPES
+from eanet.models import ATTENTION_TYPES, IMPLEMENTATIONS
 from eanet.models.native import KEEP_LEVELS
 from eanet.training import DISTRIBUTIONS, OPTIMIZERS
 from eanet.training.precision import MATMUL_PRECISIONS, check_matmul_precision
@@ -22,6 +22,7 @@ from eanet.training.precision import MATMUL_PRECISIONS, check_matmul_precision
 # setting → its registry's valid names
 CHOICES = {
     "model.attention": ATTENTION_TYPES,
+    "model.implementation": IMPLEMENTATIONS,
     "data.name": DATASETS,
     "optimizer.name": OPTIMIZERS,
     "trainer.distribution": DISTRIBUTIONS,

@@ -73,6 +73,7 @@ def test_unknown_group_option_lists_the_valid_ones():
     ("model.mlp_dropout=-0.1", r"model.mlp_dropout in \[0, 1\)"),
     ("data.validation_split=1.5", r"data.validation_split in \[0, 1\)"),
     ("model.attention=linear", "model.attention='linear'. Valid values: external, self"),
+    ("model.implementation=fused", "model.implementation='fused'. Valid values: auto, reference"),
     ("optimizer.name=rmsprop", "optimizer.name='rmsprop'. Valid values: adam, adamw, sgd"),
     ("data.name=imagenet", "data.name='imagenet'. Valid values: cifar100, synthetic"),
     ("optimizer.learning_rate=0", "optimizer.learning_rate > 0"),

@@ -22,7 +22,7 @@ def test_fingerprint_ignores_where_things_go_but_not_what_is_computed():
     for different in (["model.patch_size=4"], ["seed=1"], ["optimizer.learning_rate=0.01"],
                       ["trainer.epochs=3"], ["model=vit"], ["data.augmentation.zoom=0.0"],
                       ["trainer.matmul_precision=bfloat16"],
-                      ["data.augmentation.contrast_clip=true"]):
+                      ["data.augmentation.contrast_clip=true"], ["model.implementation=reference"]):
         assert fingerprint(compose_config(different)) != base, different
 
 

@@ -1,6 +1,8 @@
-"""The CPU speed kernels: Keras' dropout and layer normalisation, the MLP's GELU, EANet's double
-normalisation and self-attention's softmax-with-dropout, computed the cheaper way on TensorFlow
-(same weights, same function).
+"""The CPU speed kernels behind `model.implementation=auto`: Keras' dropout and layer
+normalisation, the MLP's GELU, EANet's double normalisation and the attentions' cores from the
+scores to the read-out, computed the cheaper way on TensorFlow (same weights, same function).
+The attentions' reference formulas, and the choice among implementations, are in
+eanet.models.attention.
 
 Each keeps the Keras layer it replaces as its base class and falls back to it wherever the fast
 path does not apply (other backends, other axes, noise shapes). Where eanet's fused C++ ops are
@@ -8,8 +10,8 @@ available (float32 on a CPU, outside XLA: eanet.models.native, sources in csrc/)
 call runs whole as one op per direction (matmuls included), and dropout, GELU-then-dropout and
 layer normalisation as one op each; else the TensorFlow ops written out below compute the same
 terms (the attention's around the fused normalisation where only that applies).
-tests/test_layers.py, tests/test_equivalence.py and tests/test_native.py check outputs and
-gradients both ways against the plain computation.
+tests/test_attention.py, tests/test_layers.py, tests/test_equivalence.py and tests/test_native.py
+check outputs and gradients both ways against the plain computation.
 """
 from __future__ import annotations
 
@@ -341,15 +343,16 @@ def gelu_tanh(x):
     return gelu(x)
 
 
-def gelu_then_dropout(x, dropout: FastDropout, training):
+def gelu_then_dropout(x, dropout: layers.Dropout, training, implementation: str = "auto"):
     """dropout(gelu(x)), the MLP's tanh-approximated GELU and the dropout after it.
 
-    On TensorFlow's CPU (float32) one C++ op per direction (csrc/gelu_dropout.cc): the same
-    terms as `gelu_tanh` then `dropout`, with the same keep-mask (dropout's seed generator,
-    FastDropout's stream), which the gradient draws again instead of storing. Elsewhere the two
-    steps as they are (`gelu_tanh` on TensorFlow, Keras' `ops.gelu` on other backends).
+    "reference" (and "auto" on other backends than TensorFlow): Keras' `ops.gelu`, then
+    `dropout`. "auto" on TensorFlow's CPU (float32): one C++ op per direction
+    (csrc/gelu_dropout.cc), the same terms as `gelu_tanh` then `dropout`, with the same keep-mask
+    (dropout's seed generator, FastDropout's stream), which the gradient draws again instead of
+    storing; elsewhere on TensorFlow the two steps as they are (`gelu_tanh`, then `dropout`).
     """
-    if keras.backend.backend() != "tensorflow":
+    if implementation == "reference" or keras.backend.backend() != "tensorflow":
         return dropout(ops.gelu(x, approximate=True), training=training)
     library = native.fused_ops_for(x.dtype)
     if library is None or dropout.noise_shape is not None:

@@ -28,11 +28,13 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 def external_attention(cfg: ModelConfig, name: str) -> layers.Layer:
     return ExternalAttention(cfg.embedding_dim, cfg.num_heads, cfg.dim_coefficient,
-                             cfg.attention_dropout, cfg.projection_dropout, name=name)
+                             cfg.attention_dropout, cfg.projection_dropout,
+                             implementation=cfg.implementation, name=name)
 
 
 def self_attention(cfg: ModelConfig, name: str) -> layers.Layer:
-    return SelfAttention(cfg.embedding_dim, cfg.num_heads, cfg.attention_dropout, name=name)
+    return SelfAttention(cfg.embedding_dim, cfg.num_heads, cfg.attention_dropout,
+                         implementation=cfg.implementation, name=name)
 
 
 def attention_factory(cfg: ModelConfig) -> Callable[[str], layers.Layer]:
@@ -91,7 +93,8 @@ def build_model(cfg: ModelConfig, image_size: int, num_classes: int,
     x = PatchEmbedding(num_patches, cfg.embedding_dim, name="patch_embedding")(x)  # (B, N, D)
     for i in range(cfg.num_blocks):
         x = TransformerBlock(make_attention(f"attention_{i}"), cfg.embedding_dim,
-                             cfg.mlp_dim, cfg.mlp_dropout, name=f"block_{i}")(x)
+                             cfg.mlp_dim, cfg.mlp_dropout, cfg.implementation,
+                             name=f"block_{i}")(x)
     probabilities = ClassifierHead(num_classes, name="head")(x)  # (B, num_classes)
     return keras.Model(images, probabilities, name=f"{cfg.name}_classifier")
 

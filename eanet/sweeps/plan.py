@@ -41,7 +41,7 @@ IGNORED = NOT_COMPUTED
 # Settings added after runs were recorded, left out at the value that computes what runs did
 # before they existed: those runs keep their fingerprints (still skipped or resumed, not redone).
 ADDED_LATER = {"trainer.matmul_precision": "default", "data.augmentation.contrast_clip": True,
-               "model.attention_layer": None}
+               "model.attention_layer": None, "model.implementation": "auto"}
 
 
 def fingerprint(raw_cfg: DictConfig | dict) -> str:

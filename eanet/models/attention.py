@@ -27,10 +27,10 @@ from eanet.models.kernels import (double_normalization, external_attention_conte
                                   self_attention_context)
 
 
-def check_implementation(implementation: str) -> str:
-    if implementation not in IMPLEMENTATIONS:
+def check_implementation(implementation: str, valid=IMPLEMENTATIONS) -> str:
+    if implementation not in valid:
         raise ValueError(f"Unknown implementation {implementation!r}. "
-                         f"Valid values: {', '.join(IMPLEMENTATIONS)}")
+                         f"Valid values: {', '.join(valid)}")
     return implementation
 
 
@@ -132,8 +132,9 @@ EXTERNAL_ATTENTION = {"reference": external_attention_reference,
 
 def external_attention(x, weights: ExternalAttentionWeights, *, heads: int, epsilon: float,
                        dropout, training=None, implementation: str = "auto"):
-    """EANet's external attention (external_attention_reference's formula) by `implementation`."""
-    if check_implementation(implementation) == "auto":
+    """EANet's external attention (external_attention_reference's formula) by `implementation`:
+    "auto" or a name in EXTERNAL_ATTENTION."""
+    if check_implementation(implementation, ("auto", *EXTERNAL_ATTENTION)) == "auto":
         implementation = "fused" if keras.backend.backend() == "tensorflow" else "folded"
     return EXTERNAL_ATTENTION[implementation](x, weights, heads=heads, epsilon=epsilon,
                                               dropout=dropout, training=training)
@@ -210,7 +211,8 @@ SELF_ATTENTION = {"reference": self_attention_reference, "refold": self_attentio
 
 def self_attention(x, weights: SelfAttentionWeights, *, dropout, training=None,
                    implementation: str = "auto"):
-    """Multi-head self-attention (self_attention_reference's formula) by `implementation`."""
-    if check_implementation(implementation) == "auto":
+    """Multi-head self-attention (self_attention_reference's formula) by `implementation`:
+    "auto" or a name in SELF_ATTENTION."""
+    if check_implementation(implementation, ("auto", *SELF_ATTENTION)) == "auto":
         implementation = "refold" if keras.backend.backend() == "tensorflow" else "reference"
     return SELF_ATTENTION[implementation](x, weights, dropout=dropout, training=training)

@@ -51,7 +51,7 @@ def external_attention_reference(x, w: ExternalAttentionWeights, *, heads: int, 
                                  dropout, training=None):
     """The paper's multi-head external attention, (B, N, D) → (B, N, D):
 
-        A = DoubleNorm(h M_k + b_k),   out = (A M_v + b_v) W_out + b_out,   h = heads of x W_in + b_in,
+        h = heads of (x W_in + b_in),   A = DoubleNorm(h M_k + b_k),   out = (A M_v + b_v) W_out + b_out,
         DoubleNorm: softmax over the N patches, then L1 over the S memory slots (+ epsilon).
 
     The normalisation is computed in float32 (epsilon = 1e-9 underflows in float16); `dropout`
@@ -87,7 +87,8 @@ def fold_external_attention(w: ExternalAttentionWeights, heads: int):
         (heads * slots,))
     w_out = ops.reshape(w.output_kernel, (heads, head_dim, dim))
     read_kernel = ops.reshape(ops.matmul(w.value_memory, w_out), (heads * slots, dim))
-    read_bias = w.output_bias + ops.matmul(w.value_bias, ops.sum(w_out, axis=0))  # b_out + Σ_g b_v·W_out[g]
+    # b_out + Σ_g b_v·W_out[g]
+    read_bias = w.output_bias + ops.matmul(w.value_bias, ops.sum(w_out, axis=0))
     return score_kernel, score_bias, read_kernel, read_bias
 
 

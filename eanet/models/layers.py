@@ -90,7 +90,7 @@ class ExternalAttention(layers.Layer):
     all heads, double-normalise (softmax over the patches, then L1 over the memory slots), read
     the value memory M_v, merge the heads and project back to D, then dropout:
 
-        out = dropout((DoubleNorm(h M_k + b_k) M_v + b_v) W_out + b_out),   h = heads of x W_in + b_in.
+        h = heads of (x W_in + b_in),   out = dropout((DoubleNorm(h M_k + b_k) M_v + b_v) W_out + b_out).
 
     Cost O(N*S*D): linear in N. The computation is eanet.models.attention.external_attention,
     by `implementation` ("auto": the fastest for the backend; "reference": the formula above in
@@ -161,7 +161,8 @@ class ExternalAttention(layers.Layer):
 class SelfAttention(layers.Layer):
     """ViT's multi-head self-attention, as in the seed: MultiHeadAttention(key_dim=D) on (x, x),
 
-        out = Σ_h dropout(softmax((x W_q,h + b_q,h)(x W_k,h + b_k,h)ᵀ / √K)) (x W_v,h + b_v,h) W_o,h + b_o.
+        P_h = dropout(softmax((x W_q,h + b_q,h)(x W_k,h + b_k,h)ᵀ / √K)),
+        out = Σ_h P_h (x W_v,h + b_v,h) W_o,h + b_o.
 
     Cost O(N²·D): quadratic in N. The variables are those of a `keras.layers.MultiHeadAttention`
     sublayer (same names, shapes and order as the seed's, so its weights load); the computation

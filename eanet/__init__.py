@@ -7,6 +7,9 @@ VNNI/BF16 or AMX; on AVX2-only CPUs its default kernels run our training step sl
 (docs/performance.md). The variable is read when TensorFlow is imported, so this must run before
 any `import tensorflow` / `import keras` — hence here, and hence no effect in a process that
 imported TensorFlow before eanet.
+
+Importing the package also registers eanet's Keras classes once Keras is imported
+(eanet.saving), so a saved model loads after `import eanet`, without Keras loading now.
 """
 import os
 
@@ -17,3 +20,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 from eanet.backend import choose_backend  # noqa: E402
 
 choose_backend()
+
+# eanet's layers and optimizers, registered with Keras when Keras loads (not now: eanet.saving).
+from eanet.saving import register_keras_objects  # noqa: E402
+
+register_keras_objects()

@@ -2,10 +2,11 @@
 
 - the data: each split as an MLflow dataset (`mlflow.log_input`, context training / validation /
   test) with its name, source and digest — the run page's "Datasets used";
-- the model: an MLflow Keras model with a signature inferred on a few test images (the run page's
-  "Logged models"); loadable with `mlflow.pyfunc.load_model(<eanet.model_uri tag>)` and what the
-  sweep's best-model registration (eanet.tracking.search.register_best_model) registers. The plain
-  `model/model.keras` run artifact stays as it was;
+- the model, stored once: an MLflow Keras model (`data/model.keras`) that carries eanet's code
+  (eanet.tracking.keras_model), with a signature inferred on a few test images (the run page's
+  "Logged models"); loadable with `mlflow.pyfunc.load_model(<eanet.model_uri tag>)` in any Python
+  with MLflow and Keras, and what the sweep's best-model registration
+  (eanet.tracking.search.register_best_model) registers;
 - the devices: how many replicas trained the model (`eanet.replicas` tag, global batch param).
 
 Called by `train` inside a `TrackedRun`, the run active (MLflow is
@@ -65,17 +66,19 @@ def _requirements() -> list[str]:
 
 
 def log_model_with_signature(model, sample_images: np.ndarray) -> str:
-    """Log `model` as an MLflow Keras model whose signature is inferred on `sample_images`
-    (float32, (n, H, W, 3), as the input pipeline feeds it). Returns its `models:/` URI."""
+    """Log `model` as an MLflow Keras model carrying eanet's code (eanet.tracking.keras_model),
+    whose signature is inferred on `sample_images` (float32, (n, H, W, 3), as the input pipeline
+    feeds it). Returns its `models:/` URI."""
     import mlflow
-    from mlflow.models import infer_signature
+    from mlflow.models import Model, infer_signature
+
+    from eanet.tracking import keras_model
 
     sample = sample_images.astype(np.float32)
     signature = infer_signature(sample, model.predict(sample, verbose=0))
-    # Named after the run, never "model": MLflow 3 resolves a run's artifact path that equals a
-    # logged model's name to that model, hiding the run's own model/ folder (model.keras).
-    info = mlflow.keras.log_model(model, name=mlflow.active_run().info.run_name,
-                                  signature=signature, pip_requirements=_requirements())
+    info = Model.log(artifact_path=None, name=mlflow.active_run().info.run_name,
+                     flavor=keras_model, flavor_name=keras_model.FLAVOR_NAME, model=model,
+                     signature=signature, pip_requirements=_requirements())
     mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
     return info.model_uri
 

@@ -11,9 +11,10 @@ manager that ends the run as FINISHED, FAILED or KILLED) and its Keras callback.
 - system metrics: MLflow's sampling of the training process (system/cpu_utilization_percentage,
   system/system_memory_usage_megabytes, GPU ones where there is one), every
   tracking.system_metrics_interval_s seconds while the run is active here;
-- artifacts: config.yaml (resolved), hydra/ (Hydra's .hydra folder), model/model.keras,
-  history.csv, learning_curves.png;
-- inputs and model: the data splits as MLflow datasets, the MLflow Keras model (eanet.tracking.lineage);
+- artifacts: config.yaml (resolved), hydra/ (Hydra's .hydra folder), history.csv,
+  learning_curves.png;
+- inputs and model: the data splits as MLflow datasets, the model as an MLflow Keras model, its
+  `.keras` file inside (eanet.tracking.lineage);
 - tags: eanet.run_type=train, eanet.model, eanet.backend (the Keras backend), eanet.overrides,
   eanet.sweep_id, eanet.job_num, mlflow.source.git.commit (eanet.tracking.opening);
   eanet.matmul_precision.effective (what the float32 matmuls did: eanet.training.precision).
@@ -129,8 +130,9 @@ class TrackedRun:
     def log_results(self, results: dict[str, float]) -> None:
         self.mlflow().log_metrics(results)
 
-    def log_artifacts(self, model: keras.Model, history: dict[str, list[float]]) -> None:
-        """Resolved config, Hydra's .hydra folder, the .keras model, history CSV and curves."""
+    def log_artifacts(self, history: dict[str, list[float]]) -> None:
+        """Resolved config, Hydra's .hydra folder, history CSV and curves (the model is logged
+        once, as an MLflow model: eanet.tracking.lineage)."""
         import pandas as pd
 
         mlflow = self.mlflow()
@@ -145,9 +147,6 @@ class TrackedRun:
             mlflow.log_artifact(str(Path(tmp) / "history.csv"))
             _plot_learning_curves(frame, Path(tmp) / "learning_curves.png", run_name(self.cfg))
             mlflow.log_artifact(str(Path(tmp) / "learning_curves.png"))
-            if self.cfg.tracking.log_model:
-                model.save(Path(tmp) / "model.keras")
-                mlflow.log_artifact(str(Path(tmp) / "model.keras"), "model")
 
 
 def _pruned(exc_type: type) -> bool:

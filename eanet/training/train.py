@@ -131,7 +131,7 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         if val_top1:
             results["best_val_top1"] = max(val_top1)
         run.log_results(results)
-        run.log_artifacts(model, checkpoint.history)
+        run.log_artifacts(checkpoint.history)
         if cfg.tracking.log_model:
             lineage.log_model_with_signature(model, splits.x_test[:4])
         log.info("%s: test top-1 %.4f, top-5 %.4f (%d epochs, %.1f s)", run.run_id,

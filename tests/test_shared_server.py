@@ -65,9 +65,8 @@ def test_sweep_logs_to_the_server_over_http(served_sweep):
         # artifacts went to the server (proxied), not to a local folder
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")
         top = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"config.yaml", "history.csv", "learning_curves.png", "model"} <= top
-        assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == \
-            ["model/model.keras"]
+        assert {"config.yaml", "history.csv", "learning_curves.png"} <= top
+        assert "model" not in top  # the model is stored once, as the run's MLflow model
 
 
 def test_runs_record_datasets_and_a_signed_model(served_sweep):
@@ -167,11 +166,11 @@ def test_mlflow_ui_shows_the_sweep(served_sweep, tmp_path):
                 assert text in overview, f"{text!r} not on the run page"
             page.screenshot(path=shots / "run.png", full_page=True)
 
-            # Its artifacts: config, model, learning curves, history.
+            # Its artifacts: config, learning curves, history.
             page.goto(f"{url}/#/experiments/{exp}/runs/{run.info.run_id}/artifacts")
             page.get_by_text("learning_curves.png", exact=True).first.wait_for(timeout=60_000)
             artifacts = page.inner_text("body")
-            for name in ("config.yaml", "model", "learning_curves.png", "history.csv", "hydra"):
+            for name in ("config.yaml", "learning_curves.png", "history.csv", "hydra"):
                 assert name in artifacts.split("\n"), f"artifact {name} not listed"
             page.get_by_text("learning_curves.png", exact=True).first.click()
             page.wait_for_timeout(1500)  # the preview loads the image through the server

@@ -30,7 +30,7 @@ FINAL_METRICS = {"test_loss", "test_top1", "test_top5", "best_val_top1", "train_
                  "param_count_attention", "param_count_mlp", "param_count_norm",
                  "param_count_head"}
 ARTIFACTS = ["config.yaml", "history.csv", "hydra", "hydra/config.yaml", "hydra/hydra.yaml",
-             "hydra/overrides.yaml", "learning_curves.png", "model", "model/model.keras"]
+             "hydra/overrides.yaml", "learning_curves.png"]  # the model: once, as the MLflow model
 # Each job's overrides as on the command line (Hydra keeps the last trainer.epochs), model= after.
 JOB_OVERRIDES = [*("trainer.epochs=1" if o.startswith("trainer.epochs=") else o for o in TINY)]
 SYSTEM_METRICS = "tracking.system_metrics_interval_s=1"  # the tiny runs last a few seconds

@@ -1,5 +1,6 @@
 """A tiny real training run into a temporary MLflow store, read back with MlflowClient."""
 import keras
+import mlflow
 import pytest
 
 import eanet.training.train
@@ -44,10 +45,11 @@ def test_tiny_run_is_recorded_completely(tracking_dir):
     assert metrics["param_count_attention"] > 0
     assert tags["eanet.model"] == "ea" and tags["eanet.run_type"] == "train"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "history.csv", "learning_curves.png", "model"} <= artifacts
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == ["model/model.keras"]
+    assert {"config.yaml", "history.csv", "learning_curves.png"} <= artifacts
+    assert "model" not in artifacts  # stored once, as the run's MLflow model:
 
-    model_file = client.download_artifacts(run.info.run_id, "model/model.keras")
+    logged = client.get_logged_model(tags["eanet.model_uri"].removeprefix("models:/"))
+    model_file = mlflow.artifacts.download_artifacts(f"{logged.artifact_location}/data/model.keras")
     model = keras.saving.load_model(model_file, safe_mode=True)
     assert model.count_params() == metrics["param_count_total"]
 

@@ -65,7 +65,8 @@ $(JAX_VENV)/.installed-jax: pyproject.toml
 test-jax: $(JAX_VENV)/.installed-jax
 	! $(JAX_VENV)/bin/python -c "import tensorflow" 2>/dev/null  # no TensorFlow in this venv
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -q -p no:cacheprovider \
-		tests/test_jax_backend.py tests/test_array_batches.py tests/test_attention.py
+		tests/test_jax_backend.py tests/test_array_batches.py tests/test_attention.py \
+		tests/test_model_loading.py
 
 gpu-study:
 	WHEELS="$(WHEELS)" DATA="$(DATA)" PACK="$(PACK)" SYSTEM_SITE="$(SYSTEM_SITE)" \

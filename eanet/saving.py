@@ -57,9 +57,11 @@ class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
         self.importing.depth = getattr(self.importing, "depth", 0) + step
 
     def ran(self) -> None:
-        if ("keras" in sys.modules and getattr(self.importing, "depth", 0) == 0
-                and self in sys.meta_path):
-            sys.meta_path.remove(self)
+        if "keras" in sys.modules and getattr(self.importing, "depth", 0) == 0:
+            try:
+                sys.meta_path.remove(self)
+            except ValueError:  # gone already: another thread registers
+                return
             register_keras_objects()
 
 

@@ -54,10 +54,11 @@ def _numpy_dataset(images: np.ndarray, labels: np.ndarray, name: str, source: Op
 
 
 def _requirements() -> list[str]:
-    """Pinned requirements of the logged model. Given explicitly: MLflow's own inference
-    loads the model in a subprocess, many times the cost of this."""
+    """Pinned requirements of the logged model: Keras, its backend, and hydra-core, which the
+    model's copy of eanet's code imports to load (eanet.training.optimization). Given
+    explicitly: MLflow's own inference would load the model in a subprocess to find them."""
     pins = []
-    for package in ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib"):
+    for package in ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "hydra-core"):
         try:
             pins.append(f"{package}=={metadata.version(package)}")
         except metadata.PackageNotFoundError:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_python, store_uri, training_runs, client_for
+from conftest import ROOT, client_for, run_python, store_uri, training_runs
 
 ON_JAX_WITHOUT_TENSORFLOW = (importlib.util.find_spec("tensorflow") is None
                              and importlib.util.find_spec("jax") is not None)

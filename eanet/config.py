@@ -128,7 +128,7 @@ class TrackingConfig:
     # None: MLFLOW_TRACKING_URI if set, else MLflow's default (sqlite:///mlflow.db in the working dir).
     tracking_uri: Optional[str] = None
     experiment_name: str = "eanet"
-    log_model: bool = True  # save the trained model (.keras) as an artifact
+    log_model: bool = True  # log the trained model as an MLflow model (eanet.tracking.lineage)
     # After a sweep, register its best run's model (highest best_val_top1) under this name in
     # MLflow's model registry (eanet.sweeps.callbacks.RegisterBestModel). None: register nothing.
     register_best_as: Optional[str] = None

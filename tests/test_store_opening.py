@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import textwrap
+from importlib import metadata
 
 from conftest import (TINY, client_for, eanet_command, metric_steps, run_module, store_uri,
                       subprocess_env, training_runs)
@@ -127,5 +128,11 @@ def test_sweeps_launched_at_once_into_a_fresh_store_record_every_run(tmp_path):
         assert sorted(run.data.params["seed"] for run in runs) == [str(i) for i in range(SWEEPS)]
         for run in runs:
             assert run.info.status == "FINISHED", (r, run.data.params["seed"])
+            # The software it ran on (eanet.tracking.lineage), as every training run records it.
+            tags = run.data.tags
+            assert tags["mlflow.source.git.commit"] and tags["eanet.git_dirty"] in ("true", "false")
+            packages = tags["eanet.packages"].split()
+            for name in ("keras", "numpy", "mlflow", "hydra-core", "omegaconf", "pandas"):
+                assert f"{name}=={metadata.version(name)}" in packages, name
             for key in ("loss", "val_loss", "top1"):
                 assert metric_steps(client, run.info.run_id, key) == list(range(EPOCHS)), key

@@ -7,7 +7,8 @@ calls it once the sweep and its report are done).
 Copies the sweep's report (report.csv, comparison.csv, runs.csv, report.md, PNGs, from
 `<sweep>/report/`) into `--out`, each training run's history.csv (from MLflow) into
 `--out/runs/<run name>/history.csv`, and writes `record.json`: the study, the exact command, the
-commit, the Keras backend and versions, the GPU, the wall time (summed over the launches of a sweep
+commit (`+uncommitted-changes` if tracked files differed from it), the Keras backend, the versions
+of Python and of every distribution a run depends on (eanet.tracking.lineage.stack_versions), the GPU, the wall time (summed over the launches of a sweep
 that was stopped and resumed, each listed) and every run with its status (failed runs stay in, as
 failed). Nothing is trained or recomputed here.
 """
@@ -16,43 +17,27 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 
 REPORT_FILES = ("report.csv", "comparison.csv", "runs.csv", "report.md")
-PACKAGES = ("eanet", "keras", "jax", "jaxlib", "tensorflow", "tensorflow-cpu", "mlflow",
-            "hydra-core")
 
 
-def git_commit(where: Path) -> Optional[str]:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return out + ("+uncommitted-changes" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
+def commit_text() -> Optional[str]:
+    """eanet's commit, `+uncommitted-changes` when tracked files differed from it."""
+    from eanet.tracking.lineage import source_commit
 
-
-def versions() -> dict[str, str]:
-    found = {}
-    for package in PACKAGES:
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    commit, dirty = source_commit()
+    return commit and commit + ("+uncommitted-changes" if dirty else "")
 
 
 def record_study(sweep: Path, study: str, out: Path, command: str, wall_s: float, gpu: str,
                  backend: str, tracking_uri: Optional[str] = None) -> dict:
     """Write the record described in the module docstring into `out`; return record.json's dict."""
+    from eanet.tracking.lineage import stack_versions
     from eanet.tracking.search import download_run_file
     from eanet.tracking.store import use_store
 
@@ -81,10 +66,10 @@ def record_study(sweep: Path, study: str, out: Path, command: str, wall_s: float
         if earlier.get("sweep") == str(sweep):
             launches = earlier.get("launches", []) + launches
     record = {
-        "study": study, "command": command, "commit": git_commit(Path(__file__).parent),
+        "study": study, "command": command, "commit": commit_text(),
         "backend": backend, "gpu": gpu,
         "wall_time_s": round(sum(launch["wall_time_s"] for launch in launches), 1),
-        "launches": launches, "sweep": str(sweep), "versions": versions(), "runs": runs,
+        "launches": launches, "sweep": str(sweep), "versions": stack_versions(), "runs": runs,
     }
     (out / "record.json").write_text(json.dumps(record, indent=2) + "\n")
     return record

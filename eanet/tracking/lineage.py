@@ -7,7 +7,11 @@
   "Logged models"); loadable with `mlflow.pyfunc.load_model(<eanet.model_uri tag>)` in any Python
   with MLflow and Keras, and what the sweep's best-model registration
   (eanet.tracking.search.register_best_model) registers;
-- the devices: how many replicas trained the model (`eanet.replicas` tag, global batch param).
+- the devices: how many replicas trained the model (`eanet.replicas` tag, global batch param);
+- the software: `stack_versions`, every installed distribution the result depends on (the
+  closure of eanet's requirements: Keras, the backend, NumPy, MLflow, Hydra, pandas, … and theirs)
+  and `source_commit`, eanet's git commit and whether its tree had uncommitted changes. A run's
+  tags (eanet.tracking.opening) and a study's record.json (eanet.report.record) hold both.
 
 Called by `train` inside a `TrackedRun`, the run active (MLflow is
 imported when they run, not with this module).
@@ -15,10 +19,15 @@ imported when they run, not with this module).
 from __future__ import annotations
 
 import logging
+import platform
+import subprocess
 from importlib import metadata
-from typing import Optional
+from pathlib import Path
+from typing import Iterable, Optional
 
 import numpy as np
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from eanet.tracking.tags import TAG_MATMUL_PRECISION, TAG_MODEL_URI, TAG_REPLICAS
 
@@ -53,17 +62,72 @@ def _numpy_dataset(images: np.ndarray, labels: np.ndarray, name: str, source: Op
         return mlflow.data.from_numpy(images, targets=labels, name=name)
 
 
+# What eanet's requirements are, where eanet runs from a checkout without being installed.
+CORE_REQUIREMENTS = ("keras", "hydra-core", "omegaconf", "mlflow", "pandas", "matplotlib", "numpy",
+                     "scipy", "tensorflow", "tensorflow-cpu", "jax", "jaxlib")
+# eanet's extras that no run imports: the test tools.
+NOT_RUN_EXTRAS = {"test"}
+
+
+def installed_versions(names: Iterable[str]) -> dict[str, str]:
+    """{name: version} of those of `names` that are installed."""
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def stack_versions() -> dict[str, str]:
+    """{distribution: version} of Python and of every installed distribution a run depends on:
+    eanet, its requirements (those of its installed extras too, the test tools aside) and
+    theirs, transitively, as their metadata declare them for this interpreter."""
+    try:
+        extras = set(metadata.metadata("eanet").get_all("Provides-Extra") or []) - NOT_RUN_EXTRAS
+        pending = [("eanet", frozenset(extras))]
+    except metadata.PackageNotFoundError:  # run from a checkout
+        pending = [(name, frozenset()) for name in CORE_REQUIREMENTS]
+    found = {"python": platform.python_version()}
+    seen = set()
+    while pending:
+        name, extras = pending.pop()
+        if (canonicalize_name(name), extras) in seen:
+            continue
+        seen.add((canonicalize_name(name), extras))
+        try:
+            distribution = metadata.distribution(name)
+        except metadata.PackageNotFoundError:  # an extra that is not installed, another OS' …
+            continue
+        found[canonicalize_name(name)] = distribution.version
+        for line in distribution.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or any(requirement.marker.evaluate({"extra": extra})
+                                                 for extra in {"", *extras}):
+                pending.append((requirement.name, frozenset(requirement.extras)))
+    return dict(sorted(found.items()))
+
+
+def source_commit(where: Path = Path(__file__).parent) -> tuple[Optional[str], bool]:
+    """eanet's git commit (None outside a git checkout) and whether tracked files differ from it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=where, capture_output=True, text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None, False
+    return commit, bool(status.stdout.strip())
+
+
 def _requirements() -> list[str]:
     """Pinned requirements of the logged model: Keras, its backend, and hydra-core, which the
     model's copy of eanet's code imports to load (eanet.training.optimization). Given
     explicitly: MLflow's own inference would load the model in a subprocess to find them."""
-    pins = []
-    for package in ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "hydra-core"):
-        try:
-            pins.append(f"{package}=={metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            pass
-    return pins
+    versions = installed_versions(("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib",
+                                   "hydra-core"))
+    return [f"{name}=={version}" for name, version in versions.items()]
 
 
 def log_model_with_signature(model, sample_images: np.ndarray) -> str:

@@ -4,33 +4,26 @@ resumed.
 What the run gets (see eanet.tracking.run for the rest of what it holds):
 - params: the whole resolved config, flattened (`model.patch_size`, `optimizer.learning_rate`, …);
 - tags: eanet.run_type=train, eanet.model, eanet.backend (the Keras backend), eanet.onednn,
-  eanet.overrides, eanet.sweep_id, eanet.job_num, mlflow.source.git.commit, the plan's
-  (eanet.fingerprint), and in a sweep mlflow.parentRunId: the sweep's run (eanet.sweeps.parent).
+  eanet.overrides, eanet.sweep_id, eanet.job_num, mlflow.source.git.commit with eanet.git_dirty,
+  eanet.packages (Python and every distribution the run depends on, eanet.tracking.lineage), the
+  plan's (eanet.fingerprint), and in a sweep mlflow.parentRunId: the sweep's run (eanet.sweeps.parent).
 """
 from __future__ import annotations
 
 import logging
 import os
-import subprocess
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from eanet.backend import configured_backend
 from eanet.config import Config, flatten, run_name
-from eanet.tracking.tags import (RUN_TYPE_TRAIN, TAG_BACKEND, TAG_ERROR, TAG_JOB_NUM, TAG_MODEL,
-                                 TAG_ONEDNN, TAG_OVERRIDES, TAG_PARENT, TAG_RUN_TYPE, TAG_SWEEP)
+from eanet.tracking.lineage import source_commit, stack_versions
+from eanet.tracking.tags import (RUN_TYPE_TRAIN, TAG_BACKEND, TAG_ERROR, TAG_GIT_DIRTY,
+                                 TAG_JOB_NUM, TAG_MODEL, TAG_ONEDNN, TAG_OVERRIDES, TAG_PACKAGES,
+                                 TAG_PARENT, TAG_RUN_TYPE, TAG_SWEEP)
 
 log = logging.getLogger(__name__)
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                              capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def hydra_context() -> dict[str, Any]:
@@ -46,6 +39,22 @@ def hydra_context() -> dict[str, Any]:
         context["sweep_id"] = str(hc.sweep.dir)
         context["job_num"] = hc.job.num
     return context
+
+
+# MLflow's limit on a tag's value; a longer list keeps what a result most depends on.
+MAX_TAG_LENGTH = 8000
+KEY_PACKAGES = {"python", "eanet", "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib",
+                "numpy", "mlflow", "hydra-core", "omegaconf", "pandas"}
+
+
+def packages_tag(versions: dict[str, str]) -> str:
+    """`name==version …`, every one if MLflow's limit allows, else KEY_PACKAGES' and a mark."""
+    text = " ".join(f"{name}=={version}" for name, version in versions.items())
+    if len(text) <= MAX_TAG_LENGTH:
+        return text
+    return " ".join([*(f"{name}=={version}" for name, version in versions.items()
+                       if name in KEY_PACKAGES),
+                     f"({len(versions)} in all)"])
 
 
 def open_run(cfg: Config, raw_cfg: DictConfig, resume_run_id: str | None = None,
@@ -79,9 +88,11 @@ def open_run(cfg: Config, raw_cfg: DictConfig, resume_run_id: str | None = None,
         parent = parent_run_id(context["sweep_id"])  # the sweep's own run (eanet.sweeps.parent)
         if parent:
             tags[TAG_PARENT] = parent
-    commit = git_commit()
+    commit, dirty = source_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
+        tags[TAG_GIT_DIRTY] = str(dirty).lower()
+    tags[TAG_PACKAGES] = packages_tag(stack_versions())
     tags.update(extra_tags or {})
     if resume_run_id:
         # Its params are recorded already; an earlier failure's error no longer applies.

@@ -5,23 +5,27 @@
 #   make run DATA=/path/to/cifar100.npz     use a local CIFAR-100 copy (tarball, folder or .npz)
 #   make run ARGS="trainer=quick"           any Hydra overrides
 #   make venv EXTRAS=gpu                    TensorFlow with CUDA instead of tensorflow-cpu
+#   make lock                               resolve the requirements afresh; the tests gate the new
+#                                           requirements/*.txt (scripts/lock.sh)
+# Every install takes the versions CI tested from the locks in requirements/ (pip constraints).
 
 PYTHON ?= python3
 VENV ?= .venv
 EXTRAS ?= cpu
 DATA ?= $(EANET_DATA)
 ARGS ?=
+LOCKS ?= requirements
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: venv run quick test test-all clean
+.PHONY: venv run quick test test-all clean lock
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCKS)/tensorflow.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS),test]"
+	$(PY) -m pip install --quiet -c $(LOCKS)/tensorflow.txt -e ".[$(EXTRAS),test]"
 	$(PY) -m eanet.models.native  # the fused CPU kernels, built once here rather than in the first run
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -41,6 +45,9 @@ test-all: venv
 clean:
 	rm -rf outputs multirun .pytest_cache
 
+lock:
+	PYTHON=$(PYTHON) scripts/lock.sh
+
 # --- Keras' JAX backend without TensorFlow, and GPU studies (docs/gpu.md) ---------------------
 #   make test-jax                the TensorFlow-free environment .venv-jax, installed offline from
 #                                a wheelhouse (.wheels-jax) as on a GPU machine, and its tests
@@ -56,10 +63,11 @@ WHEEL_EXTRAS ?= jax-cuda,joblib
 
 .PHONY: test-jax gpu-study wheelhouse
 
-$(JAX_VENV)/.installed-jax: pyproject.toml
+$(JAX_VENV)/.installed-jax: pyproject.toml $(LOCKS)/jax.txt
 	rm -rf $(JAX_WHEELS)
-	scripts/build_wheelhouse.sh $(JAX_WHEELS) jax,test
-	VENV=$(JAX_VENV) WHEELS=$(JAX_WHEELS) EXTRAS=jax,test scripts/gpu_setup.sh
+	LOCK=$(LOCKS)/jax.txt PYTHON=$(PYTHON) scripts/build_wheelhouse.sh $(JAX_WHEELS) jax,test
+	VENV=$(JAX_VENV) WHEELS=$(JAX_WHEELS) EXTRAS=jax,test LOCK=$(LOCKS)/jax.txt PYTHON=$(PYTHON) \
+		scripts/gpu_setup.sh
 	touch $@
 
 test-jax: $(JAX_VENV)/.installed-jax

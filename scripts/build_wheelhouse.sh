@@ -8,6 +8,8 @@
 #                                                               only what the target image lacks
 #   PYTHON=python3.12 SPLIT=60m scripts/build_wheelhouse.sh wheels joblib
 #
+# LOCK (requirements/jax.txt, from `make lock`): the versions CI tested, as pip constraints; a
+#   package it does not name (jax[cuda12]'s CUDA plugins, …) is resolved as usual.
 # PYTHON: the interpreter that resolves and builds; its minor version (3.12, …) must be the target
 #   machine's, as compiled wheels are made for one Python version (pure-Python ones are not).
 # EXCLUDE: a file of names already installed on the target (`pip freeze` or `pip list` output, or
@@ -20,11 +22,13 @@ DIR=${1:?usage: scripts/build_wheelhouse.sh DIR [EXTRAS]}
 EXTRAS=${2:-jax,joblib}
 PYTHON=${PYTHON:-python3}
 cd "$(dirname "$0")/.."
+LOCK=${LOCK:-requirements/jax.txt}
 mkdir -p "$DIR"
 
 # Wheels of eanet's dependencies (sdists such as antlr4-python3-runtime built into wheels), and
 # of the build backend, so that an editable install of the checkout builds offline too.
-"$PYTHON" -m pip wheel --quiet --wheel-dir "$DIR" ".[$EXTRAS]" "setuptools>=68" wheel
+"$PYTHON" -m pip wheel --quiet --wheel-dir "$DIR" --constraint "$LOCK" ".[$EXTRAS]" \
+    "setuptools>=68" wheel
 rm -f "$DIR"/eanet-*.whl  # eanet itself installs from the checkout
 
 normalize() { tr 'A-Z_.' 'a-z--'; }

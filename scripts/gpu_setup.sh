@@ -6,6 +6,7 @@
 #                                                       the venv sees it, the wheels add what it lacks
 #   scripts/gpu_setup.sh                                no WHEELS: from the package index
 #
+# LOCK (requirements/jax.txt): the versions CI tested, as pip constraints (not with SYSTEM_SITE=1).
 # VENV (.venv-gpu), PYTHON (python3: the interpreter, and with SYSTEM_SITE=1 the environment whose
 # packages the venv sees — also when that is itself a venv, as /opt/…/.venv on some images),
 # EXTRAS (jax-cuda,joblib; with SYSTEM_SITE=1 none: every wheel in WHEELS is installed as it is,
@@ -29,7 +30,8 @@ if [ "${SYSTEM_SITE:-0}" = 1 ]; then
     "$VENV/bin/python" -m pip install --quiet "${index[@]}" --no-deps --no-build-isolation -e . \
         || echo "gpu_setup: eanet not installed (runs from the checkout: python -m eanet.run works in it)"
 else
-    "$VENV/bin/python" -m pip install --quiet "${index[@]}" -e ".[${EXTRAS:-jax-cuda,joblib}]"
+    "$VENV/bin/python" -m pip install --quiet "${index[@]}" --constraint "${LOCK:-requirements/jax.txt}" \
+        -e ".[${EXTRAS:-jax-cuda,joblib}]"
 fi
 
 KERAS_BACKEND=${KERAS_BACKEND:-jax} "$VENV/bin/python" - <<'PY'

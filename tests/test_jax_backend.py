@@ -84,6 +84,9 @@ def test_study_script_cpu_variant_packs_two_jobs(tmp_path):
     assert record_dir.name.endswith("-cpu")
     record = json.loads((record_dir / "record.json").read_text())
     assert record["backend"] == "jax" and record["study"] == "seed"
+    # The stack it ran on (eanet.tracking.lineage.stack_versions): JAX's, without TensorFlow.
+    assert {"python", "jax", "jaxlib", "keras", "mlflow"} <= record["versions"].keys()
+    assert not [name for name in record["versions"] if name.startswith("tensorflow")]
     assert "+experiment=seed" in record["command"] and record["wall_time_s"] > 0
     assert sorted(r["status"] for r in record["runs"]) == ["FINISHED", "FINISHED"]
     for run in record["runs"]:

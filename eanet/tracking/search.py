@@ -17,7 +17,7 @@ from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from eanet.tracking import StoreError
-from eanet.tracking.store import experiment_id, local_store_path, store_lock, use_store
+from eanet.tracking.store import experiment_id, local_store_path, use_store
 from eanet.tracking.tags import (RUN_TYPE_REPORT, RUN_TYPE_TRAIN, RUN_TYPE_TUNING,
                                  TAG_FINGERPRINT, TAG_MODEL_URI, TAG_RUN_ID, TAG_RUN_TYPE,
                                  TAG_SWEEP, TAG_TUNING)
@@ -33,10 +33,9 @@ def _literal(value: str) -> str:
 def runs_with_fingerprint(tracking_uri: Optional[str], experiment_name: str,
                           fingerprint: str) -> list[Run]:
     """Active (not deleted) runs of this configuration, newest first; none in a fresh store."""
-    use_store(tracking_uri)
+    use_store(tracking_uri)  # a fresh store's tables created under the store's lock
     client = MlflowClient()
-    with store_lock(tracking_uri):  # a fresh store's tables are created by one job only
-        experiment = client.get_experiment_by_name(experiment_name)
+    experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return []
     return client.search_runs(
@@ -47,10 +46,11 @@ def runs_with_fingerprint(tracking_uri: Optional[str], experiment_name: str,
 def read_training_runs(tracking_uri: Optional[str], experiment_name: str) -> pd.DataFrame:
     """Every active training run of an experiment (`mlflow.search_runs`' DataFrame), reading
     only: a local store that does not exist is not created, a missing experiment gives none."""
-    uri = use_store(tracking_uri)
+    uri = tracking_uri or mlflow.get_tracking_uri()
     path = local_store_path(uri)
     if path is not None and not path.exists():
         return pd.DataFrame()
+    use_store(tracking_uri)  # opening it creates a local store
     try:
         experiment = MlflowClient().get_experiment_by_name(experiment_name)
     except mlflow.exceptions.MlflowException as error:  # e.g. a tracking server that is down

@@ -9,15 +9,26 @@
 # Both are pip-compile's output for this interpreter (PYTHON, python3), used as pip constraints:
 # every package they name installs at the version CI tested; one they do not name (another
 # extra's, such as jax[cuda12]'s CUDA plugins or tensorflow[and-cuda]) is resolved as usual. Each
-# new resolution is installed into a temporary virtual environment and tested there (`make test`,
-# `make test-jax`, the recipes CI runs); only when both pass are the files in requirements/ replaced.
+# new resolution is put in requirements/, installed into temporary virtual environments and tested
+# there (`make test`, `make test-jax`: the recipes CI runs, tests/test_locks.py included); unless
+# both pass, the previous files are put back.
 # KEEP=1 pins what the locks pin now where pyproject.toml still allows it (only what changed there
 # moves); by default everything moves to its newest allowed release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/eanet-lock.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+mkdir "$WORK/previous"
+cp requirements/tensorflow.txt requirements/jax.txt "$WORK/previous/"
+passed=0
+finish() {
+    if [ "$passed" != 1 ]; then
+        cp "$WORK"/previous/*.txt requirements/
+        echo "make lock: requirements/ left as it was" >&2
+    fi
+    rm -rf "$WORK"
+}
+trap finish EXIT
 
 "$PYTHON" -m venv "$WORK/tools"
 "$WORK/tools/bin/pip" install --quiet pip-tools
@@ -41,9 +52,9 @@ if grep -qiE '^tensorflow' "$WORK/jax.txt"; then
 fi
 
 # The gate: the recipes CI runs, in fresh environments installed from the new locks.
-make test VENV="$WORK/venv" LOCKS="$WORK" PYTHON="$PYTHON"
-make test-jax JAX_VENV="$WORK/venv-jax" JAX_WHEELS="$WORK/wheels-jax" LOCKS="$WORK" PYTHON="$PYTHON"
-
 cp "$WORK/tensorflow.txt" "$WORK/jax.txt" requirements/
+make test VENV="$WORK/venv" PYTHON="$PYTHON"
+make test-jax JAX_VENV="$WORK/venv-jax" JAX_WHEELS="$WORK/wheels-jax" PYTHON="$PYTHON"
+passed=1
 git --no-pager diff --stat -- requirements/ || true
 echo "make lock: requirements/tensorflow.txt and requirements/jax.txt replaced (tests passed)"

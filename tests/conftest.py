@@ -68,7 +68,9 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def compose_config(overrides=(), return_hydra_config=False):
-    """The config `python -m eanet.run <overrides>` would see."""
+    """The config `python -m eanet.run <overrides>` would see (with the run's schema: a test
+    that imported eanet.bench.cli has put the bench's under the same name in this process)."""
+    register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides),
                        return_hydra_config=return_hydra_config)

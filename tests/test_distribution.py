@@ -47,7 +47,8 @@ def test_mirrored_training_on_two_replicas_is_recorded_like_any_run(tmp_path):
         assert key in metrics
     assert 0.0 <= metrics["test_top1"] <= 1.0 and metrics["loss"] > 0
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "history.csv", "learning_curves.png", "model"} <= top
+    assert {"config.yaml", "history.csv", "learning_curves.png"} <= top
+    assert run.data.tags["eanet.model_uri"].startswith("models:/")  # the model, logged once
 
 
 FUSED_ADAMW_ON_TWO_REPLICAS = """

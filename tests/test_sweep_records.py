@@ -127,11 +127,11 @@ def test_one_finished_run_per_model_named_and_tagged(sweep):
         run = runs[name]
         assert run.info.status == "FINISHED"
         tags = {k: v for k, v in run.data.tags.items() if k.startswith("eanet.")}
-        assert sorted(tags) == ["eanet.backend", "eanet.fingerprint", "eanet.job_num",
-                                "eanet.matmul_precision.effective",
+        assert sorted(tags) == ["eanet.backend", "eanet.fingerprint", "eanet.git_dirty",
+                                "eanet.job_num", "eanet.matmul_precision.effective",
                                 "eanet.model", "eanet.model_uri", "eanet.onednn",
-                                "eanet.overrides", "eanet.replicas", "eanet.run_type",
-                                "eanet.sweep_id"]  # eanet.backend: added with the JAX backend
+                                "eanet.overrides", "eanet.packages", "eanet.replicas",
+                                "eanet.run_type", "eanet.sweep_id"]  # eanet.backend: added with the JAX backend
         assert tags["eanet.run_type"] == "train" and tags["eanet.model"] == model
         assert tags["eanet.backend"] == "tensorflow"
         assert tags["eanet.fingerprint"] == FINGERPRINTS[name]

@@ -37,7 +37,7 @@ quick: venv
 	$(if $(DATA),EANET_DATA=$(DATA)) $(PY) -m eanet.run -m model=ea,vit trainer=quick $(ARGS)
 
 test: venv
-	$(PY) -m pytest -m "not slow" -q -n auto --maxprocesses 4
+	$(PY) -m pytest -m "not slow" -q -n auto --maxprocesses 4 --durations=15
 
 test-all: venv
 	$(PY) -m pytest -q

@@ -133,7 +133,9 @@ def compose_app(module: str, overrides: list[str]):
     if module == "eanet.run":
         return compose_config(overrides)
     if module == "eanet.bench":
-        import eanet.bench.cli  # noqa: F401 - registers the bench schema
+        from eanet.bench.cli import register_configs
+
+        register_configs()  # the bench schema, under the name config.yaml's defaults use
     else:
         import eanet.report.cli  # noqa: F401 - registers the report schema
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -90,7 +90,7 @@ class OptunaSweeper(Sweeper):
         except ConfigError as error:
             log.error("%s", error)
             sys.exit(f"eanet: {error}")  # one line, as eanet.run prints, before any trial
-        from eanet.tracking.search import end_tuning_parent_run, tuning_parent_run
+        from eanet.tracking.sweep_run import end_tuning_parent_run, tuning_parent_run
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)

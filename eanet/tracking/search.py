@@ -18,9 +18,8 @@ from mlflow.tracking import MlflowClient
 
 from eanet.tracking import StoreError
 from eanet.tracking.store import experiment_id, local_store_path, use_store
-from eanet.tracking.tags import (RUN_TYPE_REPORT, RUN_TYPE_TRAIN, RUN_TYPE_TUNING,
-                                 TAG_FINGERPRINT, TAG_MODEL_URI, TAG_RUN_ID, TAG_RUN_TYPE,
-                                 TAG_SWEEP, TAG_TUNING)
+from eanet.tracking.tags import (RUN_TYPE_REPORT, RUN_TYPE_TRAIN, TAG_FINGERPRINT,
+                                 TAG_MODEL_URI, TAG_RUN_ID, TAG_RUN_TYPE, TAG_SWEEP)
 
 log = logging.getLogger(__name__)
 
@@ -148,30 +147,3 @@ def run_metrics(tracking_uri: Optional[str], run_id: str) -> dict[str, float]:
     """The latest value of each metric of one run (a tuning sweep's best trial, eanet.sweeps.tune)."""
     use_store(tracking_uri)
     return dict(MlflowClient().get_run(run_id).data.metrics)
-
-
-def tuning_parent_run(tracking_uri: Optional[str], experiment_name: str, studies: str,
-                      sweep: str) -> str:
-    """The parent run of a tuning sweep's trials (MLflow nests them under it): the one holding
-    `studies` (its studies' names) if a killed launch left it, else a new RUNNING one."""
-    exp_id = experiment_id(tracking_uri, experiment_name)
-    client = MlflowClient()
-    found = client.search_runs([exp_id], f"tags.`{TAG_RUN_TYPE}` = '{RUN_TYPE_TUNING}' and "
-                                         f"tags.`{TAG_TUNING}` = {_literal(studies)}",
-                               max_results=1)
-    tags = {TAG_RUN_TYPE: RUN_TYPE_TUNING, TAG_TUNING: studies, TAG_SWEEP: sweep}
-    if found:
-        run_id = found[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
-        for key, value in tags.items():
-            client.set_tag(run_id, key, value)
-        return run_id
-    return client.create_run(exp_id, tags=tags, run_name=f"tune-{Path(sweep).name}").info.run_id
-
-
-def end_tuning_parent_run(run_id: str, status: str, files: list[Path] = ()) -> None:
-    """Attach the tuning summary to the parent run and end it with `status`."""
-    client = MlflowClient()
-    for path in files:
-        client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, status)

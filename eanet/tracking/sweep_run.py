@@ -22,8 +22,9 @@ from mlflow.tracking import MlflowClient
 
 from eanet.tracking.search import _literal
 from eanet.tracking.store import experiment_id, use_store
-from eanet.tracking.tags import (RUN_TYPE_SWEEP, TAG_NOT_STARTED, TAG_OVERRIDES, TAG_PARENT,
-                                 TAG_PROGRESS, TAG_RUN_TYPE, TAG_SWEEP, TAG_SWEEP_KEY)
+from eanet.tracking.tags import (RUN_TYPE_SWEEP, RUN_TYPE_TUNING, TAG_NOT_STARTED, TAG_OVERRIDES,
+                                 TAG_PARENT, TAG_PROGRESS, TAG_RUN_TYPE, TAG_SWEEP, TAG_SWEEP_KEY,
+                                 TAG_TUNING)
 
 log = logging.getLogger(__name__)
 
@@ -37,24 +38,31 @@ def open_sweep_run(tracking_uri: Optional[str], experiment_name: str, key: str, 
                    sweep_id: str, overrides: str) -> str:
     """The id of the sweep's parent run: the newest active run with this key, set RUNNING
     again, or a new one named `name`."""
+    return open_parent_run(tracking_uri, experiment_name, RUN_TYPE_SWEEP, TAG_SWEEP_KEY, key, name,
+                           {TAG_SWEEP: sweep_id, TAG_OVERRIDES: overrides})
+
+
+def open_parent_run(tracking_uri: Optional[str], experiment_name: str, run_type: str,
+                    key_tag: str, key: str, name: str, tags: dict[str, str]) -> str:
+    """A parent run found again by what it computes (`key_tag` = `key`, for a relaunch), set
+    RUNNING with `tags` updated; else a new one named `name`. Sweeps (`RUN_TYPE_SWEEP`) and
+    tuning sweeps (`RUN_TYPE_TUNING`, eanet.sweeps.tune) nest their jobs' runs under it."""
     exp_id = experiment_id(tracking_uri, experiment_name)
     client = _client(tracking_uri)
     found = client.search_runs(
-        [exp_id], f"tags.`{TAG_RUN_TYPE}` = '{RUN_TYPE_SWEEP}' and "
-                  f"tags.`{TAG_SWEEP_KEY}` = {_literal(key)}",
+        [exp_id], f"tags.`{TAG_RUN_TYPE}` = '{run_type}' and tags.`{key_tag}` = {_literal(key)}",
         run_view_type=ViewType.ACTIVE_ONLY, order_by=["attributes.start_time DESC"],
         max_results=1)
-    tags = {TAG_SWEEP: sweep_id, TAG_OVERRIDES: overrides}
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
         for tag, value in tags.items():
             client.set_tag(run_id, tag, value)
-        log.info("sweep run %s (%s) continued", run_id, found[0].info.run_name)
+        log.info("%s run %s (%s) continued", run_type, run_id, found[0].info.run_name)
         return run_id
     run = client.create_run(exp_id, run_name=name,
-                            tags={TAG_RUN_TYPE: RUN_TYPE_SWEEP, TAG_SWEEP_KEY: key, **tags})
-    log.info("sweep run %s (%s) in %s", run.info.run_id, name, client.tracking_uri)
+                            tags={TAG_RUN_TYPE: run_type, key_tag: key, **tags})
+    log.info("%s run %s (%s) in %s", run_type, run.info.run_id, name, client.tracking_uri)
     return run.info.run_id
 
 
@@ -108,3 +116,19 @@ def log_report_files(parent_run_id: str, files: list[Path], metrics: dict[str, f
         client.log_metric(parent_run_id, key, value)
     for path in files:
         client.log_artifact(parent_run_id, str(path), "report")
+
+
+def tuning_parent_run(tracking_uri: Optional[str], experiment_name: str, studies: str,
+                      sweep: str) -> str:
+    """The parent run of a tuning sweep's trials (MLflow nests them under it): the one holding
+    `studies` (its studies' names) if a killed launch left it, else a new RUNNING one."""
+    return open_parent_run(tracking_uri, experiment_name, RUN_TYPE_TUNING, TAG_TUNING, studies,
+                           f"tune-{Path(sweep).name}", {TAG_SWEEP: sweep})
+
+
+def end_tuning_parent_run(run_id: str, status: str, files: list[Path] = ()) -> None:
+    """Attach the tuning summary to the parent run and end it with `status`."""
+    client = MlflowClient()
+    for path in files:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, status)

@@ -17,7 +17,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # trainer.precision
@@ -79,9 +78,14 @@ class AugmentationConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "cifar100"  # registry key in eanet.data.DATASETS
-    # Local copy of CIFAR-100: the official python tarball, its extracted folder, or an .npz with
-    # x_train/y_train/x_test/y_test. None means Keras' own download.
+    # The data set's name (run records, reports); without `loader`, a key of eanet.data.DATASETS.
+    name: str = "cifar100"
+    # A data set of its own: the import path of a function `load(path)` returning the arrays
+    # (x_train, y_train, x_test, y_test) (eanet.data.load_arrays; docs/extending.md), e.g.
+    # eanet.cifar.load_cifar10. None: the built-in data set `name`.
+    loader: Optional[str] = None
+    # A local copy, given to the loader. CIFAR: the official python tarball, its extracted folder,
+    # or an .npz with x_train/y_train/x_test/y_test. None means Keras' own download.
     path: Optional[str] = None
     image_size: int = 32  # images are resized to this if it differs from the data set's size
     num_classes: int = 100
@@ -130,14 +134,18 @@ class TrackingConfig:
     experiment_name: str = "eanet"
     log_model: bool = True  # log the trained model as an MLflow model (eanet.tracking.lineage)
     # After a sweep, register its best run's model (highest best_val_top1) under this name in
-    # MLflow's model registry (eanet.sweeps.callbacks.RegisterBestModel). None: register nothing.
+    # MLflow's model registry (eanet.sweeps.ending.RegisterBestModel). None: register nothing.
     register_best_as: Optional[str] = None
     # Faults and re-runs (eanet.sweeps.plan, eanet.training.checkpoint). None of these changes a run's result.
     rerun: bool = False  # train again even when this configuration already FINISHED
-    checkpoint_dir: str = "checkpoints"  # per-epoch training state, a folder per config fingerprint
+    checkpoint_dir: str = "checkpoints"  # per-epoch training state, a folder per MLflow run
     keep_checkpoints: bool = False  # keep a FINISHED run's checkpoint instead of removing it
     # CPU, memory (and GPU) every this many seconds, as MLflow's system/* metrics of the run
     system_metrics_interval_s: float = 10.0
+    # A job's claim on its computation (eanet.tracking.ledger) lives this long unless renewed
+    # (every third of it, while it trains): a job that dies without a word (SIGKILL, a lost
+    # machine) is taken over, and resumed from its checkpoint, this long after its last renewal.
+    lease_s: float = 120.0
 
 
 @dataclass
@@ -157,6 +165,9 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     quiet: bool = False  # batch jobs: no Keras progress bar; one progress line per sweep job
+    # TensorFlow's and MLflow's own messages: oneDNN and CPU-instruction notices, MLflow's warnings
+    # and INFO lines. false: only their errors (eanet.console); true: all, as they print them.
+    library_logs: bool = False
     sweep: SweepConfig = field(default_factory=SweepConfig)
     plan: bool = False  # print what would run and its cost, then exit (eanet.sweeps.plan)
 
@@ -173,7 +184,8 @@ def run_name(cfg: Config) -> str:
 
 # Settings (exact names or prefixes) that say where things go or how much is printed, never what
 # is computed: left out of a run's fingerprint (eanet.sweeps.plan) and of a report's configurations.
-NOT_COMPUTED = ("tracking.", "trainer.verbose", "data.path", "quiet", "sweep.", "plan")
+NOT_COMPUTED = ("tracking.", "trainer.verbose", "data.path", "quiet", "library_logs", "sweep.",
+                "plan")
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -198,6 +210,8 @@ def gpu_share(jobs: Any, reserve: float = 0.1) -> str:
 def register_configs() -> None:
     """Make the schema available to `conf/config.yaml` (its defaults list starts with it), and
     eanet's resolvers to every config."""
+    from hydra.core.config_store import ConfigStore  # only where a config is composed
+
     ConfigStore.instance().store(name="eanet_schema", node=Config)
     OmegaConf.register_new_resolver("eanet.gpu_share", gpu_share, replace=True)
 
@@ -258,6 +272,8 @@ def validate(cfg: DictConfig | Config, choices: Optional[Choices] = None,
     for setting, valid in (choices or {}).items():
         if setting == "model.attention" and m.attention_layer is not None:
             continue  # a new attention, built by its own `_target_`
+        if setting == "data.name" and d.loader is not None:
+            continue  # a data set of its own, loaded by `data.loader`
         section, name = setting.rsplit(".", 1)
         check_choice(setting, getattr(getattr(typed, section), name), valid)
     if m.attention_layer is not None:
@@ -266,6 +282,11 @@ def validate(cfg: DictConfig | Config, choices: Optional[Choices] = None,
         _require(isinstance(target, str) and "." in target,
                  f"Expected model.attention_layer._target_ to be the import path of an attention "
                  f"layer (my.module.MyAttention). Received: model.attention_layer={m.attention_layer}")
+    if d.loader is not None:
+        module, _, function = d.loader.rpartition(".")
+        _require(bool(module) and bool(function) and " " not in d.loader,
+                 f"Expected data.loader to be the import path of a loader function "
+                 f"(my.module.load) or null. Received: data.loader={d.loader}")
 
     _positive(m, "model", "patch_size", "embedding_dim", "mlp_dim", "num_blocks", "num_heads",
               "dim_coefficient")
@@ -328,6 +349,8 @@ def validate(cfg: DictConfig | Config, choices: Optional[Choices] = None,
         if getattr(typed.sweep, name) is not None:
             _require(getattr(typed.sweep, name) > 0, f"Expected sweep.{name} > 0 (or null: no "
                      f"limit). Received: sweep.{name}={getattr(typed.sweep, name)}")
+    _require(typed.tracking.lease_s >= 1,
+             f"Expected tracking.lease_s >= 1 (seconds). Received: tracking.lease_s={typed.tracking.lease_s}")
     _require(typed.tracking.system_metrics_interval_s > 0,
              f"Expected tracking.system_metrics_interval_s > 0. "
              f"Received: tracking.system_metrics_interval_s={typed.tracking.system_metrics_interval_s}")

@@ -97,6 +97,8 @@ class ExternalAttention(layers.Layer):
     keras.ops). The variables are the seed's four Dense layers', in its order.
     """
 
+    ignored_settings = ()  # it reads every model setting (see SelfAttention)
+
     def __init__(self, embedding_dim: int, num_heads: int, dim_coefficient: int = 4,
                  attention_dropout: float = 0.0, projection_dropout: float = 0.0,
                  epsilon: float = 1e-9, implementation: str = "auto", **kwargs):
@@ -169,6 +171,11 @@ class SelfAttention(layers.Layer):
     is eanet.models.attention.self_attention, by `implementation` ("auto": the fastest for the
     backend; "reference": the formula above in keras.ops).
     """
+
+    # Model settings (eanet.config.ModelConfig) this attention does not read: the run identity
+    # (eanet.sweeps.identity) and the report leave them out, so ViT runs that differ only in them
+    # are one computation.
+    ignored_settings = ("dim_coefficient", "projection_dropout")
 
     def __init__(self, embedding_dim: int, num_heads: int, attention_dropout: float = 0.0,
                  implementation: str = "auto", **kwargs):

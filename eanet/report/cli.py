@@ -9,7 +9,7 @@ Reads the training runs (tag eanet.run_type=train) through `eanet.tracking.searc
 tables of `eanet.report.tables`, writes report.csv (one row per configuration), comparison.csv (every
 model against the `baseline` model, ViT by default), runs.csv (the runs used), report.md and PNG plots into `out`, prints the main table, and
 logs the same files as artifacts of a report run (tag eanet.run_type=report) in the same
-experiment. The Hydra callback `eanet.sweeps.callbacks.SweepReport` calls `sweep_report` at the end of
+experiment. The Hydra callback `eanet.sweeps.ending.SweepReport` calls `sweep_report` at the end of
 every `python -m eanet.run -m …` sweep.
 """
 from __future__ import annotations
@@ -71,7 +71,8 @@ def register_configs() -> None:
 
 def select_runs(cfg: ReportConfig, experiment_id: str) -> tuple[Optional[str], pd.DataFrame]:
     """The training runs the report covers, as `mlflow.search_runs` returns them."""
-    from eanet.tracking.search import latest_sweep, search_training_runs
+    from eanet.tracking.search import (latest_sweep, runs_filter, search_training_runs,
+                                       sweep_record_runs)
 
     sweep = cfg.sweep
     if sweep == "latest":
@@ -79,7 +80,12 @@ def select_runs(cfg: ReportConfig, experiment_id: str) -> tuple[Optional[str], p
         if sweep is None:
             raise ReportError("No training run in this experiment belongs to a sweep "
                               "(python -m eanet.run -m …). Use sweep=null to report on every run.")
-    frame = search_training_runs(experiment_id, sweep, cfg.filter)
+    recorded = sweep_record_runs(experiment_id, sweep) if sweep is not None else None
+    if recorded is not None:  # every job of the sweep, whichever sweep trained its run
+        clauses = " and ".join(c for c in (runs_filter(recorded), cfg.filter) if c)
+        frame = search_training_runs(experiment_id, None, clauses)
+    else:
+        frame = search_training_runs(experiment_id, sweep, cfg.filter)
     if frame.empty:
         raise ReportError(f"No training runs match in experiment {cfg.experiment_name!r} of "
                           f"{frame.attrs['store']}: {frame.attrs['filter']}")

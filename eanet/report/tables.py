@@ -12,6 +12,10 @@ Pure pandas, no MLflow calls (those live in `eanet.report`). The steps:
    `n_pruned` the tuning trials a pruner stopped (tag eanet.pruned), `n_failed` the others.
 4. `model_comparison`: every model beside a baseline model (`baseline`, ViT by default: the seed
    study's EANet-vs-ViT table) wherever both exist for the same other settings.
+5. `metric_differences`: for each of those pairs and each metric in `COMPARED`, Δ with its 95%
+   interval (paired by seed where both sides ran the same seeds, else Welch's), the verdict and
+   the seeds that would settle it (eanet.report.stats); `with_intervals` puts the accuracies'
+   intervals into the comparison table.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from eanet.config import NOT_COMPUTED
+from eanet.report.stats import ACCURACY, Wording, difference, verdict
 
 MODEL = "model.name"
 PRUNED = "tags.eanet.pruned"  # "true" on a run a tuning sweep's pruner stopped (eanet.sweeps.trial)
@@ -32,14 +37,17 @@ FINISHED = "FINISHED"
 # computed (where files are, how runs are logged, how much is printed: eanet.config.NOT_COMPUTED).
 REPEAT = "seed"
 
-# Settings an attention type ignores: ViT has no external memory, so its dim_coefficient is
-# meaningless and must neither split ViT rows nor count as a swept axis.
-UNUSED_BY_ATTENTION = {"self": ("model.dim_coefficient",)}
+# Settings a run's model ignores are set missing, so they neither split its rows nor count as a
+# swept axis: the run's tag (eanet.sweeps.identity), else, for runs recorded before it, ViT's.
+IGNORED = "tags.eanet.ignored_settings"
+FINGERPRINT = "tags.eanet.fingerprint"
+UNUSED_BY_ATTENTION = {"self": ("model.dim_coefficient", "model.projection_dropout")}
 
 # Final metrics of a training run (see eanet.tracking) and how the table summarises them.
 ACCURACIES = ("test_top1", "test_top5")  # mean, std and 95% interval over seeds
-MEANS = ("best_val_top1", "train_time_s", "throughput_img_per_s")  # mean over seeds
-SIZES = ("param_count_total", "param_count_attention")  # identical across seeds
+MEANS = ("best_val_top1", "train_time_s", "throughput_img_per_s",  # mean over seeds
+         "peak_rss_mb", "peak_gpu_mb")
+SIZES = ("param_count_total", "param_count_attention", "flops_per_image")  # identical across seeds
 
 
 def _typed(column: pd.Series) -> pd.Series:
@@ -59,21 +67,48 @@ def _typed(column: pd.Series) -> pd.Series:
     return values
 
 
-def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    """Type every `params.*` column and drop the prefix (`params.model.patch_size` → `model.patch_size`).
+def distinct_computations(frame: pd.DataFrame) -> pd.DataFrame:
+    """One run per computation (tag eanet.fingerprint; runs without it are their own): the
+    FINISHED one if any, else the newest. Two sweeps, or two jobs differing only in settings the
+    model ignores, share one run; n counts what was computed, not how often it was asked for."""
+    if FINGERPRINT not in frame or frame.empty:
+        return frame
+    order = frame.assign(_finished=frame.get("status", pd.Series(index=frame.index)) == FINISHED)
+    if "start_time" in order:
+        order = order.sort_values(["_finished", "start_time"], ascending=False)
+    else:
+        order = order.sort_values("_finished", ascending=False, kind="stable")
+    keys = order[FINGERPRINT].where(order[FINGERPRINT].notna(), order.get("run_id"))
+    return order[~keys.duplicated()].drop(columns="_finished").sort_index()
 
-    Settings unused by a run's attention type (`UNUSED_BY_ATTENTION`) are set missing.
+
+def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """One run per computation (`distinct_computations`), every `params.*` column typed and
+    its prefix dropped (`params.model.patch_size` → `model.patch_size`).
+
+    Settings the run's model ignores (its eanet.ignored_settings tag) are set missing.
     """
+    frame = distinct_computations(frame)
     params = {c: c[len("params."):] for c in frame.columns if c.startswith("params.")}
     runs = frame.drop(columns=list(params)).copy()
     for column, name in params.items():
         runs[name] = _typed(frame[column])
-    if ATTENTION in runs:
-        for attention, unused in UNUSED_BY_ATTENTION.items():
-            for name in unused:
-                if name in runs:
-                    runs.loc[runs[ATTENTION] == attention, name] = pd.NA
+    for index, unused in ignored_by_run(runs).items():
+        for name in unused:
+            if name in runs:
+                runs.at[index, name] = pd.NA
     return runs
+
+
+def ignored_by_run(runs: pd.DataFrame) -> pd.Series:
+    """The settings each run's model ignores: its eanet.ignored_settings tag, else (a run
+    recorded before the tag) what its attention type is known to ignore."""
+    def of(row) -> frozenset:
+        tag = row.get(IGNORED)
+        if isinstance(tag, str):
+            return frozenset(name for name in tag.split(",") if name)
+        return frozenset(UNUSED_BY_ATTENTION.get(row.get(ATTENTION), ()))
+    return runs.apply(of, axis=1) if not runs.empty else pd.Series(dtype=object)
 
 
 def _is_setting(name: str) -> bool:
@@ -88,15 +123,14 @@ def swept_settings(runs: pd.DataFrame, params: list[str]) -> list[str]:
     arguments of a model's own attention layer (`model.attention_layer.*`) only among the runs of
     one model, as they belong to its definition.
     """
-    ignored = {name: attention for attention, names in UNUSED_BY_ATTENTION.items()
-               for name in names}
+    ignored = ignored_by_run(runs)
     axes = []
     for name in params:
         if not _is_setting(name):
             continue
         values = runs[name]
-        if name in ignored and ATTENTION in runs:
-            values = values[runs[ATTENTION] != ignored[name]]
+        if not ignored.empty:
+            values = values[~ignored.map(lambda unused: name in unused)]
         if name.startswith(ATTENTION_LAYER):
             if (values.astype(object).groupby(runs[MODEL]).nunique(dropna=False) > 1).any():
                 axes.append(name)
@@ -114,7 +148,9 @@ def _ci95(std: float, n: int) -> float:
 
 def _summarise(group: pd.DataFrame) -> pd.Series:
     finished = group[group["status"] == FINISHED]
-    pruned = int((group[PRUNED] == "true").sum()) if PRUNED in group else 0
+    # A pruned run that was resumed and finished counts once, as finished (whatever its tags).
+    pruned = int(((group[PRUNED] == "true") & (group["status"] != FINISHED)).sum()) \
+        if PRUNED in group else 0
     row = {"n": len(finished), "n_failed": len(group) - len(finished) - pruned,
            "n_pruned": pruned}
     for metric in ACCURACIES:
@@ -143,8 +179,9 @@ def configuration_table(runs: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
     return table
 
 
-def _axes_used_by(model: str, axes: list[str], attention_of: pd.Series) -> list[str]:
-    unused = UNUSED_BY_ATTENTION.get(attention_of.get(model), ())
+def _axes_used_by(model: str, axes: list[str], runs: pd.DataFrame) -> list[str]:
+    mine = ignored_by_run(runs)[runs[MODEL] == model] if not runs.empty else []
+    unused = frozenset().union(*mine) if len(mine) else frozenset()
     return [a for a in axes if a not in unused]
 
 
@@ -153,22 +190,20 @@ def model_comparison(runs: pd.DataFrame, table: pd.DataFrame, axes: list[str],
     """Every other model beside the `baseline` model for the same other settings.
 
     Δ = model − baseline (accuracy, as a fraction); ratios are model / baseline (parameters,
-    images/s). A setting one side's attention ignores (ViT's dim_coefficient) is not matched on:
+    FLOPs per image, images/s, peak memory). A setting one side's attention ignores (ViT's dim_coefficient) is not matched on:
     it stays a column of the side that uses it (`<setting>_baseline` for the baseline's), so
     every EANet memory size is compared with the one ViT of its other settings. Empty when the
     baseline or every other model is missing.
     """
-    attention_of = (runs.groupby(MODEL)[ATTENTION].first() if ATTENTION in runs
-                    else pd.Series(dtype=object))
     base, others = table[table["model"] == baseline], table[table["model"] != baseline]
     if base.empty or others.empty:
         return pd.DataFrame()
-    base_axes = _axes_used_by(baseline, axes, attention_of)
+    base_axes = _axes_used_by(baseline, axes, runs)
     values = ["model", "n", "test_top1_mean", "test_top5_mean", "param_count_total",
-              "throughput_img_per_s_mean"]
+              "flops_per_image", "throughput_img_per_s_mean", "peak_rss_mb_mean"]
     pieces = []
     for model in others["model"].unique():
-        own = _axes_used_by(model, axes, attention_of)
+        own = _axes_used_by(model, axes, runs)
         shared = [a for a in own if a in base_axes]
         right = base[base_axes + values].rename(
             columns={a: f"{a}_baseline" for a in base_axes if a not in shared})
@@ -183,7 +218,93 @@ def model_comparison(runs: pd.DataFrame, table: pd.DataFrame, axes: list[str],
         out["params"] = pairs["param_count_total"]
         out["params_baseline"] = pairs["param_count_total_baseline"]
         out["param_ratio"] = pairs["param_count_total"] / pairs["param_count_total_baseline"]
+        out["flops"] = pairs["flops_per_image"]
+        out["flops_baseline"] = pairs["flops_per_image_baseline"]
+        out["flops_ratio"] = (pairs["flops_per_image"]
+                              / pairs["flops_per_image_baseline"]).astype(float)
         out["speed_ratio"] = (pairs["throughput_img_per_s_mean"]
                               / pairs["throughput_img_per_s_mean_baseline"])
+        out["memory_ratio"] = pairs["peak_rss_mb_mean"] / pairs["peak_rss_mb_mean_baseline"]
         pieces.append(out)
     return pd.concat(pieces, ignore_index=True)
+
+
+# ---- differences with their intervals (eanet.report.stats) ----
+
+# The metrics compared model against baseline, and how a difference of each reads.
+COMPARED: dict[str, Wording] = {
+    "test_top1": ACCURACY, "test_top5": ACCURACY, "best_val_top1": ACCURACY,
+    "throughput_img_per_s": Wording(1, "img/s", 1, "is faster than", "is slower than"),
+    "peak_rss_mb": Wording(1, "MB", 0, "needs more memory than", "needs less memory than"),
+    "peak_gpu_mb": Wording(1, "MB", 0, "needs more GPU memory than",
+                           "needs less GPU memory than"),
+}
+
+
+def _runs_of(runs: pd.DataFrame, model: str, settings: dict) -> pd.DataFrame:
+    """The finished runs of `model` at these settings (a missing value matches a missing one)."""
+    mask = (runs[MODEL] == model) & (runs["status"] == FINISHED)
+    for name, value in settings.items():
+        mask &= runs[name].isna() if pd.isna(value) else (runs[name] == value).fillna(False)
+    return runs[mask]
+
+
+def _by_seed(runs: pd.DataFrame, metric: str) -> pd.Series:
+    values = runs.get(f"metrics.{metric}", pd.Series(index=runs.index, dtype=float))
+    if REPEAT in runs:
+        values = values.set_axis(runs[REPEAT].astype(object))
+    return values.dropna()
+
+
+def metric_differences(runs: pd.DataFrame, comparison: pd.DataFrame, axes: list[str],
+                       metrics: dict[str, Wording] = COMPARED) -> pd.DataFrame:
+    """One row per comparison row and metric both sides logged: Δ = model − baseline with its
+    95% interval, the method (paired by seed, or Welch's), the runs on each side, whether it is
+    decisive, the seeds per model that would resolve it, and the verdict in words."""
+    rows = []
+    if comparison.empty:
+        return pd.DataFrame()
+    for _, pair in comparison.iterrows():
+        model, baseline = pair["model"], pair["baseline"]
+        own = _axes_used_by(model, axes, runs)
+        base_axes = _axes_used_by(baseline, axes, runs)
+        settings = {a: pair[a] for a in own}
+        settings.update({f"{a}_baseline": pair[f"{a}_baseline"] for a in base_axes
+                         if a not in own})
+        model_runs = _runs_of(runs, model, {a: pair[a] for a in own})
+        base_runs = _runs_of(runs, baseline, {
+            a: pair[a] if a in own else pair[f"{a}_baseline"] for a in base_axes})
+        for metric, wording in metrics.items():
+            a, b = _by_seed(model_runs, metric), _by_seed(base_runs, metric)
+            if a.empty or b.empty:
+                continue
+            d = difference(a, b)
+            rows.append({**settings, "model": model, "baseline": baseline, "metric": metric,
+                         "delta": d.delta, "low": d.low, "high": d.high, "method": d.method,
+                         "n": d.n, "n_baseline": d.n_baseline, "decisive": d.decisive,
+                         "seeds_needed": d.seeds_needed,
+                         "verdict": verdict(d, str(model), str(baseline), wording)})
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["seeds_needed"] = frame["seeds_needed"].astype("Int64")
+    return frame
+
+
+def with_intervals(comparison: pd.DataFrame, differences: pd.DataFrame) -> pd.DataFrame:
+    """comparison.csv's Δ top-1 and Δ top-5 with their interval and method beside them:
+    `delta_top1_low`, `delta_top1_high`, `delta_top1_method` (from `metric_differences`)."""
+    if comparison.empty or differences.empty:
+        return comparison
+    out = comparison.copy()
+    keys = [c for c in differences.columns
+            if c in comparison.columns and c not in ("n", "n_baseline")]
+    for metric, name in (("test_top1", "top1"), ("test_top5", "top5")):
+        mine = differences[differences["metric"] == metric][[*keys, "low", "high", "method"]]
+        mine = mine.rename(columns={"low": f"delta_{name}_low", "high": f"delta_{name}_high",
+                                    "method": f"delta_{name}_method"})
+        merged = out.merge(mine, on=keys, how="left")
+        position = list(out.columns).index(f"delta_{name}") + 1
+        for offset, column in enumerate(
+                (f"delta_{name}_low", f"delta_{name}_high", f"delta_{name}_method")):
+            out.insert(position + offset, column, merged[column].to_numpy())
+    return out

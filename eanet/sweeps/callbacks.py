@@ -11,45 +11,30 @@ own, `SweepParent`, is in eanet.sweeps.parent).
   tracking server fails the sweep at once instead of in every job. Any of these stops the sweep
   with the one line a single run prints (`eanet: …`) and exit status 1. It also makes SIGTERM stop
   the sweep as Ctrl-C does (parallel workers included).
-- `SweepProgress`: a line as each sweep job starts and ends — job k of N, time since the sweep
-  started, jobs done, and an ETA from the rate so far — on top of Keras' per-epoch progress bar
-  (or instead of it, with `quiet=true`).
-- `SweepReport`: the sweep report (`eanet.report`) at the end of every multirun, written to
-  `<sweep dir>/report` and logged on the sweep's parent run (every job of it, those of earlier
-  launches too); `hydra.callbacks.sweep_report.enabled=false` turns it
-  off. A report that fails is logged, never raised. Hydra skips `on_multirun_end` when a job
-  failed (the sweeper re-raises the job's error first), so it also counts finished jobs and reports
-  after the last one; that counting needs the in-process launcher.
-- `RegisterBestModel`: when the sweep ends, registers the MLflow model of its best finished run
-  (highest `best_val_top1`) in MLflow's model registry as `tracking.register_best_as`.
-- `SweepSummary`: lists, when a multirun ends, what every job did and the error of every job that
-  failed.
+- `SweepProgress`: a line as each sweep job starts and ends — job k of N, time since the launch
+  began, jobs ended, and the sweep's ETA — from the sweep's record.
+- the end of a sweep — each job's final status, the summary, the report, the best model's
+  registration — is eanet.sweeps.ending (re-exported here).
 
 Hydra calls `on_job_*` in the process that runs the job: the sweep's own process with the basic
-launcher, a worker process with joblib, Ray or Submitit (possibly on another machine). So the two
-callbacks share nothing in memory with the sweep's process: the sweep's start time and size and
-the jobs done are small files in the sweep folder (which every launcher's jobs write to anyway).
+launcher, a worker process with joblib, Ray or Submitit (possibly on another machine). So these
+callbacks share nothing in memory with the sweep's process: what they share is the sweep's
+record on its parent run (eanet.sweeps.record), in the store every job records to.
 """
 from __future__ import annotations
 
-import atexit
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from eanet.tracking.tags import TAG_PARENT
-
-from eanet.sweeps.folder import NOT_STARTED, PROGRESS_DIR, parent_run_id
-from eanet.sweeps.plan import JOB_RECORD, format_duration
+from eanet.sweeps.plan import format_duration
+from eanet.sweeps.record import SweepRecord, eta_seconds
 from eanet.training.signals import interrupt_on_sigterm
 
 log = logging.getLogger("eanet.sweep")
@@ -119,46 +104,40 @@ def progress_line(job: int, total: Optional[int], elapsed: float, done: int) -> 
     """e.g. `job 2 of 4 | elapsed 1m05s | 1 done | ETA 3m15s` (job counts from 1)."""
     parts = [f"job {job} of {total}" if total else f"job {job}", f"elapsed {format_duration(elapsed)}",
              f"{done} done"]
-    if total and done:
-        parts.append(f"ETA {format_duration(elapsed / done * max(total - done, 0))}")
+    eta = eta_seconds(elapsed, done, total)
+    if eta is not None:
+        parts.append(f"ETA {format_duration(eta)}")
     return " | ".join(parts)
 
 
 class SweepProgress(Callback):
+    """A line as each job starts and ends: job k of N, time since the launch began, jobs ended,
+    and the ETA (eanet.sweeps.record.eta_seconds), all read from the sweep's record."""
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        folder = Path(str(config.hydra.sweep.dir)) / PROGRESS_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        total = count_jobs(config)
-        (folder / "sweep.json").write_text(json.dumps({"start": time.time(), "total": total}))
-        log.info("sweep of %s jobs into %s", total if total else "an unknown number of",
+        log.info("sweep of %s jobs into %s", count_jobs(config) or "an unknown number of",
                  config.hydra.sweep.dir)
 
-    def _state(self, config: DictConfig) -> Optional[tuple[Path, dict]]:
+    def _line(self, config: DictConfig) -> Optional[str]:
         if config.hydra.mode != RunMode.MULTIRUN:
             return None
-        folder = Path(str(config.hydra.sweep.dir)) / PROGRESS_DIR
-        try:
-            return folder, json.loads((folder / "sweep.json").read_text())
-        except (OSError, ValueError):
-            return None  # started without on_multirun_start (e.g. a launcher's own re-run)
+        record = SweepRecord.of_sweep(config.tracking.tracking_uri, str(config.hydra.sweep.dir))
+        if record is None:
+            return None  # no parent run (a tuning sweep logs its own progress)
+        launch, jobs = record.launch(), record.jobs()
+        done = sum(1 for e in jobs.values() if e.launch == launch.get("id") and e.status.ended)
+        return progress_line(config.hydra.job.num + 1, launch.get("total"),
+                             time.time() - launch.get("start", time.time()), done)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        state = self._state(config)
-        if state:
-            folder, sweep = state
-            done = len(list(folder.glob("done-*")))
-            log.info("start %s", progress_line(config.hydra.job.num + 1, sweep["total"],
-                                               time.time() - sweep["start"], done))
+        line = self._line(config)
+        if line:
+            log.info("start %s", line)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        state = self._state(config)
-        if state:
-            folder, sweep = state
-            (folder / f"done-{config.hydra.job.num}").write_text(job_return.status.name)
-            done = len(list(folder.glob("done-*")))
-            log.info("end (%s) %s", job_return.status.name.lower(),
-                     progress_line(config.hydra.job.num + 1, sweep["total"],
-                                   time.time() - sweep["start"], done))
+        line = self._line(config)
+        if line:
+            log.info("end (%s) %s", job_return.status.name.lower(), line)
 
 
 class SweepPlan(Callback):
@@ -263,152 +242,5 @@ def config_without_hydra(config: DictConfig) -> DictConfig:
     return copy
 
 
-class RegisterBestModel(Callback):
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        name = config.tracking.get("register_best_as")
-        if name:
-            from eanet.tracking.search import register_best_model
-
-            register_best_model(config.tracking.tracking_uri, config.tracking.experiment_name,
-                                str(config.hydra.sweep.dir), name)
-
-
-class SweepReport(Callback):
-    """Runs `eanet.report.sweep_report` for the sweep that just ended."""
-
-    def __init__(self, enabled: bool = True, out: Optional[str] = None,
-                 baseline: str = "vit") -> None:
-        self.enabled = enabled
-        self.out = out  # null: <sweep dir>/report
-        self.baseline = baseline  # the model every other one is compared with (comparison.csv)
-        self.expected_jobs: Optional[int] = None
-        self.jobs_done = 0
-        self.jobs_failed = 0
-        self.reported = False
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.expected_jobs = count_jobs(config)
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        self.jobs_done += 1
-        self.jobs_failed += job_return.status == JobStatus.FAILED
-        if self.jobs_failed and self.jobs_done == self.expected_jobs:
-            self.report(config)  # on_multirun_end will not come: the sweeper re-raises the failure
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self.report(config)
-
-    def report(self, config: DictConfig) -> None:
-        if not self.enabled or self.reported:
-            return
-        self.reported = True
-        try:
-            from eanet.report.cli import ReportConfig, sweep_report
-            from eanet.report.files import display_table
-
-            sweep = str(config.hydra.sweep.dir)  # the eanet.sweep_id tag of this sweep's runs
-            parent = parent_run_id(sweep)
-            cfg = ReportConfig(sweep=sweep, experiment_name=config.tracking.experiment_name,
-                               tracking_uri=config.tracking.tracking_uri,
-                               out=self.out or f"{sweep}/report", log_to_mlflow=parent is None,
-                               baseline=self.baseline)
-            if parent is not None:  # every job of the sweep run, those of earlier launches too
-                cfg.sweep, cfg.filter = None, f"tags.`{TAG_PARENT}` = '{parent}'"
-            report = sweep_report(cfg)
-            if parent is not None:
-                from eanet.report.cli import report_metrics
-                from eanet.tracking.sweep_run import log_report_files
-
-                log_report_files(parent, report.files, report_metrics(report.table))
-                report.run_id = parent
-            log.info("Sweep report (%d runs, swept: %s):\n%s", len(report.runs),
-                     ", ".join(report.axes) or "model only",
-                     display_table(report.table).to_string(index=False))
-            if not report.comparison.empty:
-                log.info("Models vs %s:\n%s", cfg.baseline,
-                         display_table(report.comparison).to_string(index=False))
-            log.info("Sweep report written to %s/ and logged to MLflow run %s", report.out,
-                     report.run_id)
-        except Exception as error:  # never fail a finished sweep over its report
-            log.error("Sweep report failed: %s: %s. Retry with: python -m eanet.report sweep=%s",
-                      type(error).__name__, error, config.hydra.sweep.dir)
-
-
-class SweepSummary(Callback):
-    """Lists every job of a multirun when it ends: what it did, and the error of each failure.
-
-    Each job writes `eanet_job.json` into its output folder (in whichever process ran it, so the
-    joblib launcher works too); the summary reads them back. Hydra stops before `on_multirun_end`
-    when a job failed (and exits non-zero), so the summary is also registered to print at exit.
-    """
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.sweep_dir = Path(str(config.hydra.sweep.dir))
-        atexit.register(self.report)
-
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Record the job as unfinished; `on_job_end` overwrites that unless Ctrl-C came first."""
-        from hydra.core.hydra_config import HydraConfig
-
-        hydra = HydraConfig.get()
-        if hydra.mode != RunMode.MULTIRUN:  # a single run has no job number and no summary
-            return
-        record = {"job_num": hydra.job.num, "overrides": " ".join(hydra.overrides.task),
-                  "status": "STOPPED", "outcome": "interrupted before it ended", "error": None}
-        (Path(hydra.runtime.output_dir) / JOB_RECORD).write_text(json.dumps(record))
-
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        from hydra.core.utils import JobStatus
-        from hydra.types import RunMode
-
-        hydra = job_return.hydra_cfg.hydra
-        if hydra.mode != RunMode.MULTIRUN:
-            return
-        failed = job_return.status == JobStatus.FAILED
-        error = job_return._return_value if failed else None
-        optuna = sys.modules.get("optuna")  # a tuning trial its pruner stopped: not a failure
-        pruned = failed and optuna is not None and isinstance(error, optuna.TrialPruned)
-        path = Path(hydra.runtime.output_dir) / JOB_RECORD
-        try:  # plan_run wrote what the job decided (skip, resume, new) into it
-            outcome = json.loads(path.read_text()).get("plan")
-        except (OSError, ValueError):
-            outcome = None
-        record = {
-            "job_num": hydra.job.num,
-            "overrides": " ".join(job_return.overrides or []),
-            "status": "PRUNED" if pruned else "FAILED" if failed else "NOT_STARTED" if (
-                outcome or "").startswith(NOT_STARTED) else "COMPLETED",
-            "outcome": str(error) if pruned else outcome,
-            "error": (None if not failed else str(error) if isinstance(error, CompactHydraException)
-                      else f"{type(error).__name__}: {error}"),
-        }
-        path.write_text(json.dumps(record))
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self.report()
-        atexit.unregister(self.report)
-
-    def report(self) -> None:
-        print(sweep_summary(self.sweep_dir), file=sys.stderr, flush=True)
-
-
-def sweep_summary(sweep_dir: Path) -> str:
-    """A readable account of the jobs recorded under a multirun folder."""
-    records = []
-    for file in Path(sweep_dir).glob(f"*/{JOB_RECORD}"):
-        records.append(json.loads(file.read_text()))
-    records.sort(key=lambda r: r["job_num"] if r["job_num"] is not None else -1)
-    left = [r for r in records if r["status"] == "NOT_STARTED"]
-    failed = [r for r in records if r["status"] not in ("COMPLETED", "PRUNED", "NOT_STARTED")]
-    # Show what tells the jobs apart, not the overrides they all share.
-    shared = set.intersection(*(set(r["overrides"].split()) for r in records)) \
-        if len(records) > 1 else set()
-    completed = len(records) - len(failed) - len(left)
-    lines = [f"eanet sweep {sweep_dir}: {len(records)} jobs, {completed} completed, "
-             + (f"{len(left)} not started (budget), " if left else "")
-             + f"{len(failed)} failed or stopped"]
-    for r in records:
-        what = r["error"] if r["status"] == "FAILED" else r["outcome"] or "done"
-        own = " ".join(o for o in r["overrides"].split() if o not in shared)
-        lines.append(f"  #{r['job_num']} {r['status']:<9} {own or '(no overrides)'} — {what}")
-    return "\n".join(lines)
+# The end of a sweep (summary, report, best model) reads the record: eanet.sweeps.ending.
+from eanet.sweeps.ending import RegisterBestModel, SweepReport, SweepSummary, sweep_summary  # noqa: E402,F401

@@ -120,3 +120,18 @@ class StepTimer:
             model.train_on_batch(x, y)
             times.append(time.perf_counter() - start)
         return statistics.median(times) / batch
+
+
+# A job's time outside `fit` (data loading, model building, evaluation, logging the model) when
+# the store has no finished run that measured it (`job_overhead_s`).
+DEFAULT_OVERHEAD_S = 20.0
+
+
+def startup_seconds(finished) -> float:
+    """A job's time beyond training: the median `job_overhead_s` of finished runs, else a default."""
+    column = "metrics.job_overhead_s"
+    if finished is not None and not finished.empty and column in finished:
+        measured = finished[column].dropna()
+        if not measured.empty:
+            return float(statistics.median(measured))
+    return DEFAULT_OVERHEAD_S

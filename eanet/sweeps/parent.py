@@ -2,17 +2,18 @@
 its jobs find it, its progress as jobs end, and its end.
 
 - `sweep_key`: what a sweep computes — its overrides and sweeper params, less what only says where
-  results go, how much is printed or how long the sweep may run (fingerprint.IGNORED, hydra.*,
+  results go, how much is printed or how long the sweep may run (eanet.config.NOT_COMPUTED, hydra.*,
   sweep.*). Relaunching the same command (another launcher, a budget added) finds the same key,
   so the same parent run: its jobs' runs keep their names and fingerprints and are skipped or
   resumed as before (eanet.sweeps.plan);
-- `open_parent`: opens or reuses the parent of a sweep and writes its id into the sweep folder
-  (`.progress/parent.json`), where every job reads it, in whichever process or machine it runs
-  (eanet.tracking.opening tags its run with `mlflow.parentRunId`). The `SweepParent` callback
+- `open_parent`: opens or reuses the parent of a sweep, starts its launch in the sweep's record
+  (eanet.sweeps.record: the jobs, their statuses and runs, the budget's places) and writes its
+  id into the sweep folder (`.progress/parent.json`), where every job reads it, in whichever
+  process or machine it runs (a run it trains is tagged `mlflow.parentRunId`). The `SweepParent` callback
   calls it for every sweeper but eanet's tuning sweeper, which keeps a parent run of its own
   (tag eanet.tuning, eanet.sweeps.tune);
 - `SweepParent`: the Hydra callback — opens the parent before the first job, updates its progress
-  as each job ends (from the store, as the joblib launcher ends jobs in worker processes), and
+  as each job ends (from the record, as the joblib launcher ends jobs in worker processes), and
   ends it when the sweep ends (also at exit: Hydra skips `on_multirun_end` after a failed job).
 """
 from __future__ import annotations
@@ -28,9 +29,11 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from eanet.sweeps.folder import NOT_STARTED, PARENT_FILE, PROGRESS_DIR, parent_run_id, progress_dir
-from eanet.sweeps.plan import IGNORED, JOB_RECORD
+from eanet.config import NOT_COMPUTED
+from eanet.sweeps.record import JobStatus, SweepRecord, eta_seconds, parent_run_id, write_parent_file
 from eanet.tracking.tags import TAG_NOT_STARTED
+
+IGNORED = NOT_COMPUTED
 
 log = logging.getLogger("eanet.sweep")
 
@@ -59,7 +62,8 @@ def sweep_key(config: DictConfig) -> str:
 
 
 def open_parent(config: DictConfig, total: Optional[int]) -> str:
-    """Open (or reuse) the sweep's parent run and tell the sweep's jobs about it."""
+    """Open (or reuse) the sweep's parent run, start this launch in its record, and tell the
+    sweep's jobs about it."""
     from eanet.tracking.sweep_run import open_sweep_run
 
     sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -67,26 +71,9 @@ def open_parent(config: DictConfig, total: Optional[int]) -> str:
     run_id = open_sweep_run(config.tracking.tracking_uri, config.tracking.experiment_name,
                             sweep_key(config), name, str(sweep_dir),
                             " ".join(sweep_overrides(config)))
-    folder = progress_dir(sweep_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / PARENT_FILE).write_text(json.dumps({"run_id": run_id, "start": time.time(),
-                                                  "total": total}))
+    SweepRecord(config.tracking.tracking_uri, run_id).start_launch(total)
+    write_parent_file(sweep_dir, run_id)
     return run_id
-
-
-def job_records(sweep_dir: Path) -> list[dict]:
-    """What each job of this launch recorded (eanet.sweeps.callbacks.SweepSummary)."""
-    records = []
-    for file in Path(sweep_dir).glob(f"*/{JOB_RECORD}"):
-        try:
-            records.append(json.loads(file.read_text()))
-        except ValueError:
-            continue  # being written
-    return records
-
-
-def not_started(records: list[dict]) -> list[dict]:
-    return [r for r in records if (r.get("outcome") or r.get("plan") or "").startswith(NOT_STARTED)]
 
 
 class SweepParent(Callback):
@@ -123,12 +110,11 @@ class SweepParent(Callback):
             log.warning("no plan on the sweep run: %s: %s", type(error).__name__, error)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        run_id = parent_run_id(sweep_dir)
+        run_id = parent_run_id(str(config.hydra.sweep.dir))
         if run_id is None:
             return
         try:
-            update_progress(config, sweep_dir, run_id)
+            update_progress(config, SweepRecord(config.tracking.tracking_uri, run_id))
         except Exception as error:  # noqa: BLE001 - progress is information: never fail a job
             log.warning("sweep progress not recorded: %s: %s", type(error).__name__, error)
 
@@ -137,64 +123,61 @@ class SweepParent(Callback):
         atexit.unregister(self.end)
 
     def end(self) -> None:
-        """End the parent: FINISHED if every job of the sweep finished (or had finished),
-        FAILED if one failed, else KILLED (interrupted, or stopped by a budget)."""
+        """End the parent: FINISHED if every job of the launch has its result (trained, or
+        finished earlier), FAILED if one failed, else KILLED (interrupted, or a budget)."""
         config, self.config = self.config, None
         if config is None:
             return  # ended already
-        from eanet.sweeps.callbacks import sweep_summary
-        from eanet.tracking.sweep_run import children_by_status, end_sweep_run, sweep_children
+        from eanet.sweeps.ending import sweep_summary
+        from eanet.tracking.sweep_run import end_sweep_run
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         uri = config.tracking.tracking_uri
         try:
-            records = job_records(sweep_dir)
-            counts = children_by_status(sweep_children(uri, self.run_id))
-            left = not_started(records)
-            total = json.loads((progress_dir(sweep_dir) / PARENT_FILE).read_text())["total"]
-            if counts["FAILED"] or any(r["status"] == "FAILED" for r in records):
+            record = SweepRecord(uri, self.run_id)
+            launch, jobs = record.launch(), record.jobs()
+            total = launch.get("total")
+            statuses = [e.status for e in jobs.values()]
+            if JobStatus.FAILED in statuses:
                 status = "FAILED"
-            elif (left or counts["KILLED"] or counts["RUNNING"]
-                  or any(r["status"] == "STOPPED" for r in records)
-                  or (total is not None and len(records) < total)):
+            elif (any(not s.has_result for s in statuses)
+                  or (total is not None and len(jobs) < total)):
                 status = "KILLED"
             else:
                 status = "FINISHED"
             tags = {}
+            left = sorted(n for n, e in jobs.items() if e.status == JobStatus.NOT_STARTED)
             if left:
-                tags[TAG_NOT_STARTED] = "; ".join(
-                    f"#{r['job_num']} {r['overrides']}" for r in sorted(left, key=lambda r: r["job_num"]))
-            texts = {"summary.txt": sweep_summary(sweep_dir)} if records else {}
+                tags[TAG_NOT_STARTED] = "; ".join(f"#{n} {jobs[n].overrides}" for n in left)
+            texts = {"summary.txt": sweep_summary(jobs, sweep_dir)} if jobs else {}
             end_sweep_run(uri, self.run_id, status, texts, tags)
             log.info("sweep run %s ended %s", self.run_id, status)
         except Exception as error:  # noqa: BLE001 - at exit: say it, never raise
             log.error("sweep run %s not ended: %s: %s", self.run_id, type(error).__name__, error)
 
 
-def update_progress(config: DictConfig, sweep_dir: Path, run_id: str) -> None:
-    """Done / failed / running / ETA on the parent, read from the store and the sweep folder."""
+def update_progress(config: DictConfig, record: SweepRecord) -> None:
+    """Jobs ended, their outcomes and the ETA on the parent, from the sweep's record."""
     from eanet.sweeps.plan import format_duration
-    from eanet.tracking.sweep_run import children_by_status, log_sweep_progress, sweep_children
+    from eanet.tracking.sweep_run import log_sweep_progress
 
-    uri = config.tracking.tracking_uri
-    sweep = json.loads((progress_dir(sweep_dir) / PARENT_FILE).read_text())
-    counts = children_by_status(sweep_children(uri, run_id))
-    records = job_records(sweep_dir)
-    ended = len({r["job_num"] for r in records if r["status"] != "STOPPED"}
-                | {config.hydra.job.num})
-    budget = len(not_started(records))
-    total = sweep["total"]
-    elapsed = time.time() - sweep["start"]
-    metrics = {"sweep_done": counts["FINISHED"], "sweep_failed": counts["FAILED"] + counts["KILLED"],
-               "sweep_running": counts["RUNNING"], "sweep_not_started": budget}
-    parts = [f"{counts['FINISHED']} done", f"{metrics['sweep_failed']} failed",
-             f"{counts['RUNNING']} running"]
-    if budget:
-        parts.append(f"{budget} not started (budget)")
+    launch, jobs = record.launch(), record.jobs()
+    current = [e for e in jobs.values() if e.launch == launch.get("id")]
+    ended = sum(1 for e in current if e.status.ended)
+    counts = {status: sum(1 for e in current if e.status == status) for status in JobStatus}
+    total = launch.get("total")
+    elapsed = time.time() - launch.get("start", time.time())
+    metrics = {"sweep_done": counts[JobStatus.TRAINED] + counts[JobStatus.FINISHED_EARLIER],
+               "sweep_failed": counts[JobStatus.FAILED],
+               "sweep_running": counts[JobStatus.TRAINING] + counts[JobStatus.RUNNING_ELSEWHERE],
+               "sweep_not_started": counts[JobStatus.NOT_STARTED]}
+    parts = [f"{n} {status.value}" for status, n in counts.items() if n]
+    eta = eta_seconds(elapsed, ended, total)
     if total:
         metrics["sweep_jobs"] = total
-        remaining = max(total - ended, 0)
-        metrics["sweep_eta_s"] = elapsed / ended * remaining
-        parts = [f"job {ended} of {total} ended", *parts,
-                 f"ETA {format_duration(metrics['sweep_eta_s'])}"]
-    log_sweep_progress(uri, run_id, ended, metrics, " | ".join(parts))
+        parts.insert(0, f"job {ended} of {total} ended")
+    if eta is not None:
+        metrics["sweep_eta_s"] = eta
+        parts.append(f"ETA {format_duration(eta)}")
+    log_sweep_progress(config.tracking.tracking_uri, record.run_id, ended, metrics,
+                       " | ".join(parts))

@@ -1,134 +1,26 @@
-"""Sweeps that lose nothing: config fingerprints and the skip-or-resume decision of each job.
+"""plan=true: what a sweep would do and cost, before it does anything.
 
-Every training run carries `eanet.fingerprint`, a hash of its resolved config minus the settings
-that cannot change the result (`IGNORED`). Before training, `plan_run` looks the fingerprint up in
-the experiment:
-
-- a FINISHED run → skip: nothing trains, the sweep gets that run's result;
-- a KILLED, FAILED or RUNNING run (interrupted, crashed, or killed so hard it could not say) →
-  resume it: same MLflow run, from its last checkpoint (`eanet.training.checkpoint`), or from epoch 0;
-- none, or `tracking.rerun=true` → a new run;
-
-and a job that would train but finds its sweep's budget spent does not start (eanet.sweeps.budget).
-
-Deleting a run in MLflow (`mlflow runs delete` or the UI) makes its configuration train again.
-What was decided is written into the job's output folder (`eanet_job.json`), where the
-`SweepSummary` callback (eanet.sweeps.callbacks) reads it when the sweep ends.
-
-`sweep_plan` / `format_plan` make the same decision for every job of a sweep before it starts,
-reading only (`plan=true`, the `SweepPlan` callback; also plan.txt on the sweep's run): status,
-trainable parameters (the model built) and estimated training time (eanet.sweeps.estimate).
+`sweep_plan` makes, for every job of a sweep, the decision its job would make
+(eanet.sweeps.jobs.decide: finished earlier, running elsewhere, resume, new; the budget's
+not started), reading only: no store, ledger or run is created. With it each job's trainable
+parameters (the model built) and estimated time (eanet.sweeps.estimate), which includes each
+job's start-up; `format_plan` prints it (also plan.txt on the sweep's run).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from eanet.config import NOT_COMPUTED, Config, flatten, run_name
+from eanet.config import Config, run_name
+from eanet.sweeps.identity import fingerprint  # noqa: F401 - the run identity, where plans use it
+from eanet.sweeps.record import JobStatus
 
 log = logging.getLogger(__name__)
-
-JOB_RECORD = "eanet_job.json"  # in each job's output folder: what the job did (SweepSummary)
-
-# Settings that say where things go or how much is printed, never what is computed.
-IGNORED = NOT_COMPUTED
-# Settings added after runs were recorded, left out at the value that computes what runs did
-# before they existed: those runs keep their fingerprints (still skipped or resumed, not redone).
-ADDED_LATER = {"trainer.matmul_precision": "default", "data.augmentation.contrast_clip": True,
-               "model.attention_layer": None, "model.implementation": "auto"}
-
-
-def fingerprint(raw_cfg: DictConfig | dict) -> str:
-    """16 hex digits identifying what a configuration computes."""
-    tree = OmegaConf.to_container(raw_cfg, resolve=True) if isinstance(raw_cfg, DictConfig) \
-        else raw_cfg
-    kept = {k: v for k, v in flatten(tree).items()
-            if not any(k == p or k.startswith(p) for p in IGNORED)
-            and not (k in ADDED_LATER and v == ADDED_LATER[k])}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@dataclass
-class RunPlan:
-    fingerprint: str
-    checkpoint_dir: Path
-    run_id: Optional[str] = None  # an interrupted run to continue
-    result: Optional[float] = None  # set when the configuration already FINISHED: skip it
-    tags: dict[str, str] = field(default_factory=dict)
-    not_started: Optional[str] = None  # why a sweep's budget keeps it from starting
-
-    @property
-    def skip(self) -> bool:
-        return self.result is not None or self.not_started is not None
-
-
-def plan_run(cfg: Config, raw_cfg: DictConfig) -> RunPlan:
-    """Decide between skip, resume and new for this configuration; only reads the store."""
-    from eanet.tracking.search import runs_with_fingerprint
-    from eanet.tracking.store import check_tracking_location
-    from eanet.tracking.tags import TAG_FINGERPRINT
-
-    t = cfg.tracking
-    check_tracking_location(t.tracking_uri, t.checkpoint_dir)
-    fp = fingerprint(raw_cfg)
-    plan = RunPlan(fp, Path(t.checkpoint_dir) / fp, tags={TAG_FINGERPRINT: fp})
-    runs = runs_with_fingerprint(t.tracking_uri, t.experiment_name, fp)
-    finished = [r for r in runs if r.info.status == "FINISHED"]
-    unfinished = [r for r in runs if r.info.status in ("KILLED", "FAILED", "RUNNING")]
-    if t.rerun:
-        outcome = "new (tracking.rerun=true)"
-    elif finished:
-        run = finished[0]
-        metrics = run.data.metrics
-        plan.result = float(metrics.get("best_val_top1", metrics.get("test_top1", float("nan"))))
-        outcome = f"skipped: FINISHED as run {run.info.run_id}"
-    elif unfinished:
-        run = unfinished[0]
-        plan.run_id = run.info.run_id
-        outcome = f"resumed run {plan.run_id} (was {run.info.status})"
-    else:
-        outcome = "new"
-    if not plan.skip:
-        plan.not_started = budget_refusal(cfg)
-        outcome = plan.not_started or outcome
-    log.info("%s [fingerprint %s]: %s", run_name(cfg), fp, outcome)
-    record_job_outcome(outcome)
-    return plan
-
-
-def budget_refusal(cfg: Config) -> Optional[str]:
-    """Why the sweep's budget (sweep.max_runs, sweep.max_hours) keeps this job from training;
-    None if it may (or if this is no sweep job)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    from eanet.sweeps.budget import take_place
-
-    hydra = HydraConfig.get()
-    return take_place(cfg.sweep, str(hydra.sweep.dir), hydra.job.num)
-
-
-def record_job_outcome(outcome: str) -> None:
-    """Write what this sweep job does into its record (a no-op outside a Hydra multirun)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return
-    path = Path(HydraConfig.get().runtime.output_dir) / JOB_RECORD
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return  # a single run, or a launcher that ran no on_job_start
-    record["plan"] = outcome  # SweepSummary's on_job_end makes it the job's outcome
-    path.write_text(json.dumps(record))
 
 
 # --- plan=true: what a sweep would do and cost, before it does anything -----------------------
@@ -138,67 +30,111 @@ class JobPlan:
     job_num: int
     name: str
     overrides: list[str]
-    status: str  # finished / resumable at epoch k / new / not started (budget)
+    status: JobStatus
+    detail: str  # e.g. "run 1a2b…", "at epoch 3", "as job #2", the budget's reason
     trainable: Optional[int]
-    seconds: Optional[float]  # estimated training time left; None: unknown, or nothing to train
+    seconds: Optional[float]  # estimated time left, start-up included; None: unknown or nothing
     source: str  # where the estimate comes from
 
+    @property
+    def status_text(self) -> str:
+        return f"{self.status.value} ({self.detail})" if self.detail else self.status.value
 
-def checkpointed_epochs(checkpoint_dir: str, fp: str) -> int:
-    """Epochs a configuration's checkpoint holds (eanet.training.checkpoint), 0 if none."""
+
+def checkpointed_epochs(checkpoint_dir: str, run_id: Optional[str]) -> int:
+    """Epochs a run's checkpoint holds (eanet.training.checkpoint), 0 if none."""
     import numpy as np
 
-    path = Path(checkpoint_dir) / fp / "state.npz"
+    from eanet.training.checkpoint import STATE_FILE
+
+    if run_id is None:
+        return 0
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(Path(checkpoint_dir) / run_id / STATE_FILE, allow_pickle=False) as archive:
             return int(json.loads(str(archive["meta"]))["epoch"]) + 1
     except (OSError, ValueError, KeyError):
         return 0
 
 
+def _stored_runs(runs, fp: str, legacy: str, backend: str) -> list:
+    """The runs of a computation in `read_training_runs`' DataFrame, newest first, as
+    eanet.sweeps.jobs.find_runs would find them (legacy fingerprints on the same backend)."""
+    import pandas as pd
+
+    from eanet.sweeps.jobs import StoredRun
+    from eanet.tracking.tags import TAG_BACKEND, TAG_FINGERPRINT
+
+    column = f"tags.{TAG_FINGERPRINT}"
+    if column not in runs:
+        return []
+    mine = runs[runs[column] == fp]
+    if mine.empty:
+        backends = runs.get(f"tags.{TAG_BACKEND}", pd.Series("tensorflow", index=runs.index))
+        mine = runs[(runs[column] == legacy) & (backends.fillna("tensorflow") == backend)]
+    found = []
+    for _, row in mine.iterrows():
+        result = row.get("metrics.best_val_top1")
+        if result is None or pd.isna(result):
+            result = row.get("metrics.test_top1")
+        found.append(StoredRun(row["run_id"], row["status"],
+                               None if result is None or pd.isna(result) else float(result)))
+    return found
+
+
 def sweep_plan(jobs: list[tuple[list[str], DictConfig]], time_steps: bool = True,
                count_parameters: bool = True) -> list[JobPlan]:
-    """Each job's (overrides, composed config) planned: its status by fingerprint in the store
-    (read only: a missing store is not created), trainable parameters (its model built), and its
-    training time (eanet.sweeps.estimate: the store's runs, else timed steps if `time_steps`)."""
-    from eanet.sweeps.estimate import StepTimer, from_store
+    """Each job's (overrides, composed config) planned: the decision its job would make
+    (eanet.sweeps.jobs.decide, reading only: a missing store is not created), trainable
+    parameters (its model built), and its time (eanet.sweeps.estimate: the store's runs, else
+    timed steps if `time_steps`)."""
+    import time
+
+    from eanet.backend import configured_backend
+    from eanet.sweeps.estimate import StepTimer, from_store, startup_seconds
+    from eanet.sweeps.identity import legacy_fingerprint
+    from eanet.sweeps.jobs import decide
+    from eanet.tracking.ledger import read_claims
     from eanet.tracking.search import read_training_runs
-    from eanet.tracking.tags import TAG_FINGERPRINT
     from eanet.validation import validate
 
     plans: list[JobPlan] = []
-    stores: dict[tuple, object] = {}
+    stores: dict[tuple, tuple] = {}
     built: dict[str, tuple] = {}
+    planned: dict[str, int] = {}  # fingerprint → the job of this sweep that trains it
     timer = StepTimer()
+    backend, now = configured_backend(), time.time()
     to_train = 0
     for num, (overrides, raw) in enumerate(jobs):
         cfg = validate(raw)
         t = cfg.tracking
         where = (t.tracking_uri, t.experiment_name)
         if where not in stores:
-            stores[where] = read_training_runs(*where)
-        runs = stores[where]
+            stores[where] = (read_training_runs(*where), read_claims(*where, t.lease_s))
+        runs, claims = stores[where]
         fp = fingerprint(raw)
-        column = f"tags.{TAG_FINGERPRINT}"
-        mine = runs[runs[column] == fp] if column in runs else runs.iloc[0:0]
-        statuses = set(mine["status"]) if "status" in mine else set()
-        done = 0
-        if not t.rerun and "FINISHED" in statuses:
-            status = "finished"
-        elif not t.rerun and statuses & {"KILLED", "FAILED", "RUNNING"}:
-            done = checkpointed_epochs(t.checkpoint_dir, fp)
-            status = f"resumable at epoch {done}"
-        else:
-            status = "new"
-        if status != "finished":
+        claim = claims(fp, now)
+        decision = decide(_stored_runs(runs, fp, legacy_fingerprint(raw), backend), claim.live,
+                          claim.run_id, t.rerun)
+        status, done = decision.status, 0
+        detail = f"run {decision.run_id}" if decision.run_id else ""
+        if status == JobStatus.RUNNING_ELSEWHERE:
+            detail = f"{claim.holder}, run {claim.run_id}: waits for it"
+        if status in (JobStatus.NEW, JobStatus.RESUME) and fp in planned:
+            # the same computation as an earlier job of this sweep: it waits for it, or skips it
+            status, detail = JobStatus.FINISHED_EARLIER, f"as job #{planned[fp]}"
+        elif status in (JobStatus.NEW, JobStatus.RESUME):
+            planned[fp] = num
+            if status == JobStatus.RESUME:
+                done = checkpointed_epochs(t.checkpoint_dir, decision.run_id)
+                detail = f"run {decision.run_id} at epoch {done}"
             to_train += 1
             if cfg.sweep.max_runs is not None and to_train > cfg.sweep.max_runs:
-                status = f"not started (budget: sweep.max_runs={cfg.sweep.max_runs})"
+                status, detail = JobStatus.NOT_STARTED, f"sweep.max_runs={cfg.sweep.max_runs}"
         trainable = model = None
         if count_parameters:
             model, trainable = _built(cfg, built)
         seconds, source = None, "nothing to train"
-        if status == "new" or status.startswith("resumable"):
+        if status in (JobStatus.NEW, JobStatus.RESUME):
             finished = runs[runs["status"] == "FINISHED"] if "status" in runs else None
             estimate = from_store(cfg, finished)
             if estimate is None and time_steps and model is not None:
@@ -207,9 +143,10 @@ def sweep_plan(jobs: list[tuple[list[str], DictConfig]], time_steps: bool = True
                 source = "no estimate: no finished run with these model settings"
             else:
                 remaining = max(cfg.trainer.epochs - done, 0) / cfg.trainer.epochs
-                seconds, source = estimate.seconds * remaining, estimate.source
-        plans.append(JobPlan(num, run_name(cfg), list(overrides), status, trainable, seconds,
-                             source))
+                seconds = estimate.seconds * remaining + startup_seconds(finished)
+                source = estimate.source
+        plans.append(JobPlan(num, run_name(cfg), list(overrides), status, detail, trainable,
+                             seconds, source))
     return plans
 
 
@@ -246,12 +183,11 @@ def format_plan(plans: list[JobPlan]) -> str:
         own = " ".join(o for o in p.overrides if o not in shared) or "(no overrides)"
         params = f"{p.trainable:,} trainable" if p.trainable is not None else "parameters not counted"
         time_left = format_duration(p.seconds) if p.seconds is not None else "-"
-        lines.append(f"#{p.job_num} {p.name} | {own} | {p.status} | {params} | {time_left} "
+        lines.append(f"#{p.job_num} {p.name} | {own} | {p.status_text} | {params} | {time_left} "
                      f"({p.source})")
     counts: dict[str, int] = {}
     for p in plans:
-        kind = p.status.split(" (")[0].split(" at ")[0]
-        counts[kind] = counts.get(kind, 0) + 1
+        counts[p.status.value] = counts.get(p.status.value, 0) + 1
     known = [p.seconds for p in plans if p.seconds is not None]
     unknown = sum(1 for p in plans if p.seconds is None and p.source.startswith("no estimate"))
     total = f"total: {len(plans)} jobs ({', '.join(f'{n} {k}' for k, n in counts.items())}); " \

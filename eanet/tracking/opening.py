@@ -21,7 +21,7 @@ from eanet.config import Config, flatten, run_name
 from eanet.tracking.lineage import source_commit, stack_versions
 from eanet.tracking.tags import (RUN_TYPE_TRAIN, TAG_BACKEND, TAG_ERROR, TAG_GIT_DIRTY,
                                  TAG_JOB_NUM, TAG_MODEL, TAG_ONEDNN, TAG_OVERRIDES, TAG_PACKAGES,
-                                 TAG_PARENT, TAG_RUN_TYPE, TAG_SWEEP)
+                                 TAG_PARENT, TAG_PRUNED, TAG_RUN_TYPE, TAG_SWEEP)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ def packages_tag(versions: dict[str, str]) -> str:
 def open_run(cfg: Config, raw_cfg: DictConfig, resume_run_id: str | None = None,
              extra_tags: dict[str, str] | None = None, system_metrics: bool = False) -> str:
     """Start the MLflow run of `cfg` (params and tags), or continue the interrupted
-    `resume_run_id` (its tags refreshed, an earlier failure's error dropped); return its id.
+    `resume_run_id` (its tags refreshed, an earlier ending's error and pruned mark dropped: it
+    counts as what it ends as now); return its id.
 
     The run is RUNNING and active in this process (`TrackedRun` ends it).
     `system_metrics`: sample this process' CPU, memory and GPU into the run (`system/…`
@@ -83,7 +84,7 @@ def open_run(cfg: Config, raw_cfg: DictConfig, resume_run_id: str | None = None,
     if "sweep_id" in context:
         tags[TAG_SWEEP] = context["sweep_id"]
         tags[TAG_JOB_NUM] = str(context["job_num"])
-        from eanet.sweeps.folder import parent_run_id
+        from eanet.sweeps.record import parent_run_id
 
         parent = parent_run_id(context["sweep_id"])  # the sweep's own run (eanet.sweeps.parent)
         if parent:
@@ -95,11 +96,13 @@ def open_run(cfg: Config, raw_cfg: DictConfig, resume_run_id: str | None = None,
     tags[TAG_PACKAGES] = packages_tag(stack_versions())
     tags.update(extra_tags or {})
     if resume_run_id:
-        # Its params are recorded already; an earlier failure's error no longer applies.
+        # Its params are recorded already; an earlier ending's error, or a tuning pruner's
+        # mark, no longer applies (the report counts a run by how it ends now).
         run = mlflow.start_run(run_id=resume_run_id, tags=tags,
                                log_system_metrics=system_metrics or None)
-        if TAG_ERROR in run.data.tags:
-            MlflowClient().delete_tag(resume_run_id, TAG_ERROR)
+        for stale in (TAG_ERROR, TAG_PRUNED):
+            if stale in run.data.tags:
+                MlflowClient().delete_tag(resume_run_id, stale)
         return resume_run_id
     run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(cfg), tags=tags,
                            log_system_metrics=system_metrics or None)

@@ -19,7 +19,8 @@ from mlflow.tracking import MlflowClient
 from eanet.tracking import StoreError
 from eanet.tracking.store import experiment_id, local_store_path, use_store
 from eanet.tracking.tags import (RUN_TYPE_REPORT, RUN_TYPE_TRAIN, TAG_FINGERPRINT,
-                                 TAG_MODEL_URI, TAG_RUN_ID, TAG_RUN_TYPE, TAG_SWEEP)
+                                 TAG_LEGACY_FINGERPRINT, TAG_MODEL_URI, TAG_RUN_ID, TAG_RUN_TYPE,
+                                 TAG_SWEEP)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,22 @@ def runs_with_fingerprint(tracking_uri: Optional[str], experiment_name: str,
     return client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.`{TAG_FINGERPRINT}` = {_literal(fingerprint)}",
         run_view_type=ViewType.ACTIVE_ONLY, order_by=["attributes.start_time DESC"])
+
+
+def adopt_runs(run_ids: list[str], fp: str, legacy: str) -> None:
+    """Runs recorded under the legacy fingerprint of a computation, tagged with its fingerprint
+    (the legacy one kept beside it), so that every later lookup finds them directly."""
+    client = MlflowClient()
+    for run_id in run_ids:
+        client.set_tag(run_id, TAG_LEGACY_FINGERPRINT, legacy)
+        client.set_tag(run_id, TAG_FINGERPRINT, fp)
+
+
+def runs_filter(run_ids: list[str]) -> str:
+    """An MLflow filter selecting these runs (a sweep's record: eanet.sweeps.record)."""
+    if not run_ids:
+        return "attributes.run_id = 'none'"
+    return f"attributes.run_id IN ({', '.join(_literal(r) for r in run_ids)})"
 
 
 def read_training_runs(tracking_uri: Optional[str], experiment_name: str) -> pd.DataFrame:
@@ -80,11 +97,39 @@ def search_training_runs(experiment_id: str, sweep: Optional[str] = None,
 
 
 def latest_sweep(experiment_id: str) -> Optional[str]:
-    """The sweep id of the most recently started training run that belongs to a sweep."""
+    """The sweep id of the most recently started sweep (its parent run), else of the most
+    recently started training run that belongs to a sweep."""
+    from eanet.tracking.tags import RUN_TYPE_SWEEP
+
+    parents = mlflow.search_runs([experiment_id], f"tags.`{TAG_RUN_TYPE}` = '{RUN_TYPE_SWEEP}'",
+                                 order_by=["attributes.start_time DESC"], max_results=1,
+                                 output_format="list")
+    if parents and TAG_SWEEP in parents[0].data.tags:
+        return parents[0].data.tags[TAG_SWEEP]
     frame = search_training_runs(experiment_id, order_by=["attributes.start_time DESC"])
     column = f"tags.{TAG_SWEEP}"
     sweeps = frame[column].dropna() if column in frame else pd.Series(dtype=str)
     return None if sweeps.empty else str(sweeps.iloc[0])
+
+
+def sweep_record_runs(experiment_id: str, sweep: str) -> Optional[list[str]]:
+    """The runs of a sweep's record (eanet.sweeps.record: every job it covers, whichever sweep
+    trained its run), found by the sweep id its parent run holds; None for a sweep with no
+    record (recorded before sweeps kept one: select it by its runs' eanet.sweep_id tag)."""
+    from eanet.sweeps.record import SweepRecord, parent_run_id
+    from eanet.tracking.tags import RUN_TYPE_SWEEP
+
+    parent = parent_run_id(sweep) if Path(sweep).is_dir() else None
+    if parent is None:
+        found = mlflow.search_runs(
+            [experiment_id], f"tags.`{TAG_RUN_TYPE}` = '{RUN_TYPE_SWEEP}' and "
+                             f"tags.`{TAG_SWEEP}` = {_literal(sweep)}",
+            order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+        parent = found[0].info.run_id if found else None
+    if parent is None:
+        return None
+    record = SweepRecord(None, parent)
+    return record.run_ids() if record.jobs() else None
 
 
 def log_report_run(experiment_id: str, sweep: Optional[str], files: list[Path],
@@ -108,14 +153,14 @@ def log_report_run(experiment_id: str, sweep: Optional[str], files: list[Path],
     return run.info.run_id
 
 
-def register_best_model(tracking_uri: Optional[str], experiment_name: str, sweep_id: str,
-                        name: str):
-    """Register the model of the sweep's finished run with the highest best_val_top1 as `name`;
-    returns the new ModelVersion, or None when no finished run of the sweep logged a model."""
-    exp_id = experiment_id(tracking_uri, experiment_name)
+def register_best_model(tracking_uri: Optional[str], run_ids: list[str], name: str,
+                        sweep_id: str):
+    """Register the model of the FINISHED run among `run_ids` (a sweep's record) with the highest
+    best_val_top1 as `name`; returns the new ModelVersion, or None when none of them has a model."""
+    use_store(tracking_uri)
     runs = mlflow.search_runs(
-        [exp_id], filter_string=f"tags.`{TAG_SWEEP}` = {_literal(sweep_id)} and "
-                                f"attributes.status = 'FINISHED'",
+        search_all_experiments=True,
+        filter_string=f"{runs_filter(run_ids)} and attributes.status = 'FINISHED'",
         order_by=["metrics.best_val_top1 DESC"], output_format="list")
     runs = [r for r in runs if TAG_MODEL_URI in r.data.tags]
     if not runs:

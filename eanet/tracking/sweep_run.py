@@ -3,7 +3,6 @@ the MLflow UI's runs table shows it as one row that expands into its jobs.
 
 - `open_sweep_run`: the parent of a sweep, found by its key (`eanet.sweep_key`: what the sweep
   computes, eanet.sweeps.parent.sweep_key) and reused, or created; RUNNING while jobs run;
-- `sweep_children`: its training runs, whichever launch or process started them;
 - `log_sweep_progress`: done / failed / running / ETA, as metrics (one step per job that ended)
   and one readable tag, written from whichever process ran the job (the store is what they share);
 - `end_sweep_run`: its files, summary and final status (FINISHED only if every job finished).
@@ -17,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from mlflow.entities import Run, RunStatus, ViewType
+from mlflow.entities import RunStatus, ViewType
 from mlflow.tracking import MlflowClient
 
 from eanet.tracking.search import _literal
@@ -64,22 +63,6 @@ def open_parent_run(tracking_uri: Optional[str], experiment_name: str, run_type:
                             tags={TAG_RUN_TYPE: run_type, key_tag: key, **tags})
     log.info("%s run %s (%s) in %s", run_type, run.info.run_id, name, client.tracking_uri)
     return run.info.run_id
-
-
-def sweep_children(tracking_uri: Optional[str], parent_run_id: str) -> list[Run]:
-    """The active runs whose parent is this sweep run."""
-    client = _client(tracking_uri)
-    parent = client.get_run(parent_run_id)
-    return client.search_runs([parent.info.experiment_id],
-                              f"tags.`{TAG_PARENT}` = {_literal(parent_run_id)}",
-                              run_view_type=ViewType.ACTIVE_ONLY)
-
-
-def children_by_status(children: list[Run]) -> dict[str, int]:
-    counts = {"FINISHED": 0, "FAILED": 0, "KILLED": 0, "RUNNING": 0}
-    for run in children:
-        counts[run.info.status] = counts.get(run.info.status, 0) + 1
-    return counts
 
 
 def log_sweep_progress(tracking_uri: Optional[str], parent_run_id: str, step: int,

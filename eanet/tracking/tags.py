@@ -30,6 +30,16 @@ TAG_TRIAL = "eanet.trial"  # its trial number in that study
 RUN_TYPE_TUNING = "tuning"  # the parent run of a tuning sweep's trials (eanet.tracking.search)
 TAG_TUNING = "eanet.tuning"  # on that parent: the names of its studies, which identify it
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under its parent
+TAG_RUN_NAME = "mlflow.runName"  # MLflow's own: the run's name (a tuning trial's: <study>-t<trial>)
 TAG_SWEEP_KEY = "eanet.sweep_key"  # on a sweep run: what the sweep computes (eanet.sweeps.parent)
 TAG_PROGRESS = "eanet.progress"  # on a sweep run: "3 of 8 done | 1 failed | 2 running | ETA …"
 TAG_NOT_STARTED = "eanet.not_started"  # on a sweep run: the jobs a budget kept from starting
+# Settings the run's model, optimizer and data do not read, comma-separated (eanet.sweeps.identity):
+# the report leaves them out of a run's configuration.
+TAG_IGNORED = "eanet.ignored_settings"
+TAG_LEGACY_FINGERPRINT = "eanet.fingerprint.legacy"  # a run found again under its earlier identity
+RUN_TYPE_LEDGER = "ledger"  # the run holding an experiment's claims (eanet.tracking.ledger)
+TAG_LEDGER = "eanet.ledger"  # on an experiment: its ledger run's id
+# On a sweep run: its record (eanet.sweeps.record): one tag per job, and the current launch.
+TAG_JOB_PREFIX = "eanet.job."
+TAG_LAUNCH = "eanet.launch"

@@ -1,12 +1,17 @@
 """Per-epoch checkpoints of the training state, so an interrupted run continues where it stopped.
 
-After every completed epoch `TrainingCheckpoint` writes one file, `<checkpoint_dir>/<fingerprint>/
+After every completed epoch `TrainingCheckpoint` writes one file, `<checkpoint_dir>/<run id>/
 state.npz`, holding everything `fit` needs to go on as if never stopped:
 
 - the model's variables, including the Keras seed-generator states of augmentation and dropout;
 - the optimizer's variables (iteration count, moments);
 - Python's and NumPy's global random states;
 - the epoch index, the MLflow run it belongs to, and the per-epoch metrics so far.
+
+Keyed by the MLflow run, a checkpoint belongs to one run of one experiment: whichever job resumes
+that run (a relaunch, another sweep taking over a dead claim: eanet.sweeps.jobs) finds it, and no
+other run can remove it. A checkpoint written under the computation's fingerprint (the layout
+before runs keyed it) is found there once and moved under its run.
 
 The file is written beside its final name and renamed over it, so a kill or a full disk during the
 write leaves the previous checkpoint intact. It holds arrays and a JSON string only and is read with
@@ -51,11 +56,16 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     epoch whose metrics the interruption kept from being logged (never one twice).
     """
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, checkpoint_dir: str | Path, legacy_folder: Optional[str | Path] = None):
         super().__init__()
-        self.folder = Path(folder)
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.legacy_folder = Path(legacy_folder) if legacy_folder is not None else None
         self.run_id: Optional[str] = None
         self.epoch_metrics: list[dict[str, float]] = []  # one per epoch, what the MLflow run logs
+
+    @property
+    def folder(self) -> Path:
+        return self.checkpoint_dir / str(self.run_id)
 
     @property
     def path(self) -> Path:
@@ -68,13 +78,29 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 if k not in ("learning_rate", "epoch_time_s")]
         return {k: [m[k] for m in self.epoch_metrics if k in m] for k in keys}
 
+    def _adopt_legacy(self) -> None:
+        """Move a checkpoint of this run from its fingerprint's folder to the run's own."""
+        legacy = self.legacy_folder / STATE_FILE if self.legacy_folder else None
+        if self.path.is_file() or legacy is None or not legacy.is_file():
+            return
+        try:
+            with np.load(legacy, allow_pickle=False) as archive:
+                owner = json.loads(str(archive["meta"]))["run_id"]
+        except (OSError, ValueError, KeyError):
+            return
+        if owner == self.run_id:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            os.replace(legacy, self.path)
+            log.info("checkpoint of run %s moved from %s to %s", self.run_id, legacy, self.path)
+
     def restore(self, model: keras.Model, run_id: str) -> int:
         """Load the state saved for `run_id` into the compiled `model`; return the next epoch.
 
-        A checkpoint saved for another run (a forced re-run, a deleted run) is ignored and will be
-        overwritten: only the run that wrote it may continue from it.
+        A checkpoint saved for another run is ignored and will be overwritten: only the run that
+        wrote it may continue from it.
         """
         self.run_id = run_id
+        self._adopt_legacy()
         if not self.path.is_file():
             return 0
         with np.load(self.path, allow_pickle=False) as archive:

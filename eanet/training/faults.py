@@ -2,6 +2,8 @@
 
 - `StopOnNonFiniteLoss`: a NaN or infinite loss raises at once (Keras' TerminateOnNaN only stops
   quietly, and the run would look FINISHED); `TrackedRun` records it as FAILED with the reason.
+- `StopWhenClaimLost`: another process took this job's claim over (its lease had run out:
+  eanet.tracking.ledger), so this one stops instead of training the same run twice.
 
 SIGTERM ending a run KILLED is eanet.training.signals; the store's own guards (an unwritable
 store, the lock of a fresh SQLite store) are in eanet.tracking.store.
@@ -37,3 +39,20 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"loss became {float(loss)} at epoch {self.epoch}, batch {batch}: training "
                 "diverged (a smaller optimizer.learning_rate usually helps)")
 
+
+
+class ClaimLostError(RuntimeError):
+    """Another process took over this job's claim on its computation."""
+
+
+class StopWhenClaimLost(keras.callbacks.Callback):
+    """Raise `ClaimLostError` at the first batch after the lease's thread saw its claim taken."""
+
+    def __init__(self, lease):
+        super().__init__()
+        self.lease = lease
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.lease.lost:
+            raise ClaimLostError("another process took this run's claim over (its lease ran "
+                                 "out): stopped so that the run is not trained twice")

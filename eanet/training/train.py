@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 import keras
@@ -18,13 +19,14 @@ from omegaconf import DictConfig
 from eanet.config import Config
 from eanet.data import channel_statistics, make_dataset, prepare_data
 from eanet.models.model import build_augmentation, build_model, count_parameters
-from eanet.sweeps.plan import plan_run
+from eanet.sweeps.jobs import claim_job
+from eanet.sweeps.record import JobStatus
 from eanet.sweeps.trial import trial_callbacks
 from eanet.tracking import lineage
 from eanet.tracking.run import TrackedRun
 from eanet.training.checkpoint import TrainingCheckpoint
 from eanet.training.distribute import distribution_strategy, global_batch_size
-from eanet.training.faults import StopOnNonFiniteLoss
+from eanet.training.faults import StopOnNonFiniteLoss, StopWhenClaimLost
 from eanet.training.optimization import compile_model
 from eanet.training.precision import effective_matmul_precision, set_matmul_precision
 
@@ -68,13 +70,22 @@ def extra_callbacks() -> list[keras.callbacks.Callback]:
     return []
 
 
-def train(cfg: Config, raw_cfg: DictConfig) -> float:
-    """Train one configuration and record it as one MLflow run; return the best val top-1."""
-    t = cfg.trainer
-    # Skip a configuration that FINISHED; resume an interrupted one.
-    plan = plan_run(cfg, raw_cfg)
+def train(cfg: Config, raw_cfg: DictConfig) -> Optional[float]:
+    """Train one configuration and record it as one MLflow run; return the best val top-1
+    (None: the sweep's budget kept it from starting)."""
+    job_start = time.perf_counter()
+    # Skip a computation that FINISHED, wait for one that trains elsewhere, else claim it.
+    plan = claim_job(cfg, raw_cfg)
     if plan.skip:
         return plan.result
+    try:
+        return _train_claimed(cfg, raw_cfg, plan, job_start)
+    finally:
+        plan.lease.release()
+
+
+def _train_claimed(cfg: Config, raw_cfg: DictConfig, plan, job_start: float) -> float:
+    t = cfg.trainer
     keras.backend.clear_session()  # sweep jobs share a process: free the previous job's graphs
     keras.utils.set_random_seed(cfg.seed)
     strategy = distribution_strategy(t.distribution)  # one device unless trainer.distribution says
@@ -98,8 +109,11 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
     counts = count_parameters(model)
     log.info("model %s: %s", cfg.model.name, counts)
 
-    checkpoint = TrainingCheckpoint(plan.checkpoint_dir)
+    checkpoint = TrainingCheckpoint(cfg.tracking.checkpoint_dir,
+                                    Path(cfg.tracking.checkpoint_dir) / plan.legacy_fingerprint)
     with TrackedRun(cfg, raw_cfg, run_id=plan.run_id, tags=plan.tags) as run:
+        plan.lease.attach(run.run_id)  # the claim names its run
+        plan.record_job(run_id=run.run_id)
         initial_epoch = checkpoint.restore(model, run.run_id)
         run.sync_epoch_metrics(checkpoint.epoch_metrics)
         lineage.log_matmul_precision(effective_matmul_precision())
@@ -111,7 +125,8 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
         start = time.perf_counter()
         # The checkpoint precedes the MLflow logger: an epoch is logged once it can be resumed;
         # a tuning trial's reporter (which may prune) comes after both.
-        callbacks = [StopOnNonFiniteLoss(), checkpoint, run.epoch_logger(checkpoint),
+        callbacks = [StopOnNonFiniteLoss(), StopWhenClaimLost(plan.lease), checkpoint,
+                     run.epoch_logger(checkpoint),
                      *trial_callbacks(run), *extra_callbacks()]
         history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs,
                             initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
@@ -136,5 +151,8 @@ def train(cfg: Config, raw_cfg: DictConfig) -> float:
             lineage.log_model_with_signature(model, splits.x_test[:4])
         log.info("%s: test top-1 %.4f, top-5 %.4f (%d epochs, %.1f s)", run.run_id,
                  test["top1"], test["top5"], epochs_run, train_time)
+        # the job's time outside fit, for the next plan's estimates (eanet.sweeps.estimate)
+        run.log_results({"job_overhead_s": time.perf_counter() - job_start - train_time})
+    plan.record_job(status=JobStatus.TRAINED)
     checkpoint.finish(keep=cfg.tracking.keep_checkpoints)
     return float(results.get("best_val_top1", test["top1"]))

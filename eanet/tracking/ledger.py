@@ -169,16 +169,22 @@ class Lease:
         self.run_id = run_id
         self.renew()
 
+    def beat(self) -> bool:
+        """Renew the lease, unless a newer generation exists: then the claim is lost (another
+        process took it over after the lease ran out) and this returns False."""
+        params, _ = self.ledger._read()
+        if _claim_key(self.fp, self.generation + 1) in params:
+            self.lost = True
+            log.error("claim on %s taken over by another process: stopping", self.fp)
+            return False
+        self.renew()
+        return True
+
     def _keep(self) -> None:
-        interval = self.ledger.lease_s / 3
-        while not self._stop.wait(interval):
+        while not self._stop.wait(self.ledger.lease_s / 3):
             try:
-                params, _ = self.ledger._read()
-                if _claim_key(self.fp, self.generation + 1) in params:
-                    self.lost = True
-                    log.error("claim on %s taken over by another process: stopping", self.fp)
+                if not self.beat():
                     return
-                self.renew()
             except Exception as error:  # noqa: BLE001 - a store hiccup: retry at the next beat
                 log.warning("lease of %s not renewed: %s: %s", self.fp, type(error).__name__, error)
 

@@ -229,7 +229,13 @@ def experiment_id(tracking_uri: Optional[str], experiment_name: str) -> str:
             experiment = client.get_experiment_by_name(experiment_name)
             if experiment is not None:
                 return experiment.experiment_id
-            return client.create_experiment(experiment_name)
+            try:
+                return client.create_experiment(experiment_name)
+            except mlflow.exceptions.MlflowException as error:
+                # a tracking server has no shared lock: another process created it just now
+                if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                return client.get_experiment_by_name(experiment_name).experiment_id
     except mlflow.exceptions.MlflowException as error:
         raise StoreError(f"Cannot use the MLflow store {uri} "
                          f"(tracking.tracking_uri={tracking_uri}): {error.message}") from None

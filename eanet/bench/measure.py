@@ -37,6 +37,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_rss() -> bool:
+    """Restart VmHWM from the current resident memory (Linux's clear_refs), so that the next
+    `peak_rss_mb` is the peak since now, not the process' (sweep jobs share a process); False
+    where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def reset_peak_memory() -> None:
+    """Start the peaks `peak_memory` reads afresh: resident memory, and TensorFlow's GPUs."""
+    reset_peak_rss()
+    reset_gpu_peak()
+
+
+def peak_memory() -> dict[str, float]:
+    """peak_rss_mb, and peak_gpu_mb where there is a GPU: what a training run logs."""
+    peaks = {"peak_rss_mb": peak_rss_mb()}
+    gpu = peak_gpu_mb()
+    if gpu is not None:
+        peaks["peak_gpu_mb"] = gpu
+    return peaks
+
+
 def current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -19,13 +19,14 @@ def main(cfg: DictConfig) -> None:
         report = sweep_report(typed)
     except ReportError as error:
         sys.exit(f"eanet.report: {error}")
-    scope = f"sweep {report.sweep}" if report.sweep else f"experiment {typed.experiment_name}"
-    print(f"{len(report.runs)} training runs of {scope}; swept settings: "
-          f"{', '.join(report.axes) or 'none (model only)'}")
+    print(f"{len(report.runs)} training runs read: {'; '.join(report.sources).replace('`', '')}")
+    print(f"swept settings: {', '.join(report.axes) or 'none (model only)'}")
     print(display_table(report.table).to_string(index=False))
     if not report.comparison.empty:
         print()
         print(display_table(report.comparison).to_string(index=False))
+    if report.verdicts:
+        print("\nverdict:\n" + "\n".join(f"  {line}" for line in report.verdicts))
     print(f"\nreport written to {report.out}/"
           + (f", logged to MLflow run {report.run_id}" if report.run_id else ""))
 

@@ -4,19 +4,23 @@
     python -m eanet.report sweep=multirun/2026-11-25/14-03-00 out=reports/patch
     python -m eanet.report sweep=null experiment_name=eanet-grid      every training run of it
     python -m eanet.report "filter='params.model.patch_size = \\"4\\"'"    a filter on top
+    python -m eanet.report "sweeps=[multirun/a,multirun/b]"          several sweeps at once
+    python -m eanet.report sweep=null "experiment_names=[eanet,eanet-grid]"   several experiments
 
 Reads the training runs (tag eanet.run_type=train) through `eanet.tracking.search`, builds the
 tables of `eanet.report.tables`, writes report.csv (one row per configuration), comparison.csv (every
-model against the `baseline` model, ViT by default), runs.csv (the runs used), report.md and PNG plots into `out`, prints the main table, and
-logs the same files as artifacts of a report run (tag eanet.run_type=report) in the same
-experiment. The Hydra callback `eanet.sweeps.ending.SweepReport` calls `sweep_report` at the end of
+model against the `baseline` model, ViT by default, each Δ with its 95% interval), differences.csv
+(every metric's Δ, interval, method and verdict: eanet.report.stats), runs.csv (the runs used),
+report.md, report.html (the same page, self-contained) and PNG plots into `out`, prints the main
+table, the verdicts and which sweeps it read, and logs the same files as artifacts of a report run
+(tag eanet.run_type=report) in the same experiment. The Hydra callback `eanet.sweeps.ending.SweepReport` calls `sweep_report` at the end of
 every `python -m eanet.run -m …` sweep.
 """
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -24,8 +28,9 @@ import pandas as pd
 from hydra.core.config_store import ConfigStore
 
 from eanet.report import tables as results
-from eanet.report.files import write_files
+from eanet.report.files import verdict_lines, write_files
 from eanet.tracking import StoreError
+from eanet.tracking.tags import TAG_SWEEP
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,10 @@ class ReportConfig:
     # MLflow experiment (tracking.experiment_name of the runs). Not `experiment`: on the command
     # line that is the conf/experiment/ config group.
     experiment_name: str = "eanet"
+    # Several at once, read together into one report (each list, when given, replaces its single
+    # form above): sweep ids ("latest" allowed), and experiments; `filter` applies to every one.
+    sweeps: list[str] = field(default_factory=list)
+    experiment_names: list[str] = field(default_factory=list)
     filter: Optional[str] = None  # extra MLflow filter string, ANDed to the selection
     # Output folder. null: <sweep dir>/report when that folder exists here, else reports/<name>.
     out: Optional[str] = None
@@ -63,6 +72,9 @@ class Report:
     out: Path
     files: list[Path]
     run_id: Optional[str]
+    differences: pd.DataFrame = field(default_factory=pd.DataFrame)  # every metric, every pair
+    sources: list[str] = field(default_factory=list)  # what was read: sweeps and their run counts
+    verdicts: list[str] = field(default_factory=list)  # the verdict lines on `metric`
 
 
 def register_configs() -> None:
@@ -92,6 +104,49 @@ def select_runs(cfg: ReportConfig, experiment_id: str) -> tuple[Optional[str], p
     return sweep, frame
 
 
+def select_all(cfg: ReportConfig) -> tuple[list[str], Optional[str], pd.DataFrame]:
+    """The training runs of every experiment and sweep the config names (`select_runs` for each
+    pair, the frames stacked): the experiments' ids, the one sweep read (None when several or
+    none), the runs. A sweep found in none of the experiments is an error naming it."""
+    from eanet.tracking.store import existing_experiment_id
+
+    experiments = cfg.experiment_names or [cfg.experiment_name]
+    sweeps = cfg.sweeps or [cfg.sweep]
+    ids, frames, found, reads = [], [], {}, []
+    for name in experiments:
+        ids.append(existing_experiment_id(cfg.tracking_uri, name, setting="experiment_name"))
+        for sweep in sweeps:
+            one = replace(cfg, experiment_name=name, sweep=sweep)
+            try:
+                read, frame = select_runs(one, ids[-1])
+            except ReportError as error:
+                found.setdefault(sweep, error)
+                continue
+            found[sweep] = read
+            reads.append(read)
+            frames.append(frame)
+    missing = [error for error in found.values() if isinstance(error, ReportError)]
+    if missing:
+        raise missing[0] if len(experiments) == 1 else ReportError(
+            f"{missing[0]} (in none of the experiments {', '.join(experiments)})")
+    frame = pd.concat(frames, ignore_index=True).drop_duplicates("run_id")
+    return ids, (reads[0] if len(set(reads)) == 1 else None), frame
+
+
+def sources(frame: pd.DataFrame, experiments: list[str]) -> list[str]:
+    """What a report read, for its reader: each sweep (eanet.sweep_id) with its runs, runs of no
+    sweep, and the experiments when several."""
+    column = f"tags.{TAG_SWEEP}"
+    sweeps = (frame[column].fillna("(no sweep)") if column in frame
+              else pd.Series("(no sweep)", index=frame.index))
+    counts = sweeps.value_counts(sort=False).sort_index()
+    lines = [f"sweep `{sweep}` ({count} runs)" if sweep != "(no sweep)" else
+             f"{count} runs of no sweep" for sweep, count in counts.items()]
+    if len(experiments) > 1:
+        lines.append(f"experiments {', '.join(experiments)}")
+    return lines
+
+
 def _ordered_params(runs: pd.DataFrame) -> list[str]:
     """Param names, model settings first (the reader's first question), then the rest."""
     names = [c[len("params."):] for c in runs.columns if c.startswith("params.")]
@@ -107,12 +162,8 @@ def default_out(sweep: Optional[str], experiment: str) -> Path:
 
 def sweep_report(cfg: ReportConfig) -> Report:
     """Select the runs, build the tables, write the files, log them to MLflow; return it all."""
-    from eanet.tracking.store import existing_experiment_id
-
     try:
-        experiment_id = existing_experiment_id(cfg.tracking_uri, cfg.experiment_name,
-                                               setting="experiment_name")
-        sweep, frame = select_runs(cfg, experiment_id)
+        experiment_ids, sweep, frame = select_all(cfg)
     except StoreError as error:  # no store, an unknown experiment, a filter MLflow rejects
         raise ReportError(str(error)) from None
     metric_column = f"metrics.{cfg.metric}"
@@ -129,17 +180,24 @@ def sweep_report(cfg: ReportConfig) -> Report:
     axes = results.swept_settings(runs, params)
     table = results.configuration_table(runs, axes)
     comparison = results.model_comparison(runs, table, axes, cfg.baseline)
+    differences = results.metric_differences(runs, comparison, axes)
+    comparison = results.with_intervals(comparison, differences)
     models = sorted(table["model"].astype(str).unique())
     if len(models) > 1 and cfg.baseline not in models:
         log.warning("No comparison.csv: baseline=%r is not among the models of these runs. "
                     "Valid values: %s", cfg.baseline, ", ".join(models))
 
-    out = Path(cfg.out) if cfg.out else default_out(sweep, cfg.experiment_name)
-    title = f"sweep {sweep}" if sweep else f"experiment {cfg.experiment_name}"
+    experiments = cfg.experiment_names or [cfg.experiment_name]
+    read = sources(frame, experiments)
+    out = Path(cfg.out) if cfg.out else default_out(sweep, "+".join(experiments))
+    title = (f"sweep {sweep}" if sweep else f"{len(read)} sweeps" if len(cfg.sweeps) > 1
+             else f"experiment {', '.join(experiments)}")
     files = write_files(out, runs, table, comparison, axes, cfg.metric, title,
-                        selection=cfg.filter)
-    run_id = log_report(experiment_id, sweep, files, table) if cfg.log_to_mlflow else None
-    return Report(sweep, axes, runs, table, comparison, out, files, run_id)
+                        selection=cfg.filter, differences=differences, sources=read)
+    run_id = (log_report(experiment_ids[0], sweep, files, table) if cfg.log_to_mlflow
+              else None)
+    return Report(sweep, axes, runs, table, comparison, out, files, run_id, differences, read,
+                  verdict_lines(differences, cfg.metric))
 
 
 def log_report(experiment_id: str, sweep: Optional[str], files: list[Path],

@@ -43,3 +43,6 @@ TAG_LEDGER = "eanet.ledger"  # on an experiment: its ledger run's id
 # On a sweep run: its record (eanet.sweeps.record): one tag per job, and the current launch.
 TAG_JOB_PREFIX = "eanet.job."
 TAG_LAUNCH = "eanet.launch"
+# What a run's flops_per_image leaves out, where its model has layers it could not count
+# (eanet.models.flops)
+TAG_FLOPS_UNCOUNTED = "eanet.flops_uncounted"

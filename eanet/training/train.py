@@ -16,8 +16,10 @@ from typing import Optional, Sequence
 import keras
 from omegaconf import DictConfig
 
+from eanet.bench.measure import peak_memory, reset_peak_memory
 from eanet.config import Config
 from eanet.data import channel_statistics, make_dataset, prepare_data
+from eanet.models.flops import forward_flops, format_flops
 from eanet.models.model import build_augmentation, build_model, count_parameters
 from eanet.sweeps.jobs import claim_job
 from eanet.sweeps.record import JobStatus
@@ -107,7 +109,8 @@ def _train_claimed(cfg: Config, raw_cfg: DictConfig, plan, job_start: float) -> 
     # Model: normalisation statistics of the training split, the seed's augmentation, then EANet/ViT.
     model = build_compiled_model(cfg, prepared.mean, prepared.variance, num_classes, strategy)
     counts = count_parameters(model)
-    log.info("model %s: %s", cfg.model.name, counts)
+    flops = forward_flops(model)  # per image, forward (eanet.models.flops)
+    log.info("model %s: %s; %s per image", cfg.model.name, counts, format_flops(flops.total))
 
     checkpoint = TrainingCheckpoint(cfg.tracking.checkpoint_dir,
                                     Path(cfg.tracking.checkpoint_dir) / plan.legacy_fingerprint)
@@ -119,9 +122,12 @@ def _train_claimed(cfg: Config, raw_cfg: DictConfig, plan, job_start: float) -> 
         lineage.log_matmul_precision(effective_matmul_precision())
         if plan.run_id is None:  # a resumed run has them already
             run.log_parameter_counts(counts)
+            run.log_results(flops.metrics())
+            run.set_tags(flops.tags())  # what the count left out, if anything
             lineage.log_datasets(cfg.data.name, data.source, splits)
             lineage.log_replicas(strategy.num_replicas_in_sync, batch_size)
         verbose = 0 if cfg.quiet else t.verbose if t.verbose == "auto" else int(t.verbose)
+        reset_peak_memory()  # this run's peak, not an earlier job's in the same process
         start = time.perf_counter()
         # The checkpoint precedes the MLflow logger: an epoch is logged once it can be resumed;
         # a tuning trial's reporter (which may prune) comes after both.
@@ -139,7 +145,8 @@ def _train_claimed(cfg: Config, raw_cfg: DictConfig, plan, job_start: float) -> 
                             else len(splits.y_train))
         epochs_run = len(history.history.get("loss", []))
         val_top1 = checkpoint.history.get("val_top1", [])  # every epoch, resumed or not
-        results = {"test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"],
+        results = {**peak_memory(),
+                   "test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"],
                    "train_time_s": train_time,
                    # training images per second of fit, validation passes included
                    "throughput_img_per_s": images_per_epoch * epochs_run / train_time}

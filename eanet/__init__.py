@@ -8,8 +8,9 @@ VNNI/BF16 or AMX; on AVX2-only CPUs its default kernels run our training step sl
 any `import tensorflow` / `import keras` — hence here, and hence no effect in a process that
 imported TensorFlow before eanet.
 
-Importing the package also registers eanet's Keras classes once Keras is imported
-(eanet.saving), so a saved model loads after `import eanet`, without Keras loading now.
+Importing the package loads neither Keras nor TensorFlow: a run's config is checked first
+(eanet.run). A saved model loads after `import eanet.saving`, which imports the modules that
+define eanet's Keras classes.
 """
 import os
 
@@ -21,7 +22,3 @@ from eanet.backend import choose_backend  # noqa: E402
 
 choose_backend()
 
-# eanet's layers and optimizers, registered with Keras when Keras loads (not now: eanet.saving).
-from eanet.saving import register_keras_objects  # noqa: E402
-
-register_keras_objects()

@@ -1,89 +1,88 @@
-"""eanet's Keras classes made known to Keras wherever eanet is imported, so that a saved model
-loads: `import eanet` then `keras.saving.load_model("model.keras", safe_mode=True)`.
+"""eanet's Keras classes, registered with Keras by importing the modules that define them.
 
 Keras finds a saved model's custom classes (layers, the optimizer) only by the names
 `@keras.saving.register_keras_serializable` gave them ("eanet>PatchExtract", "eanet>FusedAdamW"),
-and a class is registered only once its module has run. Importing those modules means importing
-Keras and its backend, which `import eanet` must not do: config validation happens before Keras
-loads (eanet.run). So `register_keras_objects` imports them as soon as Keras is imported: at once
-if it already is, else right after the `import keras` that comes later, whoever makes it (the
-user, MLflow's Keras flavor, eanet's own modules). When that `import keras` is made by an eanet
-module half-way through its own import (layers.py's first lines), that module finishes first:
-its classes cannot be imported half-defined.
+and a class has its name once its module has run. So a saved model loads after this import:
+
+    import eanet.saving
+    model = keras.saving.load_model("model.keras", safe_mode=True)
+
+It imports Keras; `import eanet` alone does not (a run's config is checked before TensorFlow
+loads: eanet.run). `mlflow.pyfunc.load_model` needs neither: the logged model's loader imports
+this module (eanet.tracking.keras_model).
+
+A model whose attention is a plug-in (docs/extending.md) holds a class of the user's module too:
+`plugin_modules` names such modules, `copy_plugin_sources` puts their code beside eanet's in a
+logged model, and `import_modules` registers their classes the same way, by importing them.
 """
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import sys
-import threading
+import importlib.util
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
 
-# The modules that define eanet's serializable Keras objects (layers, optimizers).
+import eanet.models.kernels  # noqa: F401 - FastDropout, FastLayerNormalization
+import eanet.models.layers  # noqa: F401 - PatchExtract, PatchEmbedding, attentions, blocks, head
+import eanet.training.optimization  # noqa: F401 - FusedAdamW, FusedAdam
+
+# The modules that define eanet's serializable Keras objects, all imported above.
 KERAS_OBJECT_MODULES = ("eanet.models.kernels", "eanet.models.layers",
                         "eanet.training.optimization")
 
 
-def register_keras_objects() -> None:
-    """Register eanet's Keras classes now if Keras is imported, else once it is."""
-    if "keras" in sys.modules:
-        for module in KERAS_OBJECT_MODULES:
-            importlib.import_module(module)
-    elif not any(isinstance(finder, _RegisterWhenKerasLoads) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterWhenKerasLoads())
+def _modules_in(config: Any) -> set[str]:
+    """Every `module` of a registered (custom) class in a serialized Keras object."""
+    found = set()
+    if isinstance(config, dict):
+        if config.get("registered_name") and isinstance(config.get("module"), str):
+            found.add(config["module"])
+        for value in config.values():
+            found |= _modules_in(value)
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            found |= _modules_in(value)
+    return found
 
 
-class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: hands on the specs of `keras` and of eanet's modules, as the other
-    finders find them, with loaders that report back once the module has run. When Keras is
-    loaded and this thread is inside no eanet module's import, it registers eanet's classes and
-    leaves `sys.meta_path`."""
+def plugin_modules(model) -> list[str]:
+    """The modules other than Keras' and eanet's that define a class of `model`'s (a plug-in
+    attention layer's): what must be imported before the saved model loads."""
+    import keras
 
-    def __init__(self):
-        self.importing = threading.local()  # .depth: eanet modules this thread is running
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras" and not fullname.startswith("eanet."):
-            return None
-        for finder in sys.meta_path:
-            find = getattr(finder, "find_spec", None)
-            spec = find(fullname, path, target) if finder is not self and find else None
-            if spec is not None:
-                if spec.loader is not None:
-                    spec.loader = _ReportingLoader(spec.loader, self)
-                return spec
-        return None
-
-    def running(self, step: int) -> None:
-        self.importing.depth = getattr(self.importing, "depth", 0) + step
-
-    def ran(self) -> None:
-        if "keras" in sys.modules and getattr(self.importing, "depth", 0) == 0:
-            try:
-                sys.meta_path.remove(self)
-            except ValueError:  # gone already: another thread registers
-                return
-            register_keras_objects()
+    modules = _modules_in(keras.saving.serialize_keras_object(model))
+    return sorted(m for m in modules if m.split(".")[0] not in ("keras", "eanet"))
 
 
-class _ReportingLoader(importlib.abc.Loader):
-    """A module's own loader; the finder is told when an eanet module starts and ends."""
+def _installed(top_level: str) -> bool:
+    """Whether `top_level` comes from an installed distribution (pip), not a folder of code."""
+    return top_level in metadata.packages_distributions()
 
-    def __init__(self, loader: importlib.abc.Loader, finder: _RegisterWhenKerasLoads):
-        self.loader = loader
-        self.finder = finder
 
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
+def copy_plugin_sources(modules: Iterable[str], destination: Path) -> list[str]:
+    """Copy the code of each module's top-level package (or single-file module) into
+    `destination`, unless it is installed (then it must be installed where the model loads);
+    returns the top-level names copied."""
+    copied = []
+    for top in sorted({m.split(".")[0] for m in modules}):
+        spec = importlib.util.find_spec(top)
+        if spec is None or _installed(top):
+            continue
+        if spec.submodule_search_locations:  # a package: its folder
+            shutil.copytree(next(iter(spec.submodule_search_locations)), destination / top,
+                            ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        elif spec.origin and spec.origin.endswith(".py"):
+            destination.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(spec.origin, destination / f"{top}.py")
+        else:
+            continue
+        copied.append(top)
+    return copied
 
-    def exec_module(self, module) -> None:
-        step = 0 if module.__name__ == "keras" else 1
-        self.finder.running(step)
-        try:
-            self.loader.exec_module(module)
-        finally:
-            self.finder.running(-step)
-            module.__loader__ = module.__spec__.loader = self.loader  # its own from now on
-        self.finder.ran()
 
-    def __getattr__(self, name):  # the rest of the loader protocol (resources, code, …)
-        return getattr(self.loader, name)
+def import_modules(modules: Iterable[str]) -> None:
+    """Import each module, which registers the Keras classes it defines."""
+    for module in modules:
+        importlib.import_module(module)

@@ -3,9 +3,10 @@ computed (to 1e-5), each case in a fresh Python that has imported nothing of ean
 
 - the MLflow model (`eanet.model_uri`) with `mlflow.pyfunc.load_model`, from the copy of eanet's
   code it carries (eanet.tracking.keras_model);
-- the same with `mlflow.keras.load_model`, after `import eanet`;
-- its `.keras` file with `keras.saving.load_model(path, safe_mode=True)` after `import eanet`,
-  optimizer included; and `import eanet` alone has registered every Keras class eanet defines;
+- the same with `mlflow.keras.load_model`, after `import eanet.saving`;
+- its `.keras` file with `keras.saving.load_model(path, safe_mode=True)` after
+  `import eanet.saving`, optimizer included; and that import alone has registered every Keras
+  class eanet defines (by importing the modules that define them), no hydra-core needed;
 - across backends, under `make test-jax` (JAX without TensorFlow): a model trained on JAX loads
   on TensorFlow (the Python of `.venv`, or EANET_TF_PYTHON), one trained on TensorFlow on JAX.
 
@@ -64,24 +65,25 @@ import mlflow
 assert not [m for m in sys.modules if m.split(".")[0] == "eanet"]
 model = mlflow.pyfunc.load_model(sys.argv[1])
 np.save(sys.argv[3], np.asarray(model.predict(np.load(sys.argv[2]))))
+assert not [m for m in sys.modules if m.split(".")[0] in ("hydra", "omegaconf")]
 print(sys.modules["eanet"].__file__)
 """
 
 LOAD_MLFLOW_KERAS = """
 import sys
 import numpy as np
-import eanet
+import eanet.saving
 import mlflow
 model = mlflow.keras.load_model(sys.argv[1])
 np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
 """
 
 # argv: model.keras, images.npy, output .npy. Prints JSON: the optimizer, and the Keras classes
-# defined in eanet.models and eanet.training that `import eanet` had not registered.
+# defined in eanet.models and eanet.training that `import eanet.saving` had not registered.
 LOAD_KERAS_FILE = """
 import importlib, inspect, json, pkgutil, sys
 import numpy as np
-import eanet
+import eanet.saving
 import keras
 registered = dict(keras.saving.get_custom_objects())
 model = keras.saving.load_model(sys.argv[1], safe_mode=True)
@@ -118,7 +120,10 @@ def _trained_run(folder: Path, python: Path, env: dict) -> dict:
     logged = client.get_logged_model(uri.removeprefix("models:/"))
     keras_file = mlflow.artifacts.download_artifacts(f"{logged.artifact_location}/data/model.keras",
                                                      dst_path=str(folder))
+    requirements = mlflow.artifacts.download_artifacts(
+        f"{logged.artifact_location}/requirements.txt", dst_path=str(folder))
     return {"folder": folder, "uri": uri, "keras_file": keras_file,
+            "requirements": Path(requirements).read_text(),
             "expected": np.load(folder / "expected.npy")}
 
 
@@ -163,11 +168,13 @@ def _check_keras_file(run: dict, python: Path = Path(sys.executable), env: dict 
 
 def test_the_mlflow_model_loads_with_pyfunc_from_its_own_code(run_here):
     _, printed = _load(LOAD_PYFUNC, run_here, run_here["uri"])
+    [line] = printed.strip().splitlines()  # predict printed no progress bar
     # eanet came from the model's code/ folder, not from an installed eanet or this checkout
-    assert Path(printed.strip().splitlines()[-1]).parents[1].name == "code"
+    assert Path(line).parents[1].name == "code"
+    assert "keras==" in run_here["requirements"] and "hydra" not in run_here["requirements"]
 
 
-def test_the_mlflow_model_loads_with_mlflow_keras_after_import_eanet(run_here):
+def test_the_mlflow_model_loads_with_mlflow_keras_after_import_eanet_saving(run_here):
     _load(LOAD_MLFLOW_KERAS, run_here, run_here["uri"])
 
 

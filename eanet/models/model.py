@@ -2,7 +2,7 @@
 
 The attention type is the only difference between EANet and its ViT baseline; it comes from the
 `ATTENTION_TYPES` registry, or, for any other attention, from the model config's own
-`attention_layer` (`_target_` and arguments, conf/model/*.yaml). At the seed configuration
+`attention_layer` (`_target_` and arguments, conf/model/*.yaml; docs/extending.md). At the seed configuration
 (32×32 images, patch 2, D=64, 8 blocks, 4 heads, dc=4, 100 classes) EANet has 361,380 trainable
 parameters and ViT 623,268.
 """
@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import keras
 import numpy as np
-from hydra.utils import get_method, instantiate
 from keras import layers
 
 from eanet.config import check_choice
 from eanet.models import ATTENTION_TYPES
+from eanet.plugins import import_object, instantiate
 from eanet.models.layers import (ClassifierHead, ExternalAttention, PatchEmbedding, PatchExtract,
                           SelfAttention, TransformerBlock)
 
@@ -38,13 +38,13 @@ def self_attention(cfg: ModelConfig, name: str) -> layers.Layer:
 
 
 def attention_factory(cfg: ModelConfig) -> Callable[[str], layers.Layer]:
-    """What builds one block's attention layer from its name: `model.attention_layer` (Hydra's
-    `_target_` and its arguments) when the config gives one, else the built-in `model.attention`
-    of eanet.models.ATTENTION_TYPES."""
+    """What builds one block's attention layer from its name: `model.attention_layer` (its
+    `_target_` class called with the node's other keys as keyword arguments, and `name=`) when
+    the config gives one, else the built-in `model.attention` of eanet.models.ATTENTION_TYPES."""
     if cfg.attention_layer is not None:
-        return lambda name: instantiate(cfg.attention_layer, name=name)
+        return lambda name: instantiate(cfg.attention_layer, "model.attention_layer", name=name)
     check_choice("model.attention", cfg.attention, ATTENTION_TYPES)
-    build = get_method(ATTENTION_TYPES[cfg.attention])
+    build = import_object(ATTENTION_TYPES[cfg.attention], "model.attention")
     return lambda name: build(cfg, name)
 
 
@@ -92,11 +92,30 @@ def build_model(cfg: ModelConfig, image_size: int, num_classes: int,
     x = PatchExtract(cfg.patch_size, name="patches")(x)  # (B, N, P*P*3)
     x = PatchEmbedding(num_patches, cfg.embedding_dim, name="patch_embedding")(x)  # (B, N, D)
     for i in range(cfg.num_blocks):
-        x = TransformerBlock(make_attention(f"attention_{i}"), cfg.embedding_dim,
+        attention = make_attention(f"attention_{i}")
+        if i == 0 and cfg.attention_layer is not None:
+            check_attention_shape(attention, num_patches, cfg.embedding_dim)
+        x = TransformerBlock(attention, cfg.embedding_dim,
                              cfg.mlp_dim, cfg.mlp_dropout, cfg.implementation,
                              name=f"block_{i}")(x)
     probabilities = ClassifierHead(num_classes, name="head")(x)  # (B, num_classes)
     return keras.Model(images, probabilities, name=f"{cfg.name}_classifier")
+
+
+def check_attention_shape(attention: layers.Layer, num_patches: int, embedding_dim: int) -> None:
+    """A plug-in attention must map (batch, patches, embedding_dim) to the same shape."""
+    from eanet.plugins import PluginError
+
+    if not isinstance(attention, layers.Layer):
+        raise PluginError(f"Expected model.attention_layer._target_ to build a keras Layer. "
+                          f"Received: {type(attention).__name__}")
+    patches = keras.KerasTensor((None, num_patches, embedding_dim))
+    shape = tuple(attention(patches).shape)
+    if shape != (None, num_patches, embedding_dim):
+        raise PluginError(f"Expected the attention layer {type(attention).__name__} "
+                          f"(model.attention_layer) to map (batch, patches, embedding_dim) = "
+                          f"(None, {num_patches}, {embedding_dim}) to the same shape. "
+                          f"Received: {shape}")
 
 
 def _count(weights) -> int:

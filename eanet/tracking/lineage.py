@@ -122,11 +122,10 @@ def source_commit(where: Path = Path(__file__).parent) -> tuple[Optional[str], b
 
 
 def _requirements() -> list[str]:
-    """Pinned requirements of the logged model: Keras, its backend, and hydra-core, which the
-    model's copy of eanet's code imports to load (eanet.training.optimization). Given
-    explicitly: MLflow's own inference would load the model in a subprocess to find them."""
-    versions = installed_versions(("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib",
-                                   "hydra-core"))
+    """Pinned requirements of the logged model: Keras and its backend (the model's copy of
+    eanet's code needs nothing else to load: eanet.saving). Given explicitly: MLflow's own
+    inference would load the model in a subprocess to find them."""
+    versions = installed_versions(("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib"))
     return [f"{name}=={version}" for name, version in versions.items()]
 
 

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import contextlib
 
-from hydra.utils import get_method
-
 from eanet.config import check_choice
+from eanet.plugins import import_object
 from eanet.training import DISTRIBUTIONS
 
 
@@ -59,7 +58,7 @@ def mirrored_strategy():
 
 def distribution_strategy(name: str):
     check_choice("trainer.distribution", name, DISTRIBUTIONS)
-    return get_method(DISTRIBUTIONS[name])()
+    return import_object(DISTRIBUTIONS[name], "trainer.distribution")()
 
 
 def global_batch_size(per_replica: int, strategy) -> int:

@@ -7,9 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import keras
-from hydra.utils import get_method
 
-from eanet.config import check_choice
 from eanet.training import OPTIMIZERS
 
 if TYPE_CHECKING:
@@ -113,8 +111,12 @@ def sgd(c: OptimizerConfig) -> keras.optimizers.Optimizer:
 
 
 def build_optimizer(cfg: OptimizerConfig) -> keras.optimizers.Optimizer:
+    # Imported here: a saved model's optimizer class loads without the config's modules.
+    from eanet.config import check_choice
+    from eanet.plugins import import_object
+
     check_choice("optimizer.name", cfg.name, OPTIMIZERS)
-    return get_method(OPTIMIZERS[cfg.name])(cfg)
+    return import_object(OPTIMIZERS[cfg.name], "optimizer.name")(cfg)
 
 
 def compile_model(model: keras.Model, optimizer: OptimizerConfig,

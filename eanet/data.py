@@ -1,23 +1,19 @@
-"""Data sets and the input pipeline.
+"""Data sets and the input pipeline: a data set's four arrays → a seeded validation split, the
+training split's statistics → batches for `fit` and `evaluate`.
 
-CIFAR-100 comes from Keras' own download by default, or from a local copy (`data.path`): the
-official python-format tarball `cifar-100-python.tar.gz`, its extracted folder, or an `.npz` with
-x_train/y_train/x_test/y_test. The official format is a pickle; it is read with an unpickler that
-admits only what that format contains, so a hostile file cannot run code.
+A data set is a loader, `load(path) → (x_train, y_train, x_test, y_test)`: named by import path
+in `data.loader` (a user's own, or eanet.cifar's CIFAR-10, conf/data/cifar10.yaml), or, with
+`data.loader: null`, one of the built-ins in `DATASETS` by `data.name`. Whatever loads them,
+the arrays are checked here (shapes, labels against `data.num_classes`) before anything trains.
 """
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import pickle
-import tarfile
-import zipfile
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,13 +27,6 @@ class DataError(RuntimeError):
     """A data set that cannot be loaded; the message says why and what to do."""
 
 
-LOCAL_COPY_HINT = (
-    "Point eanet at a local copy with data.path=/path/to/copy (or the EANET_DATA environment "
-    "variable, or `make run DATA=/path/to/copy`): the official cifar-100-python.tar.gz, its "
-    "extracted cifar-100-python/ folder, or an .npz with x_train, y_train, x_test, y_test."
-)
-
-
 @dataclass
 class ImageDataset:
     """uint8 images (n, H, W, 3) and integer labels (n,) for the train and test splits."""
@@ -49,166 +38,7 @@ class ImageDataset:
     source: str  # where it came from, for the tracking record
 
 
-# --- CIFAR-100 ---------------------------------------------------------------------------------
-
-class _CifarUnpickler(pickle.Unpickler):
-    """Admits only the globals a CIFAR python-format batch needs: a numpy uint8 array in a dict."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
-    }
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(
-                f"refusing {module}.{name}: a CIFAR batch contains only numpy arrays and lists")
-        return super().find_class(module, name)
-
-
-def _read_cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        batch = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except Exception as error:  # truncated, hostile or not a pickle at all
-        raise DataError(f"{where} is not a valid CIFAR-100 python batch: {error}") from None
-    if not isinstance(batch, dict):
-        raise DataError(f"{where}: expected a dict, found {type(batch).__name__}")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-    if "data" not in batch or "fine_labels" not in batch:
-        raise DataError(f"{where}: expected keys 'data' and 'fine_labels', found {sorted(batch)}")
-    data = np.asarray(batch["data"])
-    labels = np.asarray(batch["fine_labels"])
-    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
-        raise DataError(f"{where}: expected 'data' as uint8 (n, 3072), found {data.dtype} {data.shape}")
-    if labels.shape != (data.shape[0],):
-        raise DataError(f"{where}: {data.shape[0]} images but {labels.shape[0]} labels")
-    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # channels-first rows → NHWC
-    return np.ascontiguousarray(images), labels.astype(np.int64)
-
-
-def _cifar_from_tarball(path: Path) -> tuple:
-    try:
-        with tarfile.open(path, "r:*") as archive:
-            def member(name: str) -> bytes:
-                try:
-                    return archive.extractfile(f"cifar-100-python/{name}").read()
-                except KeyError:
-                    raise DataError(f"{path} has no cifar-100-python/{name}: is it the CIFAR-100 "
-                                    "python version?") from None
-            return (_read_cifar_batch(member("train"), f"{path}:train"),
-                    _read_cifar_batch(member("test"), f"{path}:test"))
-    except (tarfile.TarError, EOFError, OSError) as error:
-        raise DataError(f"{path} is not a readable tar archive: {error}") from None
-
-
-def _cifar_from_folder(path: Path) -> tuple:
-    folder = path / "cifar-100-python" if (path / "cifar-100-python").is_dir() else path
-    splits = []
-    for name in ("train", "test"):
-        file = folder / name
-        if not file.is_file():
-            raise DataError(f"{folder} has no '{name}' file: expected the extracted "
-                            "cifar-100-python folder (files train, test, meta)")
-        splits.append(_read_cifar_batch(file.read_bytes(), str(file)))
-    return tuple(splits)
-
-
-NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
-NPY_READ_CHUNK = 16 << 20  # bytes per read: few rounds of Python, little memory besides the array
-
-
-def _read_npy(file, where: str) -> np.ndarray:
-    """One .npy array from an open file, read into place in 16 MB pieces.
-
-    np.load reads an array of an .npz in 256 KB pieces, a round of Python each; here a few rounds
-    read CIFAR-100, with little memory besides the array. Object arrays (which need pickle) are refused, as with
-    `allow_pickle=False`.
-    """
-    version = np.lib.format.read_magic(file)
-    if version not in ((1, 0), (2, 0)):  # (3, 0): unicode field names; numpy's own reader
-        return np.lib.format.read_array(file, allow_pickle=False)
-    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                   else np.lib.format.read_array_header_2_0)
-    shape, fortran_order, dtype = read_header(file)
-    if dtype.hasobject:
-        raise ValueError(f"{where} holds Python objects, which can only be loaded with pickle")
-    array = np.empty(shape, dtype, order="F" if fortran_order else "C")
-    buffer = memoryview(array.reshape(-1, order="A")).cast("B")
-    done = 0
-    while done < len(buffer):
-        read = file.readinto(buffer[done:done + NPY_READ_CHUNK])
-        if not read:
-            raise EOFError(f"{where} ends after {done} of its {len(buffer)} bytes of data")
-        done += read
-    return array
-
-
-def _cifar_from_npz(path: Path) -> tuple:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {name[:-len(".npy")]: name for name in archive.namelist()
-                       if name.endswith(".npy")}
-            missing = set(NPZ_ARRAYS) - set(members)
-            if missing:
-                raise DataError(f"{path} lacks {sorted(missing)}; expected "
-                                f"{', '.join(NPZ_ARRAYS)} (found {sorted(members)})")
-            arrays = {}
-            for key in NPZ_ARRAYS:
-                with archive.open(members[key]) as file:
-                    arrays[key] = _read_npy(file, f"{path}:{key}")
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as error:
-        raise DataError(f"{path} is not a readable .npz file: {error}") from None
-    splits = []
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"].reshape(-1)
-        if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
-            raise DataError(f"{path}: expected x_{split} as uint8 (n, H, W, 3), "
-                            f"found {x.dtype} {x.shape}")
-        if y.shape != (x.shape[0],):
-            raise DataError(f"{path}: {x.shape[0]} images in x_{split} but {y.shape[0]} labels")
-        splits.append((x, y.astype(np.int64)))
-    return tuple(splits)
-
-
-def _cifar_from_keras() -> tuple:
-    import keras
-
-    try:
-        return keras.datasets.cifar100.load_data(label_mode="fine")
-    except Exception as error:  # offline, proxy, truncated cache…
-        raise DataError(f"Could not download CIFAR-100 through Keras ({type(error).__name__}: "
-                        f"{error}). {LOCAL_COPY_HINT}") from None
-
-
-def load_cifar100(cfg: DataConfig, seed: int) -> ImageDataset:
-    if not cfg.path:  # None, or an empty EANET_DATA
-        (x_train, y_train), (x_test, y_test) = _cifar_from_keras()
-        source = "keras.datasets.cifar100"
-    else:
-        path = Path(os.path.expanduser(cfg.path)).resolve()
-        if not path.exists():
-            raise DataError(f"data.path={cfg.path} does not exist. {LOCAL_COPY_HINT}")
-        if path.is_dir():
-            loader = _cifar_from_folder
-        elif path.suffix == ".npz":
-            loader = _cifar_from_npz
-        else:
-            loader = _cifar_from_tarball
-        (x_train, y_train), (x_test, y_test) = loader(path)
-        source = str(path)
-    y_train, y_test = y_train.reshape(-1), y_test.reshape(-1)
-    for split, labels in (("train", y_train), ("test", y_test)):
-        if labels.size and (labels.min() < 0 or labels.max() >= cfg.num_classes):
-            raise DataError(f"{source}: {split} labels span {labels.min()}..{labels.max()}, "
-                            f"outside 0..{cfg.num_classes - 1} (data.num_classes={cfg.num_classes})")
-    return ImageDataset(x_train, y_train, x_test, y_test, cfg.num_classes, source)
-
-
-# --- synthetic ---------------------------------------------------------------------------------
-
-def load_synthetic(cfg: DataConfig, seed: int) -> ImageDataset:
+def load_synthetic(cfg: DataConfig, seed: int) -> tuple:
     """A small learnable data set for smoke runs: each class is a fixed random template plus noise."""
     rng = np.random.default_rng(seed)
     size = cfg.image_size
@@ -220,19 +50,71 @@ def load_synthetic(cfg: DataConfig, seed: int) -> ImageDataset:
         return np.clip(images, 0, 255).astype(np.uint8), labels
 
     (x_train, y_train), (x_test, y_test) = sample(cfg.synthetic_train_size), sample(cfg.synthetic_test_size)
-    return ImageDataset(x_train, y_train, x_test, y_test, cfg.num_classes, "synthetic")
+    return x_train, y_train, x_test, y_test
 
 
-# data.name → loader(cfg, seed) → ImageDataset
-DATASETS: dict[str, Callable[[DataConfig, int], ImageDataset]] = {
-    "cifar100": load_cifar100,
+def _cifar100(cfg: DataConfig, seed: int) -> tuple:
+    from eanet.cifar import load_cifar100
+
+    return load_cifar100(cfg.path)
+
+
+# data.name → loader(cfg, seed) of a built-in data set (data.loader: null)
+DATASETS: dict[str, Callable[[DataConfig, int], tuple]] = {
+    "cifar100": _cifar100,
     "synthetic": load_synthetic,
 }
 
 
+def _source(cfg: DataConfig) -> str:
+    """Where the data came from, for the run's record: the local copy, else what downloaded or
+    made it."""
+    if cfg.path:
+        return str(Path(os.path.expanduser(cfg.path)).resolve())
+    if cfg.loader is not None:
+        return cfg.loader
+    return {"cifar100": "keras.datasets.cifar100"}.get(cfg.name, cfg.name)
+
+
+def load_arrays(cfg: DataConfig, seed: int) -> ImageDataset:
+    """The data set `cfg` names, checked: `data.loader(data.path)` or the built-in `data.name`."""
+    if cfg.loader is None:
+        check_choice("data.name", cfg.name, DATASETS)
+        arrays, what = DATASETS[cfg.name](cfg, seed), f"data.name={cfg.name}"
+    else:
+        from eanet.plugins import import_object
+
+        load = import_object(cfg.loader, "data.loader")
+        arrays, what = load(cfg.path), f"data.loader={cfg.loader}"
+    return checked_dataset(arrays, cfg.num_classes, what, _source(cfg))
+
+
+def checked_dataset(arrays: Any, num_classes: int, what: str, source: str) -> ImageDataset:
+    """The loader's (x_train, y_train, x_test, y_test) as an ImageDataset, or DataError saying
+    what is wrong with them: images (n, H, W, 3), one integer label in 0..num_classes-1 each."""
+    if not isinstance(arrays, Sequence) or len(arrays) != 4:
+        raise DataError(f"{what} returned {type(arrays).__name__}; expected the four arrays "
+                        f"(x_train, y_train, x_test, y_test)")
+    x_train, y_train, x_test, y_test = (np.asarray(a) for a in arrays)
+    splits = []
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if x.ndim != 4 or x.shape[-1] != 3 or not np.issubdtype(x.dtype, np.number):
+            raise DataError(f"{what}: expected x_{split} as RGB images (n, H, W, 3) of pixel "
+                            f"values in [0, 255] (uint8), found {x.dtype} {x.shape}")
+        y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{what}: expected y_{split} as {len(x)} integer labels (n,), one "
+                            f"per image, found {y.dtype} {y.shape}")
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise DataError(f"{source}: {split} labels span {y.min()}..{y.max()}, outside "
+                            f"0..{num_classes - 1} (data.num_classes={num_classes})")
+        splits += [x, y.astype(np.int64)]
+    return ImageDataset(*splits, num_classes, source)
+
+
 def load_dataset(cfg: DataConfig, seed: int) -> ImageDataset:
-    check_choice("data.name", cfg.name, DATASETS)
-    data = DATASETS[cfg.name](cfg, seed)
+    """The data set, reduced to `data.train_size` / `data.test_size` seeded draws if asked."""
+    data = load_arrays(cfg, seed)
     rng = np.random.default_rng(seed)
     if cfg.train_size is not None and cfg.train_size < len(data.y_train):
         keep = rng.permutation(len(data.y_train))[: cfg.train_size]

@@ -87,7 +87,7 @@ def test_impossible_values_fail_with_the_key_named(override, message):
     ("+model.foo=1", "model.foo", "under model: attention, attention_dropout"),
     ("+trainer.bar=2", "trainer.bar", "under trainer: batch_size, distribution"),
     ("+data.augmentation.blur=0.5", "data.augmentation.blur", "under data.augmentation: contrast"),
-    ("+foo=1", "foo", "Valid keys: data, model, optimizer, plan, quiet, seed, sweep, tracking, trainer"),
+    ("+foo=1", "foo", "Valid keys: data, library_logs, model, optimizer, plan, quiet, seed, sweep, tracking, trainer"),
 ])
 def test_unknown_key_added_with_plus_is_refused_with_the_key_named(override, key, valid):
     cfg = compose_config([override])  # Hydra lets `+` add a key anywhere ...

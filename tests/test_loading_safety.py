@@ -12,7 +12,8 @@ import pytest
 from conftest import TINY, compose_config
 from eanet.training.checkpoint import TrainingCheckpoint
 from eanet.config import validate
-from eanet.data import DataError, _read_cifar_batch
+from eanet.cifar import read_cifar_batch
+from eanet.data import DataError
 from eanet.models.model import build_augmentation, build_model
 from eanet.training.optimization import compile_model
 
@@ -54,13 +55,13 @@ class _RunsCode:
 def test_cifar_reader_refuses_code_in_pickle():
     raw = pickle.dumps({b"data": _RunsCode(), b"fine_labels": [0]}, protocol=2)
     with pytest.raises(DataError, match="refusing .*system"):
-        _read_cifar_batch(raw, "evil-batch")
+        read_cifar_batch(raw, "evil-batch")
 
 
 def test_cifar_reader_reads_the_real_format():
     data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
     raw = pickle.dumps({b"data": data, b"fine_labels": [3, 7]}, protocol=2)
-    images, labels = _read_cifar_batch(raw, "batch")
+    images, labels = read_cifar_batch(raw, "batch")
     assert images.shape == (2, 32, 32, 3) and labels.tolist() == [3, 7]
 
 

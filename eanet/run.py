@@ -43,6 +43,9 @@ def main(cfg: DictConfig) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         typed = validate(cfg)
+        from eanet.console import quiet_libraries
+
+        quiet_libraries(typed.library_logs)  # before TensorFlow and MLflow load
         if typed.plan:  # a sweep's plan is printed before its first job (SweepPlan)
             from eanet.sweeps.plan import format_plan, sweep_plan
 

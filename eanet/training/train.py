@@ -154,10 +154,12 @@ def _train_claimed(cfg: Config, raw_cfg: DictConfig, plan, job_start: float) -> 
             results["best_val_top1"] = max(val_top1)
         run.log_results(results)
         run.log_artifacts(checkpoint.history)
-        if cfg.tracking.log_model:
-            lineage.log_model_with_signature(model, splits.x_test[:4])
+        model_uri = (lineage.log_model_with_signature(model, splits.x_test[:4])
+                     if cfg.tracking.log_model else None)
         log.info("%s: test top-1 %.4f, top-5 %.4f (%d epochs, %.1f s)", run.run_id,
                  test["top1"], test["top5"], epochs_run, train_time)
+        if model_uri:  # what mlflow.pyfunc.load_model takes
+            log.info("logged model: %s", model_uri)
         # the job's time outside fit, for the next plan's estimates (eanet.sweeps.estimate)
         run.log_results({"job_overhead_s": time.perf_counter() - job_start - train_time})
     plan.record_job(status=JobStatus.TRAINED)

@@ -88,6 +88,8 @@ def test_the_trial_callback_reports_each_epoch_and_prunes(tmp_path, pruner, valu
     created.tell(finished, 0.8)
     trial = created.ask()
     callback = ReportToTrial(RecordedRun(), storage, "s", trial._trial_id, parent_run="parent-1")
+    callback.on_train_begin()  # before the first batch: a run that diverges there is linked too
+    assert created.trials[1].user_attrs[study.RUN_ID_ATTR] == "run-1"
     for epoch, value in enumerate(values):
         if epoch == pruned_at:
             with pytest.raises(optuna.TrialPruned, match=f"pruned at epoch {epoch}"):
@@ -97,7 +99,7 @@ def test_the_trial_callback_reports_each_epoch_and_prunes(tmp_path, pruner, valu
     reported = created.trials[1].intermediate_values
     assert reported == {e: v for e, v in enumerate(values) if pruned_at is None or e <= pruned_at}
     assert created.trials[1].user_attrs[study.RUN_ID_ATTR] == "run-1"
-    assert callback.run.tags == {"eanet.study": "s", "eanet.trial": "1",
+    assert callback.run.tags == {"eanet.study": "s", "eanet.trial": "1", "mlflow.runName": "s-t1",
                                  "mlflow.parentRunId": "parent-1"}
 
 
@@ -120,6 +122,122 @@ def test_pruned_runs_are_counted_never_averaged():
     [row] = tables.configuration_table(runs, []).to_dict("records")
     assert (row["n"], row["n_pruned"], row["n_failed"]) == (1, 1, 1)
     assert row["test_top1_mean"] == 0.4 and row["best_val_top1_mean"] == 0.5
+
+
+def test_a_pruned_run_resumed_and_finished_counts_once(tracking_dir):
+    """A run its pruner stopped (KILLED, eanet.pruned=true), resumed (by another trial, or a plain
+    sweep of the same configuration) and finished is one finished run: no pruned mark left, and
+    the report's n, n_pruned and n_failed add up to the one run."""
+    import mlflow
+
+    from conftest import TINY, compose_config
+    from eanet.tracking.run import TrackedRun
+    from eanet.validation import validate
+
+    raw = compose_config([*TINY, f"tracking.tracking_uri={tracking_dir}"])
+    cfg = validate(raw)
+    with pytest.raises(optuna.TrialPruned):
+        with TrackedRun(cfg, raw) as run:
+            raise optuna.TrialPruned("pruned at epoch 1")
+    client = client_for(tracking_dir)
+    assert client.get_run(run.run_id).data.tags["eanet.pruned"] == "true"
+    with TrackedRun(cfg, raw, run_id=run.run_id) as resumed:
+        pass
+    finished = client.get_run(resumed.run_id)
+    assert finished.info.status == "FINISHED" and "eanet.pruned" not in finished.data.tags
+    frame = mlflow.search_runs(experiment_names=[cfg.tracking.experiment_name])
+    [row] = tables.configuration_table(tables.typed_runs(frame), []).to_dict("records")
+    assert (row["n"], row["n_pruned"], row["n_failed"]) == (1, 0, 0)
+    # A store written before the mark was dropped: its finished run counts as finished alone.
+    frame["tags.eanet.pruned"] = "true"
+    [row] = tables.configuration_table(tables.typed_runs(frame), []).to_dict("records")
+    assert (row["n"], row["n_pruned"], row["n_failed"]) == (1, 0, 0)
+
+
+def sweeper(**changes):
+    settings = {"n_trials": 3, "n_jobs": 1, "direction": "maximize",
+                "params": {"optimizer.learning_rate": "interval(0.1, 0.2)"},
+                "pruner": {"kind": "none"}, "sampler": {"kind": "random"}}
+    return tune.OptunaSweeper(**{**settings, **changes})
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("max_consecutive_failures", 0), ("max_consecutive_failures", 1.5),
+    ("max_consecutive_failures", True), ("n_trials", 0)])
+def test_sweeper_settings_fail_at_start_naming_the_setting(setting, value):
+    with pytest.raises(ConfigError, match=rf"Expected hydra.sweeper.{setting} >= 1 \(an integer\)"
+                                          rf"\. Received: hydra.sweeper.{setting}={value}"):
+        sweeper(**{setting: value}).check_settings()
+    sweeper(max_consecutive_failures=1).check_settings()
+
+
+def test_the_study_name_is_readable_and_leaves_out_budgets():
+    """`tune-<its own overrides>-<8 hex of eanet.sweeps.parent.sweep_key over what it searches>`:
+    a budget, n_trials or n_jobs added on a relaunch continues the same study."""
+    import re
+
+    from conftest import compose_config
+
+    def name(*overrides, own=("model=ea",), fixed=("data=synthetic",)):
+        config = compose_config(["hydra/sweeper=tune", *overrides], return_hydra_config=True)
+        return study.study_name(config, list(own), list(fixed))
+
+    first = name()
+    assert re.fullmatch(r"tune-model=ea-[0-9a-f]{8}", first), first
+    assert name("hydra.sweeper.n_trials=40", "hydra.sweeper.n_jobs=4",
+                "hydra.sweeper.max_consecutive_failures=5") == first
+    assert name(fixed=("data=synthetic", "sweep.max_runs=1", "sweep.max_hours=2")) == first
+    assert name(fixed=("data=synthetic", "optimizer.weight_decay=0.1")) != first
+    assert name("hydra.sweeper.direction=minimize") != first
+    assert name(own=("model=vit",)).startswith("tune-model=vit-")
+    assert name(own=()).startswith("tune-") and name(own=()) != first
+
+
+def test_tuned_csv_gives_each_setting_a_column_of_its_own():
+    """A search-space key that names several settings never puts its comma in a header."""
+    from eanet.sweeps.tuned import setting_columns
+
+    assert setting_columns({"model.attention_dropout,model.mlp_dropout": 0.2,
+                            "optimizer.learning_rate": 1e-3}) == {
+        "params.model.attention_dropout": 0.2, "params.model.mlp_dropout": 0.2,
+        "params.optimizer.learning_rate": 1e-3}
+
+
+class CountedStudy:
+    """What a launch reads of a study (eanet.sweeps.study.Study): its name and trials used."""
+
+    def __init__(self, name, counted=0):
+        self.name, self.used = name, counted
+
+    def counted(self):
+        return self.used
+
+
+def test_a_launch_keeps_the_budget_and_stops_a_failing_study(caplog):
+    from eanet.sweeps.launch import Launch
+
+    launch = Launch(n_trials=3, max_consecutive_failures=3, max_runs=2)
+    assert launch.room(4) == 2 and launch.spent() is None
+    launch.launched = 2
+    assert launch.room(4) == 0 and launch.spent().startswith("sweep.max_runs=2 reached")
+    over = Launch(n_trials=3, max_consecutive_failures=3, max_hours=0.5, start=time.time() - 3600)
+    assert over.room(1) == 0 and over.spent() == "sweep.max_hours=0.5 passed"
+
+    launch = Launch(n_trials=10, max_consecutive_failures=2)
+    ea, vit = CountedStudy("tune-model=ea-0"), CountedStudy("tune-model=vit-0")
+    for outcome in ("FAILED", "COMPLETE", "FAILED", "PRUNED", "FAILED"):  # never 2 in a row
+        launch.record(ea, study.TrialOutcome[outcome], "failed: NonFiniteLossError: …", 0)
+    assert launch.asking([ea, vit]) == [ea, vit]
+    launch.record(ea, study.TrialOutcome.FAILED, "failed: NonFiniteLossError: loss nan", 5)
+    assert launch.asking([ea, vit]) == [vit]
+    [line] = [r.getMessage() for r in caplog.records if "stopped" in r.getMessage()]
+    assert line == ("study tune-model=ea-0 stopped at 0 of 10 trials: 2 in a row failed "
+                    "(hydra.sweeper.max_consecutive_failures=2), the last failed: "
+                    "NonFiniteLossError: loss nan")
+    assert launch.status([ea, vit]) == "FAILED"
+    # A trial whose job started nothing: the launch stops; the next one asks it again.
+    launch.record(vit, study.TrialOutcome.INTERRUPTED, "not started", 1)
+    assert launch.room(1) == 0
 
 
 def test_unknown_setting_in_the_space_fails_before_any_trial(tmp_path):
@@ -228,6 +346,7 @@ def test_the_tune_study_tunes_each_model_with_the_same_budget():
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_ == "hydra_plugins.eanet_tune.tune_sweeper.TuneSweeper"
     assert dict(sweeper.studies) == {"model": "ea,vit"}
+    assert sweeper.max_consecutive_failures == 3
     axes, fixed = tune.OptunaSweeper.split_arguments(["model=ea,vit", "+experiment=tune"])
     assert tune.OptunaSweeper.axis_combinations(axes) == [["model=ea"], ["model=vit"]]
     space = study.search_space(sweeper.params)
@@ -237,3 +356,81 @@ def test_the_tune_study_tunes_each_model_with_the_same_budget():
     assert all(space[k]._contains(space[k].to_internal_repr(v)) for k, v in seed.items())
     for model in ("ea", "vit"):
         validate(compose_config(["+experiment=tune", f"model={model}"]))
+
+
+# --- faults and budgets: the study goes on, or stops cleanly with one line -------------------
+
+def tuning_sweep(space: str, *overrides: str) -> list[str]:
+    return ["-m", "hydra/sweeper=tune", "hydra.sweep.dir=multirun/tune",
+            "tracking.log_model=false", "~hydra.sweeper.params",
+            f"+hydra.sweeper.params={{optimizer.learning_rate:'{space}'}}",
+            "hydra.sweeper.enqueue=[]", "hydra.sweeper.sampler.kind=random", *overrides]
+
+
+def output(result) -> str:
+    return result.stdout + result.stderr
+
+
+def test_a_study_whose_every_trial_diverges_records_them_all_and_ends_as_usual(tmp_path):
+    """Every trial diverges (NonFiniteLossError at a learning rate of 1e29+): each is a FAILED trial
+    and a FAILED run, the study goes on to n_trials and the sweep ends with its summary and
+    tuned.csv (exit 0: failed trials are outcomes of the search). A relaunch with more trials continues the same study, and stops it after
+    max_consecutive_failures failed trials in a row, with one line."""
+    from optuna.trial import TrialState
+
+    sweep = tuning_sweep("interval(1e29, 1e30)", "trainer.epochs=1")
+    result = run_eanet(tmp_path, *sweep, "hydra.sweeper.n_trials=3")
+    assert result.returncode == 0, output(result)[-3000:]
+    trials = the_study(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3
+    assert not any(t.user_attrs.get(study.INTERRUPTED_ATTR) for t in trials)
+    runs = training_runs(client_for(tmp_path))
+    assert sorted(r.info.run_id for r in runs) == sorted(t.user_attrs["mlflow_run_id"]
+                                                         for t in trials)
+    assert {r.info.status for r in runs} == {"FAILED"}
+    assert all(r.data.tags["eanet.error"].startswith("NonFiniteLossError") for r in runs)
+    name = the_study(tmp_path).study_name
+    assert sorted(r.info.run_name for r in runs) == [f"{name}-t{n}" for n in range(3)]
+    [summary] = [x for x in result.stderr.splitlines() if x.startswith("eanet sweep ")]
+    assert "3 jobs" in summary and "3 failed" in summary  # the sweep's usual summary
+    tuned = pd.read_csv(tmp_path / "multirun/tune/tuned.csv")
+    assert not any("," in column or " " in column for column in tuned.columns)
+    [row] = tuned.to_dict("records")
+    assert (row["n_complete"], row["n_pruned"], row["n_failed"]) == (0, 0, 3)
+    [parent] = client_for(tmp_path).search_runs(
+        [runs[0].info.experiment_id], "tags.`eanet.run_type` = 'tuning'")
+    assert parent.info.status == "FAILED"  # a study without a best trial
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+
+    result = run_eanet(tmp_path, *sweep, "hydra.sweeper.n_trials=6",
+                       "hydra.sweeper.max_consecutive_failures=2")
+    assert result.returncode == 0, output(result)[-3000:]
+    assert [t.state for t in the_study(tmp_path).trials] == [TrialState.FAIL] * 5
+    [line] = [x for x in output(result).splitlines() if "in a row failed" in x]
+    assert (f"study {name} stopped at 5 of 6 trials: 2 in a row failed "
+            "(hydra.sweeper.max_consecutive_failures=2), the last failed: NonFiniteLossError") in line
+
+
+def test_a_budget_stops_a_tuning_sweep_cleanly_and_a_relaunch_goes_on(tmp_path):
+    """`sweep.max_runs=1` on a 3-trial study: one trial, one line, the usual ending (exit 0,
+    tuned.csv); the same command again runs the next trial of the same study."""
+    from optuna.trial import TrialState
+
+    sweep = tuning_sweep("interval(0.001, 0.01)", "hydra.sweeper.n_trials=3", "trainer.epochs=1",
+                         "sweep.max_runs=1")
+    for launch in (1, 2):
+        result = run_eanet(tmp_path, *sweep)
+        assert result.returncode == 0, output(result)[-3000:]
+        found = the_study(tmp_path)
+        assert [t.state for t in found.trials] == [TrialState.COMPLETE] * launch
+        [line] = [x for x in output(result).splitlines() if "tuning stopped" in x]
+        assert (f"tuning stopped: sweep.max_runs=1 reached (1 trials launched); trials done: "
+                f"{found.study_name} {launch} of 3; the same command continues") in line
+        # Each trial trains settings of its own: a relaunch draws new ones (the sampler's seed
+        # moves on), not the first launch's again.
+        runs = training_runs(client_for(tmp_path))
+        assert [r.info.status for r in runs] == ["FINISHED"] * launch
+        assert sorted(r.info.run_name for r in runs) == [f"{found.study_name}-t{n}"
+                                                         for n in range(launch)]
+        [row] = pd.read_csv(tmp_path / "multirun/tune/tuned.csv").to_dict("records")
+        assert row["n_complete"] == launch

@@ -6,13 +6,21 @@
 - its pruner and sampler, from registries (an unknown kind lists the valid ones); the pruner's
   settings are stored in the study, so that a trial's process rebuilds it (`load_pruner`);
 - its storage: `optuna.db` beside a local SQLite MLflow store unless `hydra.sweeper.storage` says;
-- what counts towards its budget (`Study.counted`): finished, pruned and failed trials, but not
-  trials a killed sweep left running (marked `interrupted` and asked again).
+- its name (`study_name`): `tune-<study overrides>-<8 hex>`, the hex from the key a sweep's parent
+  run has (eanet.sweeps.parent.sweep_key) over what the study searches: its overrides, its space
+  and direction, its experiment. Budgets (`sweep.*`), `n_trials`, `n_jobs`, where results go and
+  how much is printed are not in it: relaunching with a budget, or with more trials, continues it;
+- how each trial ended (`TrialOutcome`) and what counts towards `n_trials` (`Study.counted`):
+  complete, pruned and failed trials, never those its sweep ended (killed mid-trial, or kept from
+  starting by a budget: marked `interrupted` and asked again with the same settings, `requeue`).
 
 Imports neither Optuna nor Keras at module level: Hydra's plugin scan imports this at start-up.
 """
 from __future__ import annotations
 
+import enum
+import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -23,9 +31,12 @@ from hydra.core.override_parser.types import (ChoiceSweep, IntervalSweep, Overri
 
 from eanet.config import ConfigError, check_choice
 
+log = logging.getLogger("eanet.tune")
+
 TRIAL_ENV = "EANET_TUNE_TRIAL"  # a trial's job: {"storage": url, "study": name, "trial_id": int}
 RUN_ID_ATTR = "mlflow_run_id"  # the trial's user attribute naming its MLflow run
-INTERRUPTED_ATTR = "interrupted"  # on a trial failed because its sweep died: asked again
+INTERRUPTED_ATTR = "interrupted"  # on a trial its sweep ended, not its settings: asked again
+RESUMES_ATTR = "resumes_trial"  # on the trial asked again: the number of the one it replaces
 PRUNER_ATTR = "pruner"  # the study's user attribute: the pruner's settings (load_pruner)
 DIRECTIONS = ("maximize", "minimize")
 
@@ -119,6 +130,62 @@ def study_storage(storage: Optional[str], tracking_uri: Optional[str]) -> str:
     return f"sqlite:///{database.with_name('optuna.db')}"
 
 
+def study_name(config: Any, own: list[str], fixed: list[str]) -> str:
+    """`tune-model=ea-1a2b3c4d`: the study's own overrides (its value of each study axis), then 8
+    hex digits of `sweep_key` over the study's definition alone (see the module's docstring)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from eanet.sweeps.parent import sweep_key
+
+    definition = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+    with open_dict(definition):
+        sweeper = definition.hydra.sweeper
+        definition.hydra.sweeper = {"_target_": sweeper.get("_target_"),
+                                    "params": sweeper.get("params"),
+                                    "direction": sweeper.get("direction")}
+        definition.hydra.overrides.task = [*own, *fixed]
+    words = [re.sub(r"[^\w.=+-]", "_", o.lstrip("+~")) for o in own]
+    return "-".join(["tune", *words, sweep_key(definition)[:8]])
+
+
+def legacy_study_name(own: list[str], fixed: list[str], space: dict[str, Any], direction: str,
+                      experiment: str) -> str:
+    """The name studies had before `study_name` (its hash covered every fixed override, budgets
+    included): a study of that name in the storage is continued under it."""
+    import hashlib
+    import json
+
+    definition = {"space": {k: repr(v) for k, v in space.items()}, "fixed": sorted(fixed),
+                  "own": own, "direction": direction, "experiment": experiment}
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:8]
+    return "-".join(["tune", *own, digest])
+
+
+class TrialOutcome(enum.Enum):
+    """How a trial of a study ended, read from Optuna's state and the trial's marks."""
+    COMPLETE = "complete"  # a value: its run's best validation top-1
+    PRUNED = "pruned"  # stopped by the study's pruner
+    FAILED = "failed"  # on its own settings: diverged (NonFiniteLossError) or crashed
+    INTERRUPTED = "interrupted"  # ended by its sweep (killed, or a budget): asked again
+    OPEN = "open"  # waiting or running
+
+
+COUNTED = (TrialOutcome.COMPLETE, TrialOutcome.PRUNED, TrialOutcome.FAILED)  # use n_trials
+
+
+def trial_outcome(trial: Any) -> TrialOutcome:
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.COMPLETE:
+        return TrialOutcome.COMPLETE
+    if trial.state == TrialState.PRUNED:
+        return TrialOutcome.PRUNED
+    if trial.state == TrialState.FAIL:
+        return (TrialOutcome.INTERRUPTED if trial.user_attrs.get(INTERRUPTED_ATTR)
+                else TrialOutcome.FAILED)
+    return TrialOutcome.OPEN
+
+
 @dataclass
 class Study:
     """One Optuna study of the sweep and the overrides that define it."""
@@ -127,10 +194,24 @@ class Study:
     overrides: list[str]  # those, then the fixed overrides: what every trial of it gets
     study: Any  # optuna.Study
 
+    def outcomes(self) -> dict[TrialOutcome, int]:
+        """How many of its trials ended each way."""
+        counts = dict.fromkeys(TrialOutcome, 0)
+        for trial in self.study.get_trials(deepcopy=False):
+            counts[trial_outcome(trial)] += 1
+        return counts
+
     def counted(self) -> int:
-        """Trials that used the budget: complete, pruned, or failed on their own."""
+        """Trials that used the study's n_trials: complete, pruned, or failed on their own."""
+        counts = self.outcomes()
+        return sum(counts[outcome] for outcome in COUNTED)
+
+    def requeue(self, trial: Any, why: str) -> None:
+        """End `trial` (a FrozenTrial or Trial) as failed by its sweep, not by its settings, and
+        ask its settings again: its MLflow run resumes from its checkpoint (eanet.sweeps.plan)."""
         from optuna.trial import TrialState
 
-        return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-                   or (t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR))
-                   for t in self.study.get_trials(deepcopy=False))
+        self.study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED_ATTR, True)
+        self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        self.study.enqueue_trial(trial.params, user_attrs={RESUMES_ATTR: trial.number})
+        log.info("study %s: trial %d %s: asked again", self.name, trial.number, why)

@@ -3,8 +3,12 @@ trial, and the study's pruner may stop the run there (`hydra/sweeper=tune`, eane
 
 The sweeper names the trial in the job's environment (set by Hydra's `hydra.job.env_set`, so it
 reaches a job in any launcher's process): `TRIAL_ENV` holds the storage URL, the study name, the
-trial id and the sweep's parent MLflow run, which the trial's run is tagged to nest under. Outside a tuning sweep it is unset and `trial_callbacks()` adds nothing; Optuna is
-imported only inside one.
+trial id and the sweep's parent MLflow run, which the trial's run is tagged to nest under. Outside
+a tuning sweep it is unset and `trial_callbacks()` adds nothing; Optuna is imported only inside one.
+
+Trial and run name each other when training begins, before the first batch (a run that diverges
+there is still its trial's, nested under the sweep): the trial holds the run's id, the run is
+named `<study>-t<trial number>` and tagged with both.
 
 A pruned run raises `optuna.TrialPruned` out of `fit`: `TrackedRun` ends its MLflow run KILLED
 with the tag `eanet.pruned=true` (its checkpoint and per-epoch metrics stay), and the sweeper
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING
 import keras
 
 from eanet.sweeps.study import RUN_ID_ATTR, TRIAL_ENV, load_pruner
-from eanet.tracking.tags import TAG_PARENT, TAG_STUDY, TAG_TRIAL
+from eanet.tracking.tags import TAG_PARENT, TAG_RUN_NAME, TAG_STUDY, TAG_TRIAL
 
 if TYPE_CHECKING:
     from eanet.tracking.run import TrackedRun
@@ -46,12 +50,13 @@ class ReportToTrial(keras.callbacks.Callback):
         loaded.pruner = load_pruner(loaded)
         self.trial = optuna.Trial(loaded, trial_id)
         self.study_name = study
-        self.linked = False
+
+    def on_train_begin(self, logs=None):
+        self.link_run()
 
     def on_epoch_end(self, epoch, logs=None):
         import optuna
 
-        self.link_run()
         value = (logs or {}).get(MONITOR)
         if value is None:
             raise ValueError(f"A tuning trial needs {MONITOR} every epoch (a validation split: "
@@ -61,15 +66,18 @@ class ReportToTrial(keras.callbacks.Callback):
             raise optuna.TrialPruned(f"pruned at epoch {epoch} ({MONITOR}={float(value):.4f})")
 
     def link_run(self) -> None:
-        """Trial and MLflow run name each other, once (after the run's first epoch is logged, so
-        that MLflow is loaded by then)."""
-        if not self.linked:
-            self.trial.set_user_attr(RUN_ID_ATTR, self.run.run_id)
-            tags = {TAG_STUDY: self.study_name, TAG_TRIAL: str(self.trial.number)}
-            if self.parent_run:
-                tags[TAG_PARENT] = self.parent_run  # nested under the tuning sweep's run
-            self.run.set_tags(tags)
-            self.linked = True
+        """Trial and MLflow run name each other (a resumed run takes the new trial's name)."""
+        self.trial.set_user_attr(RUN_ID_ATTR, self.run.run_id)
+        tags = {TAG_STUDY: self.study_name, TAG_TRIAL: str(self.trial.number),
+                TAG_RUN_NAME: trial_run_name(self.study_name, self.trial.number)}
+        if self.parent_run:
+            tags[TAG_PARENT] = self.parent_run  # nested under the tuning sweep's run
+        self.run.set_tags(tags)
+
+
+def trial_run_name(study: str, number: int) -> str:
+    """`tune-model=ea-1a2b3c4d-t3`: trial 3 of that study."""
+    return f"{study}-t{number}"
 
 
 def trial_callbacks(run: TrackedRun) -> list[keras.callbacks.Callback]:

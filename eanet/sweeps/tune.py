@@ -12,29 +12,39 @@ budget. Other overrides apply to every trial.
 
 The sweeper asks the studies in turn (Optuna's ask/tell) for `n_jobs` trials at a time and runs
 them as one batch of jobs through the configured launcher (basic, joblib, Submitit, …). A trial is a normal training
-run (one MLflow run, checkpointed, skipped or resumed by fingerprint: eanet.sweeps.plan) whose
-callback (eanet.sweeps.trial) reports each epoch's validation top-1 to its trial; the study's
-pruner (median or successive halving) stops unpromising runs, which end KILLED in MLflow with
-`eanet.pruned=true`. The value of a trial is its run's best validation top-1.
+run (one MLflow run named `<study>-t<trial number>`, checkpointed, skipped or resumed by
+fingerprint: eanet.sweeps.plan) whose callback (eanet.sweeps.trial) reports each epoch's
+validation top-1 to its trial; the study's pruner (median or successive halving) stops
+unpromising runs, which end KILLED in MLflow with `eanet.pruned=true`. The value of a trial is
+its run's best validation top-1.
+
+Faults: a trial that diverges (NonFiniteLossError) or fails is told to its study as failed (its
+MLflow run FAILED, counted in n_failed) and the study goes on; after
+`hydra.sweeper.max_consecutive_failures` failed trials in a row in one launch, the study stops
+with one line that says so (the others go on). A budget (`sweep.max_runs`: trials launched,
+`sweep.max_hours`: since the launch began) is the sweeper's: it asks no trial past it, stops with
+one line, and the same command continues.
 
 The studies live in `hydra.sweeper.storage`: by default `optuna.db` beside a local SQLite MLflow
-store; with a tracking server, name its database (or any other). A study's name comes from what
-it searches (space, fixed and study overrides, direction), so the same command continues it:
-after a crash or SIGKILL, trials left RUNNING are marked failed (`interrupted`) and asked again
-with the same settings (their MLflow runs resume from their checkpoints); finished and pruned
-trials are kept, never repeated. Raising `n_trials` continues a study further.
+store; with a tracking server, name its database (or any other). A study's name says what sets
+it apart and what it searches (eanet.sweeps.study.study_name), so the same command, with or
+without a budget or with more trials, continues it: after a crash or SIGKILL, trials left
+RUNNING are marked failed (`interrupted`) and asked again with the same settings (their MLflow
+runs resume from their checkpoints); finished, pruned and failed trials are kept, never repeated.
 
 The trials' MLflow runs nest under one parent run per tuning sweep (tag eanet.tuning: its studies'
-names; a relaunch reuses it). When the studies end, `<sweep dir>/tuned.csv` holds each study's best
-settings and its run's test accuracy, also on the parent run, which ends FINISHED unless a trial
-failed; the log compares EANet with ViT at their tuned settings.
+names; a relaunch reuses it). When the launch ends, `<sweep dir>/tuned.csv` holds each study's
+best settings and its run's test accuracy (eanet.sweeps.tuned), also on the parent run, which
+ends FINISHED when every study has its n_trials and a best trial, KILLED when a budget stopped
+the launch, else FAILED; the log compares EANet with ViT at their tuned settings.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import math
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -46,11 +56,13 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from eanet.config import ConfigError, check_choice
-from eanet.sweeps.study import (DIRECTIONS, INTERRUPTED_ATTR, PRUNER_ATTR, RUN_ID_ATTR,
-                                TRIAL_ENV, Study, build, override_value, pruners, samplers,
-                                search_space, study_storage)
+from eanet.sweeps.study import (DIRECTIONS, PRUNER_ATTR, TRIAL_ENV, Study, TrialOutcome, build,
+                                legacy_study_name, override_value, pruners, samplers,
+                                search_space, study_name, study_storage)
 
 log = logging.getLogger("eanet.tune")
+
+BUDGET = ("max_runs", "max_hours")  # sweep.*: one launch's budget, which the sweeper keeps
 
 
 class OptunaSweeper(Sweeper):
@@ -60,8 +72,10 @@ class OptunaSweeper(Sweeper):
                  pruner: Mapping[str, Any], sampler: Mapping[str, Any],
                  storage: Optional[str] = None, study_name: Optional[str] = None,
                  enqueue: Sequence[Mapping[str, Any]] = (),
-                 studies: Optional[Mapping[str, Any]] = None):
+                 studies: Optional[Mapping[str, Any]] = None,
+                 max_consecutive_failures: int = 3):
         self.n_trials, self.n_jobs, self.direction = n_trials, n_jobs, direction
+        self.max_consecutive_failures = max_consecutive_failures
         self.params = dict(params or {})
         self.pruner_spec = OmegaConf.to_container(pruner) if isinstance(pruner, DictConfig) \
             else dict(pruner)
@@ -85,11 +99,17 @@ class OptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> list[dict[str, Any]]:
+        from eanet.sweeps.launch import Launch
+
         try:
+            self.check_settings()
+            launch = Launch(self.n_trials, self.max_consecutive_failures,
+                            **{name: self.config.sweep.get(name) for name in BUDGET})
             studies, space = self.open_studies(arguments)
         except ConfigError as error:
             log.error("%s", error)
             sys.exit(f"eanet: {error}")  # one line, as eanet.run prints, before any trial
+        from eanet.sweeps.tuned import summarise
         from eanet.tracking.sweep_run import end_tuning_parent_run, tuning_parent_run
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -98,31 +118,44 @@ class OptunaSweeper(Sweeper):
         tracking = self.config.tracking
         self.parent_run = tuning_parent_run(tracking.tracking_uri, tracking.experiment_name,
                                             " ".join(s.name for s in studies), str(sweep_dir))
+        self.start_record(sweep_dir, launch.planned(studies))
         try:
-            self.run_trials(studies, space)
+            self.run_trials(studies, space, launch)
         except BaseException as error:
             end_tuning_parent_run(self.parent_run, "KILLED" if isinstance(
                 error, KeyboardInterrupt) else "FAILED")
             raise
-        rows = self.summarise(studies, sweep_dir)
-        failed = any(row["n_failed"] for row in rows)
-        end_tuning_parent_run(self.parent_run, "FAILED" if failed else "FINISHED",
-                              [sweep_dir / "tuned.csv"])
+        rows = summarise(studies, tracking.tracking_uri, sweep_dir)
+        end_tuning_parent_run(self.parent_run, launch.status(studies), [sweep_dir / "tuned.csv"])
         return rows
+
+    def start_record(self, sweep_dir: Path, total: int) -> None:
+        """The parent run holds the sweep's record (eanet.sweeps.record): this launch starts in
+        it, and the sweep folder names it, so that each trial's job enters itself there and the
+        sweep's progress, summary and report cover every trial, as in any sweep."""
+        from eanet.sweeps.record import SweepRecord, write_parent_file
+
+        SweepRecord(self.config.tracking.tracking_uri, self.parent_run).start_launch(total)
+        write_parent_file(sweep_dir, self.parent_run)
 
     # --- the studies ---------------------------------------------------------------------------
 
-    def open_studies(self, arguments: list[str]) -> tuple[list[Study], dict[str, Any]]:
-        """Validate the settings, then create or continue one study per study-axis combination,
-        trials left RUNNING by a killed sweep failed and queued again."""
-        import optuna
-
+    def check_settings(self) -> None:
+        """The sweeper's own settings (the space and the pruner are checked in open_studies)."""
         check_choice("hydra.sweeper.direction", self.direction, DIRECTIONS)
-        for name, value in (("n_trials", self.n_trials), ("n_jobs", self.n_jobs)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"Expected hydra.sweeper.{name} >= 1. Received: {value!r}")
+        for name in ("n_trials", "n_jobs", "max_consecutive_failures"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"Expected hydra.sweeper.{name} >= 1 (an integer). "
+                                  f"Received: hydra.sweeper.{name}={value!r}")
         if not self.params:
             raise ConfigError("hydra.sweeper.params is empty: nothing to tune")
+
+    def open_studies(self, arguments: list[str]) -> tuple[list[Study], dict[str, Any]]:
+        """Create or continue one study per study-axis combination, trials left RUNNING by a
+        killed sweep failed and queued again."""
+        import optuna
+
         space = search_space(self.params)
         for point in self.enqueue:
             unknown = sorted(set(point) - set(space))
@@ -134,21 +167,23 @@ class OptunaSweeper(Sweeper):
         axes, fixed = self.split_arguments(
             [f"{k}={v}" for k, v in self.studies.items()] + list(arguments))
         build(pruners(), self.pruner_spec, "hydra.sweeper.pruner")  # fails here, not in a trial
+        self.sampler_for(0)  # as does the sampler
         storage = self.storage_url = study_storage(self.storage,
                                                    self.config.tracking.tracking_uri)
         self.check_space(space, [a[0] for a in axes] if axes else [], fixed)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        studies = []
+        studies, stored = [], set(optuna.get_all_study_names(storage))
         for own in self.axis_combinations(axes):
-            overrides = [*own, *fixed]
-            name = self.study_name_for(own, fixed, space)
-            study = optuna.create_study(
-                study_name=name, storage=storage, direction=self.direction, load_if_exists=True,
-                sampler=build(samplers(), self.sampler_spec, "hydra.sweeper.sampler"))
+            name = self.name_for(own, fixed, space, stored)
+            study = optuna.create_study(study_name=name, storage=storage,
+                                        direction=self.direction, load_if_exists=True)
+            study.sampler = self.sampler_for(len(study.trials))
             study.set_user_attr(PRUNER_ATTR, self.pruner_spec)
+            overrides = [*own, *self.trial_fixed(fixed)]
             study.set_user_attr("overrides", overrides)
             found = Study(name, own, overrides, study)
-            self.requeue_interrupted(found)
+            for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                found.requeue(trial, "was interrupted")
             if not study.trials:
                 for point in self.enqueue:  # e.g. the seed's settings first
                     study.enqueue_trial(point, skip_if_exists=True)
@@ -156,6 +191,34 @@ class OptunaSweeper(Sweeper):
                      self.n_trials)
             studies.append(found)
         return studies, space
+
+    def sampler_for(self, trials: int) -> Any:
+        """The configured sampler; its seed moved on by the trials the study holds, so that a
+        relaunch draws new settings instead of the first launch's again (a new study: the seed
+        as configured)."""
+        spec = dict(self.sampler_spec)
+        if spec.get("seed") is not None:
+            spec["seed"] = int(spec["seed"]) + trials
+        return build(samplers(), spec, "hydra.sweeper.sampler")
+
+    def trial_fixed(self, fixed: list[str]) -> list[str]:
+        """The fixed overrides a trial gets. The launch's budget is the sweeper's (it asks no
+        trial past it): a trial's job gets none, so that it never refuses to start."""
+        kept = [o for o in fixed if o.split("=", 1)[0].lstrip("+~") not in
+                (f"sweep.{name}" for name in BUDGET)]
+        return kept + [f"sweep.{name}=null" for name in BUDGET
+                       if self.config.sweep.get(name) is not None]
+
+    def name_for(self, own: list[str], fixed: list[str], space: dict[str, Any],
+                 stored: set[str]) -> str:
+        """`hydra.sweeper.study_name` and the study's overrides, else `study_name`'s; a study
+        stored under its name from before that (`legacy_study_name`) keeps it."""
+        if self.study_name:
+            return "-".join([self.study_name, *own])
+        name = study_name(self.config, own, fixed)
+        legacy = legacy_study_name(own, fixed, space, self.direction,
+                                   str(self.config.tracking.experiment_name))
+        return legacy if legacy in stored and name not in stored else name
 
     @staticmethod
     def split_arguments(arguments: list[str]) -> tuple[list[list[str]], list[str]]:
@@ -203,49 +266,35 @@ class OptunaSweeper(Sweeper):
                 raise ConfigError(f"hydra.sweeper.params ({', '.join(space)}): "
                                   f"{str(error).splitlines()[0]}") from None
 
-    def study_name_for(self, own: list[str], fixed: list[str], space: dict[str, Any]) -> str:
-        if self.study_name:
-            return "-".join([self.study_name, *own])
-        definition = {"space": {k: repr(v) for k, v in space.items()}, "fixed": sorted(fixed),
-                      "own": own, "direction": self.direction,
-                      "experiment": str(self.config.tracking.experiment_name)}
-        digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:8]
-        return "-".join(["tune", *own, digest])
-
-    @staticmethod
-    def requeue_interrupted(found: Study) -> None:
-        """Trials a killed sweep left RUNNING: failed (marked interrupted) and asked again with
-        the same settings, so their MLflow runs resume where their checkpoints are."""
-        from optuna.trial import TrialState
-
-        for trial in found.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            found.study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED_ATTR, True)
-            found.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            found.study.enqueue_trial(trial.params, user_attrs={"resumes_trial": trial.number})
-            log.info("study %s: trial %d was interrupted: asked again", found.name, trial.number)
-
     # --- ask, launch, tell ---------------------------------------------------------------------
 
-    def run_trials(self, studies: list[Study], space: dict[str, Any]) -> None:
-        """Batches of trials through the launcher until every study has its n_trials."""
+    def run_trials(self, studies: list[Study], space: dict[str, Any], launch) -> None:
+        """Batches of trials through the launcher until every study has its n_trials, or the
+        launch stops (a budget, a study's failures: one line each, from `launch`)."""
         from optuna.trial import TrialState
 
         # Job numbers continue past every trial the studies hold: a relaunch into the same sweep
         # folder never overwrites an earlier trial's job folder.
         job_idx = sum(t.state != TrialState.WAITING for s in studies for t in s.study.trials)
-        while batch := self.ask_batch(studies, space):
+        while batch := self.ask_batch(launch.asking(studies), space, launch.room(self.n_jobs)):
             returns = self.launcher.launch([job for _, _, job in batch], initial_job_idx=job_idx)
             job_idx += len(batch)
-            self.tell_batch(batch, returns)
+            launch.launched += len(batch)
+            for (found, trial, _), ret in zip(batch, returns):
+                outcome, what = self.tell(found, trial, ret)
+                log.info("study %s trial %d %s -> %s", found.name, trial.number, trial.params,
+                         what)
+                launch.record(found, outcome, what, trial.number)
+        launch.say_why_stopped(studies)
 
-    def ask_batch(self, studies: list[Study], space: dict[str, Any]) -> list[tuple]:
-        """Up to n_jobs new trials, taken from the studies in turn (each gets the same budget,
+    def ask_batch(self, studies: list[Study], space: dict[str, Any], size: int) -> list[tuple]:
+        """Up to `size` new trials, taken from the studies in turn (each gets the same budget,
         and a sweep stopped early has advanced them alike)."""
         remaining = {s.name: self.n_trials - s.counted() for s in studies}
         batch = []
-        while len(batch) < self.n_jobs and any(n > 0 for n in remaining.values()):
+        while len(batch) < size and any(n > 0 for n in remaining.values()):
             for found in studies:
-                if remaining[found.name] > 0 and len(batch) < self.n_jobs:
+                if remaining[found.name] > 0 and len(batch) < size:
                     remaining[found.name] -= 1
                     trial = found.study.ask(space)
                     batch.append((found, trial, self.job_overrides(found, trial)))
@@ -260,79 +309,25 @@ class OptunaSweeper(Sweeper):
         return [*found.overrides, *settings, f"++hydra.job.env_set.{TRIAL_ENV}='{quoted}'"]
 
     @staticmethod
-    def tell_batch(batch: list[tuple], returns: Sequence[JobReturn]) -> None:
+    def tell(found: Study, trial, ret: JobReturn) -> tuple[TrialOutcome, str]:
+        """Tell the study how the trial's job ended; return that and a few words on it."""
         import optuna
         from optuna.trial import TrialState
 
-        errors = []
-        for (found, trial, _), ret in zip(batch, returns):
-            outcome = ret._return_value
-            if ret.status == JobStatus.COMPLETED:
-                found.study.tell(trial, float(outcome))
-                what = f"{float(outcome):.4f}"
-            elif isinstance(outcome, optuna.TrialPruned):
-                found.study.tell(trial, state=TrialState.PRUNED)
-                what = f"pruned: {outcome}"
-            else:
-                found.study.tell(trial, state=TrialState.FAIL)
-                what = f"failed: {type(outcome).__name__}: {outcome}"
-                errors.append(outcome)
-            log.info("study %s trial %d %s -> %s", found.name, trial.number, trial.params, what)
-        if errors and len(errors) == len(batch):
-            raise errors[0]  # every trial of the batch failed: not the settings, the setup
-
-    # --- the outcome ---------------------------------------------------------------------------
-
-    def summarise(self, studies: list[Study], sweep_dir: Path) -> list[dict[str, Any]]:
-        """Each study's best trial and its run's test accuracy: tuned.csv and the log."""
-        import pandas as pd
-        from optuna.trial import TrialState
-
-        rows = []
-        for found in studies:
-            trials = found.study.get_trials(deepcopy=False)
-            interrupted = sum(bool(t.user_attrs.get(INTERRUPTED_ATTR)) for t in trials)
-            row = {"study": found.name, "overrides": " ".join(found.own),
-                   "n_complete": sum(t.state == TrialState.COMPLETE for t in trials),
-                   "n_pruned": sum(t.state == TrialState.PRUNED for t in trials),
-                   # failed on their own settings; interrupted ones were asked again
-                   "n_failed": sum(t.state == TrialState.FAIL for t in trials) - interrupted,
-                   "n_interrupted": interrupted}
-            complete = [t for t in trials if t.state == TrialState.COMPLETE]
-            if complete:
-                best = found.study.best_trial
-                row.update({"best_trial": best.number, "best_val_top1": best.value,
-                            **{f"params.{k}": v for k, v in best.params.items()},
-                            **self.run_metrics(best)})
-            rows.append(row)
-        table = pd.DataFrame(rows)
-        table.to_csv(sweep_dir / "tuned.csv", index=False)
-        log.info("Tuned settings (%s):\n%s", sweep_dir / "tuned.csv", table.to_string(index=False))
-        comparison = tuned_comparison(table)
-        if comparison:
-            log.info("At their tuned settings: %s", comparison)
-        return rows
-
-    def run_metrics(self, trial) -> dict[str, Any]:
-        """A trial's MLflow run and its test accuracy (the trial's callback named the run)."""
-        run_id = trial.user_attrs.get(RUN_ID_ATTR)
-        if run_id is None:
-            return {}
-        from eanet.tracking.search import run_metrics
-
-        metrics = run_metrics(self.config.tracking.tracking_uri, run_id)
-        return {"run_id": run_id, "test_top1": metrics.get("test_top1"),
-                "test_top5": metrics.get("test_top5")}
-
-
-def tuned_comparison(table) -> Optional[str]:
-    """`model=ea 0.4312 vs model=vit 0.4105 test top-1 (Δ +0.0207)` when the studies are exactly
-    those two models' (the study axes: model=ea,vit)."""
-    if "test_top1" not in table or len(table) != 2:
-        return None
-    first, second = table.to_dict("records")
-    if first.get("test_top1") is None or second.get("test_top1") is None:
-        return None
-    return (f"{first['overrides']} {first['test_top1']:.4f} vs {second['overrides']} "
-            f"{second['test_top1']:.4f} test top-1 "
-            f"(Δ {first['test_top1'] - second['test_top1']:+.4f})")
+        result = ret._return_value
+        if ret.status == JobStatus.COMPLETED and result is None:
+            # train() started nothing (a budget of the job's own): not the settings' doing
+            found.requeue(trial, "was not started")
+            return TrialOutcome.INTERRUPTED, "not started: asked again"
+        if ret.status == JobStatus.COMPLETED:
+            value = float(result)
+            if math.isfinite(value):
+                found.study.tell(trial, value)
+                return TrialOutcome.COMPLETE, f"{value:.4f}"
+            found.study.tell(trial, state=TrialState.FAIL)
+            return TrialOutcome.FAILED, f"failed: its value is {value}"
+        if isinstance(result, optuna.TrialPruned):
+            found.study.tell(trial, state=TrialState.PRUNED)
+            return TrialOutcome.PRUNED, f"pruned: {result}"
+        found.study.tell(trial, state=TrialState.FAIL)
+        return TrialOutcome.FAILED, f"failed: {type(result).__name__}: {result}"

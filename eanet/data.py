@@ -214,6 +214,17 @@ def _small_pages() -> Iterator[None]:
         switch(previous)
 
 
+def model_inputs(images: np.ndarray, image_size: int) -> np.ndarray:
+    """Images as the pipeline feeds them to the model: float32, resized to `image_size` when their
+    size differs (e.g. the sample a logged model's signature is inferred on)."""
+    x = images.astype(np.float32)
+    if x.shape[1] != image_size or x.shape[2] != image_size:
+        from eanet.array_batches import resize_images
+
+        x = resize_images(x, image_size)
+    return x
+
+
 def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
                  image_size: int, training: bool, seed: int, repeat: bool = False):
     """(float32 images, one-hot labels) batches for `fit`/`evaluate`: a tf.data pipeline on

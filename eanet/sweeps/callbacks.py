@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -61,17 +62,40 @@ def job_overrides(config: DictConfig) -> Optional[list[list[str]]]:
     return [job for batch in batches for job in batch]
 
 
-def compose_jobs(config_name: str, jobs: list[list[str]]) -> list[DictConfig]:
+def searchpath_override(searchpath: Sequence[str]) -> list[str]:
+    """`hydra.searchpath=[…]` as an override (none for an empty search path)."""
+    if not searchpath:
+        return []
+    quoted = ("'" + str(p).replace("'", "\\'") + "'" for p in searchpath)
+    return [f"hydra.searchpath=[{','.join(quoted)}]"]
+
+
+def compose_jobs(config_name: str, jobs: list[list[str]],
+                 searchpath: Sequence[str] = ()) -> list[DictConfig]:
     """Each job's config, as `hydra.compose(config_name, overrides=job)` makes it, composed once
     per distinct choice of config groups (and added or deleted keys), the value overrides then
     set as Hydra itself sets them after composing (`OmegaConf.update`): a 96-job grid is one
-    composition, not 96 (each is a fraction of a second)."""
+    composition, not 96 (each is a fraction of a second).
+
+    `searchpath`: the sweep's `config.hydra.searchpath`. Config folders added on the command line
+    (`hydra.searchpath=[file:///my/conf]`: a user's own model or data YAML) are known to Hydra only
+    while it composes with that override, so every composition here carries it."""
     from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    repository = GlobalHydra.instance().config_loader().repository
+    extra = searchpath_override(searchpath)
+    loader = GlobalHydra.instance().config_loader()
+    groups: dict[str, bool] = {}
+
+    def is_group(name: str) -> bool:
+        if name not in groups:
+            groups[name] = bool(loader.get_group_options(name, results_filter=None,
+                                                         config_name=config_name,
+                                                         overrides=extra))
+        return groups[name]
+
     parser = OverridesParser.create()
     bases: dict[tuple[str, ...], DictConfig] = {}
     configs = []
@@ -79,19 +103,33 @@ def compose_jobs(config_name: str, jobs: list[list[str]]) -> list[DictConfig]:
         parsed = parser.parse_overrides(job)
         structural = tuple(text for text, o in zip(job, parsed)
                            if o.is_add() or o.is_delete() or o.is_force_add()
-                           or o.key_or_group.startswith("hydra")
-                           or repository.group_exists(o.key_or_group))
+                           or o.key_or_group.startswith("hydra") or is_group(o.key_or_group))
         if structural not in bases:
-            bases[structural] = compose(config_name, overrides=list(structural))
+            bases[structural] = compose(config_name, overrides=[*extra, *structural])
         cfg = bases[structural].copy()
         try:
             for text, o in zip(job, parsed):
                 if text not in structural:
                     OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
         except Exception:  # noqa: BLE001 - Hydra's own composition says what is wrong
-            cfg = compose(config_name, overrides=job)
+            cfg = compose(config_name, overrides=[*extra, *job])
         configs.append(cfg)
     return configs
+
+
+def validate_jobs(jobs: list[list[str]], configs: list[DictConfig]) -> list:
+    """Every job's typed config (eanet.validation.validate); the first bad one raises
+    ConfigError naming the job's own overrides."""
+    from eanet.config import ConfigError
+    from eanet.validation import validate
+
+    typed = []
+    for overrides, composed in zip(jobs, configs):
+        try:
+            typed.append(validate(composed))
+        except ConfigError as error:
+            raise ConfigError(f"{error} (job with overrides {' '.join(overrides)})") from None
+    return typed
 
 
 def count_jobs(config: DictConfig) -> Optional[int]:
@@ -148,7 +186,10 @@ class SweepPlan(Callback):
                           **kwargs: Any) -> None:
         if not config.get("plan"):
             return
+        from hydra.errors import HydraException
+
         from eanet.config import ConfigError
+        from eanet.console import quiet_libraries
         from eanet.data import DataError
         from eanet.sweeps.plan import format_plan, sweep_plan
         from eanet.tracking import StoreError
@@ -158,8 +199,11 @@ class SweepPlan(Callback):
             sys.exit("eanet: plan=true lists the jobs of Hydra's basic sweeper with discrete "
                      "values (a,b,c); this sweep's jobs are not known before it runs")
         try:
-            plans = sweep_plan(list(zip(jobs, compose_jobs(config_name, jobs))))
-        except (ConfigError, DataError, StoreError) as error:
+            configs = compose_jobs(config_name, jobs, config.hydra.searchpath)
+            typed = validate_jobs(jobs, configs)
+            quiet_libraries(typed[0].library_logs if typed else False)
+            plans = sweep_plan(list(zip(jobs, configs)))
+        except (ConfigError, DataError, StoreError, HydraException) as error:
             sys.exit(f"eanet: {error}")
         print(format_plan(plans), flush=True)
         sys.exit(0)
@@ -173,38 +217,50 @@ class PrepareSweep(Callback):
         # and their queued jobs; by default the sweep's process would die at once and leave its
         # workers running the queued jobs.
         interrupt_on_sigterm()
+        from hydra.errors import HydraException
+
         from eanet.config import ConfigError
+        from eanet.console import quiet_libraries
         from eanet.data import DataError
         from eanet.tracking import StoreError
 
+        # Hydra turns an exception raised here into a warning and goes on with the sweep: every
+        # error a check can meet ends it here, once, in one line.
         try:
             jobs = self.validated_jobs(config, config_name)
+            quiet_libraries(jobs[0].library_logs)  # before TensorFlow and MLflow load
             self.check_matmul_precisions(config, jobs)
+            self.check_plugins(jobs)
             self.check_data(jobs)
             from eanet.tracking.store import experiment_id
 
             experiment_id(config.tracking.tracking_uri, config.tracking.experiment_name)
-        except (ConfigError, DataError, StoreError) as error:  # eanet.run's KNOWN_ERRORS
-            log.error("%s", error)
+        except (ConfigError, DataError, StoreError, HydraException) as error:
+            log.error("%s", error)  # eanet.run's KNOWN_ERRORS, and a config Hydra cannot compose
             sys.exit(f"eanet: {error}")  # SystemExit passes through Hydra: no traceback
 
     @staticmethod
     def validated_jobs(config: DictConfig, config_name: Optional[str]) -> list:
-        """Every job's typed config, composed as the job will compose it; the first bad one
-        raises ConfigError naming the job's own overrides."""
-        from eanet.config import ConfigError
+        """Every job's typed config, composed as the job will compose it (config folders of the
+        sweep's `hydra.searchpath` included); the first bad one raises ConfigError naming the
+        job's own overrides."""
         from eanet.validation import validate
 
         jobs = job_overrides(config) if config_name else None
         if jobs is None:  # another sweeper: the sweep's own config is all there is to check
             return [validate(config_without_hydra(config))]
-        typed = []
-        for overrides, composed in zip(jobs, compose_jobs(config_name, jobs)):
-            try:
-                typed.append(validate(composed))
-            except ConfigError as error:
-                raise ConfigError(f"{error} (job with overrides {' '.join(overrides)})") from None
-        return typed
+        return validate_jobs(jobs, compose_jobs(config_name, jobs, config.hydra.searchpath))
+
+    @staticmethod
+    def check_plugins(jobs: list) -> None:
+        """Import each plug-in attention layer the jobs name (`model.attention_layer._target_`)
+        once: a module that is not found fails here, not in every job. (A data set's loader is
+        imported by check_data.)"""
+        from eanet.plugins import import_object
+
+        for target in sorted({cfg.model.attention_layer["_target_"] for cfg in jobs
+                              if cfg.model.attention_layer is not None}):
+            import_object(target, "model.attention_layer._target_")
 
     @staticmethod
     def check_matmul_precisions(config: DictConfig, jobs: list) -> None:
@@ -227,7 +283,7 @@ class PrepareSweep(Callback):
 
         seen = set()
         for cfg in jobs:
-            source = (cfg.data.name, cfg.data.path)
+            source = (cfg.data.name, cfg.data.loader, cfg.data.path)
             if source not in seen:
                 seen.add(source)
                 load_dataset(cfg.data, cfg.seed)

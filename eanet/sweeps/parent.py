@@ -103,7 +103,8 @@ class SweepParent(Callback):
             from eanet.sweeps.plan import format_plan, sweep_plan
             from eanet.tracking.sweep_run import log_sweep_text
 
-            plan = sweep_plan(list(zip(jobs, compose_jobs(config_name, jobs))),
+            plan = sweep_plan(list(zip(jobs, compose_jobs(config_name, jobs,
+                                                          config.hydra.searchpath))),
                               time_steps=False, count_parameters=False)
             log_sweep_text(config.tracking.tracking_uri, self.run_id, format_plan(plan), "plan.txt")
         except Exception as error:  # noqa: BLE001 - the plan is information, not a check

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from eanet.bench.measure import peak_memory, reset_peak_memory
 from eanet.config import Config
-from eanet.data import channel_statistics, make_dataset, prepare_data
+from eanet.data import channel_statistics, make_dataset, model_inputs, prepare_data
 from eanet.models.flops import forward_flops, format_flops
 from eanet.models.model import build_augmentation, build_model, count_parameters
 from eanet.sweeps.jobs import claim_job
@@ -154,7 +154,8 @@ def _train_claimed(cfg: Config, raw_cfg: DictConfig, plan, job_start: float) -> 
             results["best_val_top1"] = max(val_top1)
         run.log_results(results)
         run.log_artifacts(checkpoint.history)
-        model_uri = (lineage.log_model_with_signature(model, splits.x_test[:4])
+        model_uri = (lineage.log_model_with_signature(model, model_inputs(splits.x_test[:4],
+                                                                          image_size))
                      if cfg.tracking.log_model else None)
         log.info("%s: test top-1 %.4f, top-5 %.4f (%d epochs, %.1f s)", run.run_id,
                  test["top1"], test["top5"], epochs_run, train_time)

@@ -347,8 +347,8 @@ def test_the_tune_study_tunes_each_model_with_the_same_budget():
     assert sweeper._target_ == "hydra_plugins.eanet_tune.tune_sweeper.TuneSweeper"
     assert dict(sweeper.studies) == {"model": "ea,vit"}
     assert sweeper.max_consecutive_failures == 3
-    axes, fixed = tune.OptunaSweeper.split_arguments(["model=ea,vit", "+experiment=tune"])
-    assert tune.OptunaSweeper.axis_combinations(axes) == [["model=ea"], ["model=vit"]]
+    axes, fixed = study.study_axes(["model=ea,vit", "+experiment=tune"])
+    assert study.axis_combinations(axes) == [["model=ea"], ["model=vit"]]
     space = study.search_space(sweeper.params)
     assert space["optimizer.learning_rate"].log and space["optimizer.weight_decay"].log
     # The seed's settings, tried first, lie in the space.
@@ -374,8 +374,9 @@ def output(result) -> str:
 def test_a_study_whose_every_trial_diverges_records_them_all_and_ends_as_usual(tmp_path):
     """Every trial diverges (NonFiniteLossError at a learning rate of 1e29+): each is a FAILED trial
     and a FAILED run, the study goes on to n_trials and the sweep ends with its summary and
-    tuned.csv (exit 0: failed trials are outcomes of the search). A relaunch with more trials continues the same study, and stops it after
-    max_consecutive_failures failed trials in a row, with one line."""
+    tuned.csv (exit 0: failed trials are outcomes of the search). A relaunch with more trials
+    continues the same study, and stops it after max_consecutive_failures failed trials in a
+    row, with one line."""
     from optuna.trial import TrialState
 
     sweep = tuning_sweep("interval(1e29, 1e30)", "trainer.epochs=1")
@@ -407,8 +408,8 @@ def test_a_study_whose_every_trial_diverges_records_them_all_and_ends_as_usual(t
     assert result.returncode == 0, output(result)[-3000:]
     assert [t.state for t in the_study(tmp_path).trials] == [TrialState.FAIL] * 5
     [line] = [x for x in output(result).splitlines() if "in a row failed" in x]
-    assert (f"study {name} stopped at 5 of 6 trials: 2 in a row failed "
-            "(hydra.sweeper.max_consecutive_failures=2), the last failed: NonFiniteLossError") in line
+    assert (f"study {name} stopped at 5 of 6 trials: 2 in a row failed (hydra.sweeper."
+            "max_consecutive_failures=2), the last failed: NonFiniteLossError") in line
 
 
 def test_a_budget_stops_a_tuning_sweep_cleanly_and_a_relaunch_goes_on(tmp_path):

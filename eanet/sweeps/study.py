@@ -3,8 +3,10 @@
 - its search space: `hydra.sweeper.params` in Hydra's sweep grammar → Optuna distributions
   (`interval` uniform, `tag(log, interval)` log-uniform, `range`, `choice`), as
   hydra-optuna-sweeper maps them;
+- its own overrides: one value of each study axis (`study_axes`, `axis_combinations`);
 - its pruner and sampler, from registries (an unknown kind lists the valid ones); the pruner's
-  settings are stored in the study, so that a trial's process rebuilds it (`load_pruner`);
+  settings are stored in the study, so that a trial's process rebuilds it (`load_pruner`); the
+  sampler's seed moves on with each relaunch (`sampler`);
 - its storage: `optuna.db` beside a local SQLite MLflow store unless `hydra.sweeper.storage` says;
 - its name (`study_name`): `tune-<study overrides>-<8 hex>`, the hex from the key a sweep's parent
   run has (eanet.sweeps.parent.sweep_key) over what the study searches: its overrides, its space
@@ -70,6 +72,41 @@ def samplers() -> dict[str, Any]:
     import optuna
 
     return {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+
+
+def sampler(spec: Mapping[str, Any], trials: int) -> Any:
+    """The configured sampler; its seed moved on by the `trials` the study holds, so that a
+    relaunch draws new settings instead of the first launch's again (a new study: the seed as
+    configured)."""
+    spec = dict(spec)
+    if spec.get("seed") is not None:
+        spec["seed"] = int(spec["seed"]) + trials
+    return build(samplers(), spec, "hydra.sweeper.sampler")
+
+
+def study_axes(arguments: list[str]) -> tuple[list[list[str]], list[str]]:
+    """Choice lists (`model=ea,vit`: one study per value) and fixed overrides (every trial)."""
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    axes, fixed = {}, {}
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_discrete_sweep():
+            fixed.pop(key, None)
+            axes[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
+        elif override.is_sweep_override():
+            raise ConfigError(f"{override.input_line}: only choice lists (a,b) split a tuning "
+                              "sweep into studies; put ranges in hydra.sweeper.params")
+        else:
+            axes.pop(key, None)
+            fixed[key] = override.input_line
+    return list(axes.values()), list(fixed.values())
+
+
+def axis_combinations(axes: list[list[str]]) -> list[list[str]]:
+    """Each study's own overrides: one value of every axis."""
+    import itertools
+
+    return [list(c) for c in itertools.product(*axes)] if axes else [[]]
 
 
 def distribution(override: Override) -> Any:

@@ -11,10 +11,10 @@ line (`model=ea,vit`) is a study of its own with `n_trials` trials: every model 
 budget. Other overrides apply to every trial.
 
 The sweeper asks the studies in turn (Optuna's ask/tell) for `n_jobs` trials at a time and runs
-them as one batch of jobs through the configured launcher (basic, joblib, Submitit, …). A trial is a normal training
-run (one MLflow run named `<study>-t<trial number>`, checkpointed, skipped or resumed by
-fingerprint: eanet.sweeps.plan) whose callback (eanet.sweeps.trial) reports each epoch's
-validation top-1 to its trial; the study's pruner (median or successive halving) stops
+them as one batch of jobs through the configured launcher (basic, joblib, Submitit, …). A trial
+is a normal training run (one MLflow run named `<study>-t<trial number>`, checkpointed, skipped
+or resumed by fingerprint: eanet.sweeps.jobs) whose callback (eanet.sweeps.trial) reports each
+epoch's validation top-1 to its trial; the study's pruner (median or successive halving) stops
 unpromising runs, which end KILLED in MLflow with `eanet.pruned=true`. The value of a trial is
 its run's best validation top-1.
 
@@ -33,7 +33,8 @@ RUNNING are marked failed (`interrupted`) and asked again with the same settings
 runs resume from their checkpoints); finished, pruned and failed trials are kept, never repeated.
 
 The trials' MLflow runs nest under one parent run per tuning sweep (tag eanet.tuning: its studies'
-names; a relaunch reuses it). When the launch ends, `<sweep dir>/tuned.csv` holds each study's
+names; a relaunch reuses it), which holds the sweep's record (eanet.sweeps.record) as any sweep's
+parent does: the progress, the summary and the report cover every trial of every launch. When the launch ends, `<sweep dir>/tuned.csv` holds each study's
 best settings and its run's test accuracy (eanet.sweeps.tuned), also on the parent run, which
 ends FINISHED when every study has its n_trials and a best trial, KILLED when a budget stopped
 the launch, else FAILED; the log compares EANet with ViT at their tuned settings.
@@ -44,21 +45,20 @@ import json
 import logging
 import math
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from eanet.config import ConfigError, check_choice
-from eanet.sweeps.study import (DIRECTIONS, PRUNER_ATTR, TRIAL_ENV, Study, TrialOutcome, build,
-                                legacy_study_name, override_value, pruners, samplers,
-                                search_space, study_name, study_storage)
+from eanet.sweeps.study import (DIRECTIONS, PRUNER_ATTR, TRIAL_ENV, Study, TrialOutcome,
+                                axis_combinations, build, legacy_study_name, override_value,
+                                pruners, sampler, search_space, study_axes, study_name,
+                                study_storage)
 
 log = logging.getLogger("eanet.tune")
 
@@ -164,25 +164,26 @@ class OptunaSweeper(Sweeper):
                                   f"space. Valid keys: {', '.join(space)}")
         # Study axes from the config first (`studies: {model: ea,vit}`), the command line after:
         # a key given in both takes the command line's value, as Hydra's own sweeps do.
-        axes, fixed = self.split_arguments(
+        axes, fixed = study_axes(
             [f"{k}={v}" for k, v in self.studies.items()] + list(arguments))
         build(pruners(), self.pruner_spec, "hydra.sweeper.pruner")  # fails here, not in a trial
-        self.sampler_for(0)  # as does the sampler
+        sampler(self.sampler_spec, 0)  # as does the sampler
         storage = self.storage_url = study_storage(self.storage,
                                                    self.config.tracking.tracking_uri)
         self.check_space(space, [a[0] for a in axes] if axes else [], fixed)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         studies, stored = [], set(optuna.get_all_study_names(storage))
-        for own in self.axis_combinations(axes):
+        for own in axis_combinations(axes):
             name = self.name_for(own, fixed, space, stored)
             study = optuna.create_study(study_name=name, storage=storage,
                                         direction=self.direction, load_if_exists=True)
-            study.sampler = self.sampler_for(len(study.trials))
+            study.sampler = sampler(self.sampler_spec, len(study.trials))
             study.set_user_attr(PRUNER_ATTR, self.pruner_spec)
             overrides = [*own, *self.trial_fixed(fixed)]
             study.set_user_attr("overrides", overrides)
             found = Study(name, own, overrides, study)
-            for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            running = (optuna.trial.TrialState.RUNNING,)
+            for trial in study.get_trials(deepcopy=False, states=running):
                 found.requeue(trial, "was interrupted")
             if not study.trials:
                 for point in self.enqueue:  # e.g. the seed's settings first
@@ -191,15 +192,6 @@ class OptunaSweeper(Sweeper):
                      self.n_trials)
             studies.append(found)
         return studies, space
-
-    def sampler_for(self, trials: int) -> Any:
-        """The configured sampler; its seed moved on by the trials the study holds, so that a
-        relaunch draws new settings instead of the first launch's again (a new study: the seed
-        as configured)."""
-        spec = dict(self.sampler_spec)
-        if spec.get("seed") is not None:
-            spec["seed"] = int(spec["seed"]) + trials
-        return build(samplers(), spec, "hydra.sweeper.sampler")
 
     def trial_fixed(self, fixed: list[str]) -> list[str]:
         """The fixed overrides a trial gets. The launch's budget is the sweeper's (it asks no
@@ -219,30 +211,6 @@ class OptunaSweeper(Sweeper):
         legacy = legacy_study_name(own, fixed, space, self.direction,
                                    str(self.config.tracking.experiment_name))
         return legacy if legacy in stored and name not in stored else name
-
-    @staticmethod
-    def split_arguments(arguments: list[str]) -> tuple[list[list[str]], list[str]]:
-        """Command-line choice lists (one study each) and fixed overrides (every trial)."""
-        parsed = OverridesParser.create().parse_overrides(arguments)
-        axes, fixed = {}, {}
-        for override in parsed:
-            key = override.get_key_element()
-            if override.is_discrete_sweep():
-                fixed.pop(key, None)
-                axes[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
-            elif override.is_sweep_override():
-                raise ConfigError(f"{override.input_line}: only choice lists (a,b) split a tuning "
-                                  "sweep into studies; put ranges in hydra.sweeper.params")
-            else:
-                axes.pop(key, None)
-                fixed[key] = override.input_line
-        return list(axes.values()), list(fixed.values())
-
-    @staticmethod
-    def axis_combinations(axes: list[list[str]]) -> list[list[str]]:
-        import itertools
-
-        return [list(c) for c in itertools.product(*axes)] if axes else [[]]
 
     def check_space(self, space: dict[str, Any], axes: list[str], fixed: list[str]) -> None:
         """Every key of the space is a setting, and the space's corners make valid configs."""

@@ -16,10 +16,13 @@ browser test fails instead); that alone does not make them slow.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -178,6 +181,32 @@ def start_eanet(cwd: Path, *arguments: str, log: Path,
 
 
 # --- what a run recorded -----------------------------------------------------------------------
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+@contextlib.contextmanager
+def headless_chromium(folder: Path):
+    """A playwright browser context on Debian's chromium, with a fresh profile under `folder`,
+    1920×1080 (`browser` tests). Skips when chromium or playwright is missing, except in CI
+    (CI set), where that fails."""
+    chromium = shutil.which("chromium")
+    if chromium is None and not os.environ.get("CI"):
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium); "
+                    "in CI (CI set) this test fails instead")
+    assert chromium, "chromium must be installed in CI (.ci/run installs it)"
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tempfile.mkdtemp(dir=folder), headless=True, executable_path=chromium,
+            args=CHROMIUM_ARGS, viewport={"width": 1920, "height": 1080})
+        try:
+            yield context
+        finally:
+            context.close()
+
 
 def store_uri(folder: Path) -> str:
     """MLflow's default store when a command runs in `folder`: `folder/mlflow.db`."""

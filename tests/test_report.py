@@ -69,6 +69,11 @@ def store(tmp_path_factory):
     # Neither another sweep's runs nor a previous report run may be counted.
     make_run(client, exp, "ea", 8, 0, results(0.9, 0.9, 1, 1, 1), sweep="multirun/other")
     make_run(client, exp, "ea", 2, 0, {}, run_type="report")
+    # A second experiment: a study of its own beside this one.
+    tuned = client.create_experiment("eanet-tuned", artifact_location=str(folder / "mlruns"))
+    for model, top1 in (("ea", 0.61), ("vit", 0.55)):
+        make_run(client, tuned, model, 2, 0, results(top1, 0.9, 100, 1000, 300),
+                 sweep="multirun/tuned")
     return uri
 
 
@@ -118,13 +123,25 @@ def test_report_numbers_files_and_artifacts(store, tmp_path):
     assert comparison["param_ratio"].tolist() == pytest.approx([0.5, 0.5])
     assert comparison["speed_ratio"].tolist() == pytest.approx([110 / 50, 200 / 100])
 
+    # each Δ with its interval: Welch's at patch size 2 (ea ran seeds 0-2, vit 0-1); none beside
+    # vit's single finished run at patch size 4
+    assert comparison["delta_top1_method"].tolist() == ["Welch", "none"]
+    assert comparison["delta_top1_low"][0] < comparison["delta_top1"][0] \
+        < comparison["delta_top1_high"][0]
+    differences = pd.read_csv(tmp_path / "r" / "differences.csv")
+    assert set(differences["metric"]) == {"test_top1", "test_top5", "best_val_top1",
+                                          "throughput_img_per_s"}
+
     written = {p.name for p in (tmp_path / "r").iterdir()}
-    assert {"report.csv", "comparison.csv", "runs.csv", "report.md", "accuracy_vs_parameters.png",
+    assert {"report.csv", "comparison.csv", "differences.csv", "runs.csv", "report.md",
+            "report.html", "accuracy_vs_parameters.png",
             "accuracy_vs_model_patch_size.png"} <= written
     for name in written:
         assert (tmp_path / "r" / name).stat().st_size > 0
     markdown = (tmp_path / "r" / "report.md").read_text()
     assert "## Models vs vit" in markdown and "| 42.00 ± 2.00 |" in markdown
+    assert ("- test_top1 at patch_size=4: ea − vit = +16.0 pp (n = 3 and 1): one run of vit, "
+            "so no interval") in markdown
 
     client = client_for(store)
     report_run = client.get_run(report.run_id)
@@ -144,6 +161,37 @@ def test_whole_experiment_and_filter(store, tmp_path):
     vit = sweep_report(ReportConfig(sweep=SWEEP, tracking_uri=store, out=str(tmp_path / "v"),
                                     filter="params.`model.name` = 'vit'", log_to_mlflow=False))
     assert list(vit.table["model"]) == ["vit", "vit"] and vit.comparison.empty
+
+
+def test_a_report_over_two_sweeps_says_which_it_read(store, tmp_path, capsys):
+    from eanet.report.__main__ import print_report
+
+    report = sweep_report(ReportConfig(sweeps=[SWEEP, "multirun/other"], tracking_uri=store,
+                                       out=str(tmp_path), log_to_mlflow=False))
+    assert len(report.runs) == 12 and report.sweep is None
+    assert report.sources == [f"sweep `{SWEEP}` (11 runs)", "sweep `multirun/other` (1 run)"]
+    assert row(report.table, "ea", 8)["n"] == 1  # the other sweep's configuration, beside
+    assert len(report.verdicts) == 2  # patch sizes 2 and 4: ea against vit
+    markdown = (tmp_path / "report.md").read_text()
+    assert f"Read: sweep `{SWEEP}` (11 runs); sweep `multirun/other` (1 run)." in markdown
+    print_report(report)
+    printed = capsys.readouterr().out
+    assert f"12 training runs read: sweep {SWEEP} (11 runs); sweep multirun/other (1 run)" \
+        in printed
+    assert "verdict:\n  test_top1 at patch_size=2: ea − vit = +10.0 pp [-2.0, 22.0] (Welch" \
+        in printed
+
+    with pytest.raises(ReportError, match="multirun/nope"):
+        sweep_report(ReportConfig(sweeps=[SWEEP, "multirun/nope"], tracking_uri=store))
+
+
+def test_a_report_over_two_experiments(store, tmp_path):
+    report = sweep_report(ReportConfig(sweep=None, experiment_names=["eanet", "eanet-tuned"],
+                                       tracking_uri=store, out=str(tmp_path),
+                                       log_to_mlflow=False))
+    assert len(report.runs) == 14
+    assert report.sources[-1] == "experiments eanet, eanet-tuned"
+    assert "sweep `multirun/tuned` (2 runs)" in report.sources
 
 
 def test_latest_sweep_is_the_newest_runs_sweep(store, tmp_path):

@@ -8,13 +8,11 @@ One sweep serves the module (module-scoped fixture): it costs ~40 s of CPU.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 
 import pytest
 
-from conftest import client_for, store_uri, training_runs
+from conftest import client_for, headless_chromium, store_uri, training_runs
 from servers import mlflow_server, postgres_bin, postgres_cluster, run_sweep
 
 IN_CI = bool(os.environ.get("CI"))
@@ -106,80 +104,84 @@ def test_each_sweep_job_prints_a_progress_line(served_sweep):
 
 # --- the MLflow UI in a real browser -------------------------------------------------------------
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
-
-
 @pytest.mark.browser
 def test_mlflow_ui_shows_the_sweep(served_sweep, tmp_path):
-    chromium = shutil.which("chromium")
-    if chromium is None and not IN_CI:
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium); "
-                    "in CI (CI set) this test fails instead")
-    assert chromium, "chromium must be installed in CI (.ci/run installs it)"
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     url, _ = served_sweep
     client, experiment, runs = sweep_runs(url)
     parent = sweep_run(client, experiment)
     exp = experiment.experiment_id
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            tempfile.mkdtemp(dir=tmp_path), headless=True, executable_path=chromium,
-            args=CHROMIUM_ARGS, viewport={"width": 1920, "height": 1080})
-        try:
-            page = context.new_page()
-            # The experiment's runs table shows the sweep as one row ...
-            page.goto(f"{url}/#/experiments/{exp}/runs")
-            sweep_name = parent.info.run_name
-            page.get_by_text(sweep_name, exact=True).first.wait_for(timeout=90_000)
-            for run in runs:
-                assert page.get_by_text(run.info.run_name, exact=True).count() == 0
-            page.screenshot(path=shots / "sweep.png")
-            # ... that expands into its jobs' runs, listed by name
-            row = page.get_by_role("row").filter(has_text=sweep_name).first
-            row.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
-            for run in runs:
-                page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=30_000)
-            # ... and shows a metric and the parameter count once their columns are added.
-            page.get_by_role("button", name="Columns").click()
-            search = page.get_by_placeholder("Search columns")
-            for column in ("test_top1", "param_count_total"):
-                search.fill(column)
-                page.get_by_text(column, exact=True).first.click()
-            page.keyboard.press("Escape")
-            page.get_by_role("columnheader", name="param_count_total").first.wait_for()
-            total = str(int(runs[0].data.metrics["param_count_total"]))
-            page.get_by_role("gridcell", name=total, exact=True).first.wait_for()
-            page.get_by_role("columnheader", name="test_top1").first.wait_for()
-            page.screenshot(path=shots / "runs.png")
+    with headless_chromium(tmp_path) as context:
+        page = context.new_page()
+        # The experiment's runs table shows the sweep as one row ...
+        page.goto(f"{url}/#/experiments/{exp}/runs")
+        sweep_name = parent.info.run_name
+        page.get_by_text(sweep_name, exact=True).first.wait_for(timeout=90_000)
+        for run in runs:
+            assert page.get_by_text(run.info.run_name, exact=True).count() == 0
+        page.screenshot(path=shots / "sweep.png")
+        # ... that expands into its jobs' runs, listed by name
+        row = page.get_by_role("row").filter(has_text=sweep_name).first
+        row.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
+        for run in runs:
+            page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=30_000)
+        # ... and shows a metric and the parameter count once their columns are added.
+        page.get_by_role("button", name="Columns").click()
+        search = page.get_by_placeholder("Search columns")
+        for column in ("test_top1", "param_count_total"):
+            search.fill(column)
+            page.get_by_text(column, exact=True).first.click()
+        page.keyboard.press("Escape")
+        page.get_by_role("columnheader", name="param_count_total").first.wait_for()
+        total = str(int(runs[0].data.metrics["param_count_total"]))
+        page.get_by_role("gridcell", name=total, exact=True).first.wait_for()
+        page.get_by_role("columnheader", name="test_top1").first.wait_for()
+        page.screenshot(path=shots / "runs.png")
 
-            # A run page: its metrics (param counts included), params and datasets.
-            run = runs[0]
-            page.goto(f"{url}/#/experiments/{exp}/runs/{run.info.run_id}")
-            page.get_by_text("param_count_attention", exact=True).first.wait_for(timeout=60_000)
-            overview = page.inner_text("body")
-            for text in ("test_top1", "best_val_top1", "model.patch_size", "synthetic/training",
-                         "Metrics (", "Parameters ("):
-                assert text in overview, f"{text!r} not on the run page"
-            page.screenshot(path=shots / "run.png", full_page=True)
+        # A run page: its metrics (param counts included), params and datasets.
+        run = runs[0]
+        page.goto(f"{url}/#/experiments/{exp}/runs/{run.info.run_id}")
+        page.get_by_text("param_count_attention", exact=True).first.wait_for(timeout=60_000)
+        overview = page.inner_text("body")
+        for text in ("test_top1", "best_val_top1", "model.patch_size", "synthetic/training",
+                     "Metrics (", "Parameters ("):
+            assert text in overview, f"{text!r} not on the run page"
+        page.screenshot(path=shots / "run.png", full_page=True)
 
-            # Its artifacts: config, learning curves, history.
-            page.goto(f"{url}/#/experiments/{exp}/runs/{run.info.run_id}/artifacts")
-            page.get_by_text("learning_curves.png", exact=True).first.wait_for(timeout=60_000)
-            artifacts = page.inner_text("body")
-            for name in ("config.yaml", "learning_curves.png", "history.csv", "hydra"):
-                assert name in artifacts.split("\n"), f"artifact {name} not listed"
-            page.get_by_text("learning_curves.png", exact=True).first.click()
-            page.wait_for_timeout(1500)  # the preview loads the image through the server
-            page.screenshot(path=shots / "artifacts.png")
-        finally:
-            context.close()
+        # Its artifacts: config, learning curves, history.
+        page.goto(f"{url}/#/experiments/{exp}/runs/{run.info.run_id}/artifacts")
+        page.get_by_text("learning_curves.png", exact=True).first.wait_for(timeout=60_000)
+        artifacts = page.inner_text("body")
+        for name in ("config.yaml", "learning_curves.png", "history.csv", "hydra"):
+            assert name in artifacts.split("\n"), f"artifact {name} not listed"
+        page.get_by_text("learning_curves.png", exact=True).first.click()
+        page.wait_for_timeout(1500)  # the preview loads the image through the server
+        page.screenshot(path=shots / "artifacts.png")
     print(f"\nMLflow UI screenshots: {shots}")
     assert sorted(p.name for p in shots.iterdir()) == ["artifacts.png", "run.png", "runs.png",
                                                         "sweep.png"]
+
+
+@pytest.mark.browser
+def test_sweep_report_page_in_the_mlflow_ui(served_sweep, tmp_path):
+    """The sweep run's report/report.html, as the MLflow UI's artifact view shows it: its
+    tables and its embedded plots."""
+    url, _ = served_sweep
+    client, experiment, _ = sweep_runs(url)
+    parent = sweep_run(client, experiment)
+    with headless_chromium(tmp_path) as context:
+        page = context.new_page()
+        page.goto(f"{url}/#/experiments/{experiment.experiment_id}/runs/{parent.info.run_id}"
+                  "/artifacts")
+        page.get_by_text("report", exact=True).first.click(timeout=60_000)
+        page.get_by_text("report.html", exact=True).first.click(timeout=30_000)
+        report = page.frame_locator("iframe").first
+        report.get_by_role("heading", name="Configurations").wait_for(timeout=30_000)
+        assert "ea" in report.locator("table").first.inner_text()
+        sizes = report.locator("img").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
+        assert sizes and min(sizes) > 0
+        page.screenshot(path=tmp_path / "report.png")
 
 
 # --- PostgreSQL backend store --------------------------------------------------------------------

@@ -28,7 +28,8 @@ FINAL_METRICS = {"test_loss", "test_top1", "test_top5", "best_val_top1", "train_
                  "throughput_img_per_s", "param_count_total", "param_count_trainable",
                  "param_count_non_trainable", "param_count_patch_embedding",
                  "param_count_attention", "param_count_mlp", "param_count_norm",
-                 "param_count_head"}
+                 "param_count_head", "flops_per_image", "flops_attention_per_image",
+                 "peak_rss_mb"}
 ARTIFACTS = ["config.yaml", "history.csv", "hydra", "hydra/config.yaml", "hydra/hydra.yaml",
              "hydra/overrides.yaml", "learning_curves.png"]  # the model: once, as the MLflow model
 # Each job's overrides as on the command line (Hydra keeps the last trainer.epochs), model= after.
@@ -173,6 +174,7 @@ def test_metrics_artifacts_and_data_sets(sweep):
     ea, vit = runs["ea-p2-h2-dc2-s0"].data.metrics, runs["vit-p2-h2-s0"].data.metrics
     assert ea["param_count_total"] == 2_356 and vit["param_count_total"] == 3_300
     assert ea["param_count_attention"] != vit["param_count_attention"]
+    assert 0 < ea["flops_attention_per_image"] < vit["flops_attention_per_image"]
 
 
 def test_every_run_records_system_metrics(sweep):
@@ -235,7 +237,8 @@ def test_sweep_ends_with_its_report_on_its_run(sweep):
     runs = sweep.runs
     report = sweep.sweep_dir("vit-p2-h2-s0") / "report"
     assert sorted(p.name for p in report.iterdir()) == [
-        "accuracy_vs_parameters.png", "comparison.csv", "report.csv", "report.md", "runs.csv"]
+        "accuracy_vs_flops.png", "accuracy_vs_parameters.png", "comparison.csv",
+        "differences.csv", "report.csv", "report.html", "report.md", "runs.csv"]
     table = pd.read_csv(report / "report.csv")
     assert list(table["model"]) == ["ea", "vit"] and list(table["n"]) == [1, 1]
     assert list(table["test_top1_mean"]) == pytest.approx(
@@ -252,5 +255,6 @@ def test_sweep_ends_with_its_report_on_its_run(sweep):
     assert {"n_configurations", "n_failed", "n_runs"} <= set(parent.data.metrics)
     assert parent.data.metrics["n_runs"] == 2
     assert artifact_tree(client, parent.info.run_id) == [
-        "plan.txt", "report", "report/accuracy_vs_parameters.png", "report/comparison.csv",
-        "report/report.csv", "report/report.md", "report/runs.csv", "summary.txt"]
+        "plan.txt", "report", "report/accuracy_vs_flops.png", "report/accuracy_vs_parameters.png",
+        "report/comparison.csv", "report/differences.csv", "report/report.csv",
+        "report/report.html", "report/report.md", "report/runs.csv", "summary.txt"]

@@ -43,6 +43,8 @@ def test_tiny_run_is_recorded_completely(tracking_dir):
     assert metrics["param_count_trainable"] == sum(
         metrics[f"param_count_{p}"] for p in ("patch_embedding", "attention", "mlp", "norm", "head"))
     assert metrics["param_count_attention"] > 0
+    assert metrics["flops_per_image"] > metrics["flops_attention_per_image"] > 0
+    assert metrics["peak_rss_mb"] > 0
     assert tags["eanet.model"] == "ea" and tags["eanet.run_type"] == "train"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "history.csv", "learning_curves.png"} <= artifacts

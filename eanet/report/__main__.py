@@ -8,7 +8,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from eanet.report.cli import ReportConfig, ReportError, sweep_report
+from eanet.report.cli import Report, ReportConfig, ReportError, sweep_report
 from eanet.report.files import display_table
 
 
@@ -19,6 +19,11 @@ def main(cfg: DictConfig) -> None:
         report = sweep_report(typed)
     except ReportError as error:
         sys.exit(f"eanet.report: {error}")
+    print_report(report)
+
+
+def print_report(report: Report) -> None:
+    """What was read, the tables, the verdicts and where the files went."""
     print(f"{len(report.runs)} training runs read: {'; '.join(report.sources).replace('`', '')}")
     print(f"swept settings: {', '.join(report.axes) or 'none (model only)'}")
     print(display_table(report.table).to_string(index=False))

@@ -140,8 +140,11 @@ def sources(frame: pd.DataFrame, experiments: list[str]) -> list[str]:
     sweeps = (frame[column].fillna("(no sweep)") if column in frame
               else pd.Series("(no sweep)", index=frame.index))
     counts = sweeps.value_counts(sort=False).sort_index()
-    lines = [f"sweep `{sweep}` ({count} runs)" if sweep != "(no sweep)" else
-             f"{count} runs of no sweep" for sweep, count in counts.items()]
+    def runs(count: int) -> str:
+        return f"{count} run{'s' if count != 1 else ''}"
+
+    lines = [f"sweep `{sweep}` ({runs(count)})" if sweep != "(no sweep)" else
+             f"{runs(count)} of no sweep" for sweep, count in counts.items()]
     if len(experiments) > 1:
         lines.append(f"experiments {', '.join(experiments)}")
     return lines
@@ -190,7 +193,9 @@ def sweep_report(cfg: ReportConfig) -> Report:
     experiments = cfg.experiment_names or [cfg.experiment_name]
     read = sources(frame, experiments)
     out = Path(cfg.out) if cfg.out else default_out(sweep, "+".join(experiments))
-    title = (f"sweep {sweep}" if sweep else f"{len(read)} sweeps" if len(cfg.sweeps) > 1
+    sweep_ids = frame.get(f"tags.{TAG_SWEEP}", pd.Series(dtype=object)).dropna().unique()
+    title = (f"sweep {sweep}" if sweep else f"sweep {sweep_ids[0]}" if len(sweep_ids) == 1
+             else f"{len(sweep_ids)} sweeps" if len(sweep_ids) > 1
              else f"experiment {', '.join(experiments)}")
     files = write_files(out, runs, table, comparison, axes, cfg.metric, title,
                         selection=cfg.filter, differences=differences, sources=read)

@@ -34,6 +34,16 @@ def _number(value: float, fmt: str) -> str:
     return "" if pd.isna(value) else format(value, fmt)
 
 
+def _flops(value: float) -> str:
+    """839266816 → 839.3 M; 2.1e9 → 2.10 G."""
+    if pd.isna(value):
+        return ""
+    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:.{2 if value < 10 * scale else 1}f} {prefix}"
+    return f"{value:.0f}"
+
+
 def _setting_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if "." in c]
 
@@ -77,7 +87,7 @@ def display_table(frame: pd.DataFrame) -> pd.DataFrame:
         "best_val_top1_mean": ("best val top-1 %", _percent),
         "param_count_total": ("params", lambda v: _number(v, ",.0f")),
         "param_count_attention": ("attention params", lambda v: _number(v, ",.0f")),
-        "flops_per_image": ("GFLOPs/image", lambda v: _number(v / 1e9, ".3f")),
+        "flops_per_image": ("FLOPs/image", _flops),
         "train_time_s_mean": ("train s", lambda v: _number(v, ".1f")),
         "throughput_img_per_s_mean": ("img/s", lambda v: _number(v, ".1f")),
         "peak_rss_mb_mean": ("peak memory MB", lambda v: _number(v, ",.0f")),
@@ -92,9 +102,10 @@ def display_table(frame: pd.DataFrame) -> pd.DataFrame:
         "memory_ratio": ("memory ratio", lambda v: _number(v, ".2f")),
     }
     for column, (label, fmt) in columns.items():
-        if column in frame and frame[column].notna().any():  # a cost no run logged: no column
+        if column in frame:
             shown[label] = frame[column].map(fmt)
-    return shown
+    empty = [c for c in shown.columns if (shown[c].astype(str) == "").all()]
+    return shown.drop(columns=empty)  # what no run logged (top-5, GPU memory …): no column
 
 
 def display_differences(differences: pd.DataFrame) -> pd.DataFrame:
@@ -233,7 +244,8 @@ def _plot_accuracy_vs_flops(table: pd.DataFrame, axes: list[str], metric: str,
             if label:
                 ax.annotate(label, (xi, 100 * row[mean]), fontsize=7, xytext=(4, 4),
                             textcoords="offset points")
-    ax.set_xscale("log")
+    if rows["flops_per_image"].max() > 10 * rows["flops_per_image"].min():
+        ax.set_xscale("log")  # e.g. patch sizes 2 to 8: 16× the patches
     ax.set(xlabel="forward GFLOPs per image", ylabel=f"{metric} (%)",
            title=f"{metric} vs FLOPs (mean over seeds, 95% interval)")
     ax.title.set_fontsize(9)

@@ -47,8 +47,9 @@ def import_object(path: str, setting: str) -> Any:
     try:
         return getattr(module, name)
     except AttributeError:
-        raise PluginError(f"{setting}={path}: module {module_name!r} ({module.__file__}) has no "
-                          f"{name!r}") from None
+        where = getattr(module, "__file__", None)
+        raise PluginError(f"{setting}={path}: module {module_name!r}"
+                          f"{f' ({where})' if where else ''} has no {name!r}") from None
 
 
 def instantiate(spec: Mapping[str, Any], setting: str, **kwargs: Any) -> Any:

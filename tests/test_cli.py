@@ -93,7 +93,7 @@ def test_help_and_cfg_work_from_a_subfolder():
 # --- sweeps fail as plainly as a single run ------------------------------------------------------
 
 def assert_no_job_started(folder, result) -> None:
-    assert not list(folder.glob("multirun/**/eanet_job.json")), "a job started"
+    assert not list(folder.glob("multirun/**/.hydra")), "a job started"
     assert "start job" not in result.stdout and "Launching" not in result.stdout
     assert not (folder / "mlflow.db").exists()  # checked before the store: nothing recorded
 

@@ -13,8 +13,9 @@ from conftest import (checkpointed_epoch, client_for, metric_steps, run_eanet, s
                       training_runs)
 
 EPOCHS = 5
+LEASE_S = 2  # the job's claim on its computation (eanet.tracking.ledger) lives this long unrenewed
 # Epochs of 12 steps: long enough to interrupt mid-epoch, short enough for CI.
-SCHEDULE = [f"trainer.epochs={EPOCHS}", "trainer.steps_per_epoch=12"]
+SCHEDULE = [f"trainer.epochs={EPOCHS}", "trainer.steps_per_epoch=12", f"tracking.lease_s={LEASE_S}"]
 PER_EPOCH = ["loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "learning_rate",
              "epoch_time_s"]
 
@@ -59,9 +60,14 @@ def test_sigterm_then_sigkill_then_resume_completes_history(tmp_path):
     steps = metric_steps(client, run.info.run_id)
     assert steps in (list(range(second_stop + 1)), list(range(second_stop)))
 
-    # Same command again: resumes after the last checkpointed epoch and finishes.
+    # Same command again: the SIGKILLed job's claim is taken over once its lease has run out (no
+    # renewal since the kill), then the run resumes after the last checkpointed epoch and finishes.
+    killed_at = time.time()
     finished = run_eanet(tmp_path, *SCHEDULE)
     assert finished.returncode == 0, finished.stderr[-3000:]
+    [claimed] = [line for line in finished.stdout.splitlines() if "(claim " in line]
+    assert f"resumes run {run.info.run_id} (claim 3)" in claimed  # launches 1 and 2 held 1 and 2
+    assert time.time() - killed_at >= LEASE_S
     assert f"resuming run {run.info.run_id} after epoch {second_stop}" in finished.stdout
     [done] = training_runs(client)
     assert done.info.run_id == run.info.run_id
@@ -73,4 +79,4 @@ def test_sigterm_then_sigkill_then_resume_completes_history(tmp_path):
     assert "test_top1" in done.data.metrics and "best_val_top1" in done.data.metrics
     history = Path(client.download_artifacts(run.info.run_id, "history.csv", str(tmp_path)))
     assert len(history.read_text().strip().splitlines()) == 1 + EPOCHS
-    assert not (tmp_path / "checkpoints" / done.data.tags["eanet.fingerprint"]).exists()
+    assert not (tmp_path / "checkpoints" / run.info.run_id).exists()  # keyed by run, removed

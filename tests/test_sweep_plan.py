@@ -1,6 +1,7 @@
-"""`python -m eanet.run -m … plan=true`: one line per job (run name, overrides, status by
-fingerprint, trainable parameters, estimated training time and its source) and the total, then exit
-0 having written nothing: the store byte-identical, no sweep folder, no store where there was none.
+"""`python -m eanet.run -m … plan=true`: one line per job (run name, overrides, the decision its
+job would make — eanet.sweeps.jobs.decide —, trainable parameters, estimated time and its source)
+and the total, then exit 0 having written nothing: the store byte-identical, no sweep folder, no
+store where there was none.
 
 The store's runs are made by hand (a FINISHED EANet run with a measured throughput, an interrupted
 ViT run with a checkpoint after its first epoch): what the plan reads, without training anything.
@@ -52,9 +53,10 @@ def snapshot(folder: Path) -> dict[str, str]:
 def test_plan_lists_every_job_and_writes_nothing(tmp_path):
     client = client_for(tmp_path)
     experiment = client.create_experiment("eanet")
-    finished = record_run(client, experiment, JOBS[0], "FINISHED", throughput_img_per_s=THROUGHPUT)
-    record_run(client, experiment, JOBS[2], "KILLED")
-    checkpoint = tmp_path / "checkpoints" / fingerprint(job_config(JOBS[2])) / "state.npz"
+    finished = record_run(client, experiment, JOBS[0], "FINISHED", throughput_img_per_s=THROUGHPUT,
+                          job_overhead_s=5.0)
+    killed = record_run(client, experiment, JOBS[2], "KILLED")
+    checkpoint = tmp_path / "checkpoints" / killed / "state.npz"  # checkpoints are keyed by run
     checkpoint.parent.mkdir(parents=True)
     np.savez(checkpoint, meta=np.array(json.dumps({"epoch": 0, "run_id": "x"})))
     before = snapshot(tmp_path)
@@ -70,18 +72,19 @@ def test_plan_lists_every_job_and_writes_nothing(tmp_path):
     assert "trainer.epochs=2" in header and "plan=true" in header.lower()
     fields = [[f.strip() for f in row.split("|")] for row in rows]
     assert [f[:3] for f in fields] == [
-        ["#0 ea-p2-h2-dc2-s0", "model=ea seed=0", "finished"],
+        ["#0 ea-p2-h2-dc2-s0", "model=ea seed=0", f"finished earlier (run {finished})"],
         ["#1 ea-p2-h2-dc2-s1", "model=ea seed=1", "new"],
-        ["#2 vit-p2-h2-s0", "model=vit seed=0", "resumable at epoch 1"],
+        ["#2 vit-p2-h2-s0", "model=vit seed=0", f"resume (run {killed} at epoch 1)"],
         ["#3 vit-p2-h2-s1", "model=vit seed=1", "new"]]
     assert [f[3] for f in fields] == ["2,356 trainable"] * 2 + ["3,300 trainable"] * 2
     assert fields[0][4] == "- (nothing to train)"
-    # 51 training images (64 less the validation split) x 2 epochs at the finished run's speed
-    assert fields[1][4] == "0m01s (from 1 finished run)"
+    # 51 training images (64 less the validation split) x 2 epochs at the finished run's speed,
+    # plus the job's time outside training as the finished run measured it
+    assert fields[1][4] == "0m06s (from 1 finished run)"
     # ViT has no finished run: steps timed on this machine, one epoch left of two
     assert fields[2][4].endswith("(timed here (3 steps of vit-p2-h2-s0, scaled))")
     assert fields[3][4].endswith("(timed here (3 steps of vit-p2-h2-s0, scaled))")
-    assert total.startswith("total: 4 jobs (1 finished, 2 new, 1 resumable); estimated training ")
+    assert total.startswith("total: 4 jobs (1 finished earlier, 2 new, 1 resume); estimated ")
     assert finished  # the run the plan skips
 
 
@@ -90,12 +93,13 @@ def test_plan_without_a_store_creates_none_and_marks_the_budget(tmp_path):
     jobs = [(o, job_config(o, f"tracking.tracking_uri={uri}", "sweep.max_runs=3")) for o in JOBS]
     plans = sweep_plan(jobs, time_steps=False, count_parameters=False)
     assert not (tmp_path / "absent").exists()
-    assert [p.status for p in plans] == ["new"] * 3 + ["not started (budget: sweep.max_runs=3)"]
+    assert [p.status_text for p in plans] == ["new"] * 3 + [
+        "not started (budget) (sweep.max_runs=3)"]
     assert [p.name for p in plans] == ["ea-p2-h2-dc2-s0", "ea-p2-h2-dc2-s1", "vit-p2-h2-s0",
                                        "vit-p2-h2-s1"]
     text = format_plan(plans)
     assert "no estimate: no finished run with these model settings" in text
-    assert text.splitlines()[-1] == ("total: 4 jobs (3 new, 1 not started); estimated training "
+    assert text.splitlines()[-1] == ("total: 4 jobs (3 new, 1 not started (budget)); estimated "
                                      "time 0m00s + 3 jobs without an estimate")
 
 
@@ -126,23 +130,47 @@ def test_jobs_composed_once_per_group_choice_equal_hydras_composition():
     assert fast[0].optimizer.learning_rate == 0.01 and fast[1].tracking.experiment_name == "eanet-grid"
 
 
-def test_budget_places_by_runs_and_by_hours(tmp_path):
-    """eanet.sweeps.budget: places are files in the sweep folder, so jobs in other processes
-    count them too; a launcher's retry of a job keeps its place."""
-    from eanet.config import SweepConfig
-    from eanet.sweeps.budget import take_place
+def test_plan_shows_a_shared_computation_and_a_claim_held_elsewhere(tmp_path):
+    """ViT ignores dim_coefficient: its second job is the first one's computation. A live claim
+    (another process training it now) is shown as such: the job will wait for it."""
+    from eanet.tracking.ledger import Ledger
 
-    for sweep in ("runs", "hours"):
-        (tmp_path / sweep / ".progress").mkdir(parents=True)
-        (tmp_path / sweep / ".progress" / "parent.json").write_text(
-            json.dumps({"run_id": "r", "start": 1000.0, "total": 3}))
+    uri = store_uri(tmp_path)
+    jobs = [["model=ea", "model.dim_coefficient=1"], ["model=vit", "model.dim_coefficient=1"],
+            ["model=ea", "model.dim_coefficient=2"], ["model=vit", "model.dim_coefficient=2"]]
+    configs = [(o, job_config(o, f"tracking.tracking_uri={uri}")) for o in jobs]
+    lease = Ledger(uri, "eanet", lease_s=60).claim(fingerprint(configs[0][1]), 0)
+    try:
+        plans = sweep_plan(configs, time_steps=False, count_parameters=False)
+    finally:
+        lease.release()
+    assert [p.status.value for p in plans] == ["running elsewhere", "new", "new",
+                                               "finished earlier"]
+    assert plans[0].status_text.endswith(": waits for it)")
+    assert plans[3].detail == "as job #1"
+
+
+def test_budget_places_by_runs_and_by_hours(tmp_path):
+    """eanet.sweeps.budget: places are write-once params on the sweep's parent run, so jobs in
+    other processes or machines count them too; a launcher's retry of a job keeps its place."""
+    from eanet.config import Config, SweepConfig
+    from eanet.sweeps.budget import budget_refusal
+    from eanet.sweeps.record import SweepRecord
+
+    client = client_for(tmp_path)
+    parent = client.create_run(client.create_experiment("eanet")).info.run_id
+    record = SweepRecord(store_uri(tmp_path), parent)
+    launch = record.start_launch(total=3)
+
+    def refusal(budget: SweepConfig, job: int, now=None):
+        return budget_refusal(Config(sweep=budget), record, job, now=now)
+
     runs = SweepConfig(max_runs=2)
-    assert [take_place(runs, tmp_path / "runs", job) for job in range(3)] == [
-        None, None, "not started (budget: sweep.max_runs=2 runs started)"]
-    assert take_place(runs, tmp_path / "runs", 1) is None
+    assert [refusal(runs, job) for job in range(3)] == [
+        None, None, "not started: sweep.max_runs=2 runs started"]
+    assert refusal(runs, 1) is None  # a retry keeps its place
     hours = SweepConfig(max_hours=0.5)
-    assert take_place(hours, tmp_path / "hours", 0, now=1000 + 1799) is None
-    assert take_place(hours, tmp_path / "hours", 1, now=1000 + 1800) == \
-        "not started (budget: sweep.max_hours=0.5 passed)"
-    assert take_place(SweepConfig(), tmp_path / "none", 0) is None  # no budget: no files
-    assert not (tmp_path / "none").exists()
+    assert refusal(hours, 0, now=launch["start"] + 1799) is None
+    assert refusal(hours, 1, now=launch["start"] + 1800) == \
+        "not started: sweep.max_hours=0.5 passed"
+    assert budget_refusal(Config(sweep=SweepConfig()), None, None) is None  # no budget

@@ -39,7 +39,7 @@ SYNTHETIC_ONLY = ("synthetic_train_size", "synthetic_test_size")
 # Settings added after runs were recorded, left out of the legacy fingerprint at the value that
 # computes what runs did before they existed.
 ADDED_LATER = {"trainer.matmul_precision": "default", "data.augmentation.contrast_clip": True,
-               "model.attention_layer": None, "model.implementation": "auto"}
+               "model.attention_layer": None, "model.implementation": "auto", "data.loader": None}
 
 
 def _tree(raw_cfg: DictConfig | dict) -> dict:

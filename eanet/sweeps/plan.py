@@ -191,7 +191,7 @@ def format_plan(plans: list[JobPlan]) -> str:
     known = [p.seconds for p in plans if p.seconds is not None]
     unknown = sum(1 for p in plans if p.seconds is None and p.source.startswith("no estimate"))
     total = f"total: {len(plans)} jobs ({', '.join(f'{n} {k}' for k, n in counts.items())}); " \
-            f"estimated training time {format_duration(sum(known))}"
+            f"estimated time {format_duration(sum(known))}"
     if unknown:
         total += f" + {unknown} jobs without an estimate"
     lines.append(total)

@@ -1,0 +1,88 @@
+"""Sweeps that share computations (issue 26): each computation is trained once and every sweep
+that covers it finds it again — in its record, its report and its comparison."""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from conftest import client_for, metric_steps, run_eanet, start_eanet, training_runs
+from eanet.sweeps.record import SweepRecord
+
+QUICK = ["trainer.epochs=1", "tracking.log_model=false", "tracking.lease_s=3"]
+
+
+def sweep_report(result, folder):
+    """The report folder of the sweep that `result` printed."""
+    [line] = [l for l in result.stdout.splitlines() if "Sweep report written to " in l]
+    return folder / line.split("Sweep report written to ")[1].split("/ and logged")[0]
+
+
+def test_settings_a_model_ignores_train_once_and_count_once(tmp_path):
+    """ViT ignores dim_coefficient: `model=ea,vit model.dim_coefficient=1,2 seed=0,1` is 6
+    computations, not 8, and the report counts ViT's two seeds once each."""
+    result = run_eanet(tmp_path, "-m", "model=ea,vit", "model.dim_coefficient=1,2", "seed=0,1",
+                       *QUICK)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = training_runs(client_for(tmp_path))
+    assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+    assert result.stdout.count("skipped: FINISHED as run") == 2
+    table = pd.read_csv(sweep_report(result, tmp_path) / "report.csv")
+    vit = table[table["model"] == "vit"]
+    assert len(vit) == 1 and vit["n"].tolist() == [2]
+    assert sorted(table[table["model"] == "ea"]["n"]) == [2, 2]
+    comparison = pd.read_csv(sweep_report(result, tmp_path) / "comparison.csv")
+    assert len(comparison) == 2  # each EANet memory size against the one ViT
+
+
+def test_a_later_sweep_reports_what_an_earlier_one_trained(tmp_path):
+    """A sweep reports every job it covers, whichever sweep trained its run: after
+    `model=ea seed=0`, `model=ea,vit seed=0` reports both models and their comparison; a heads
+    sweep after it reports num_heads=2 (the earlier sweeps' setting) for both models."""
+    first = run_eanet(tmp_path, "-m", "model=ea", "seed=0", *QUICK)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_eanet(tmp_path, "-m", "model=ea,vit", "seed=0", *QUICK)
+    assert second.returncode == 0, second.stderr[-3000:]
+    report = sweep_report(second, tmp_path)
+    assert pd.read_csv(report / "report.csv")["model"].tolist() == ["ea", "vit"]
+    assert len(pd.read_csv(report / "comparison.csv")) == 1
+
+    heads = run_eanet(tmp_path, "-m", "model=ea,vit", "model.num_heads=1,2", "seed=0", *QUICK)
+    assert heads.returncode == 0, heads.stderr[-3000:]
+    assert heads.stdout.count("skipped: FINISHED as run") == 2
+    table = pd.read_csv(sweep_report(heads, tmp_path) / "report.csv")
+    assert sorted(zip(table["model"], table["model.num_heads"])) == [
+        ("ea", 1), ("ea", 2), ("vit", 1), ("vit", 2)]
+    assert set(table["n"]) == {1}
+    assert len(training_runs(client_for(tmp_path))) == 4  # ea, vit × heads 1, 2
+
+
+def test_a_sweep_started_mid_way_through_a_shared_job_waits_for_it(tmp_path):
+    """The second sweep meets a live claim: it neither trains the job again nor takes it over;
+    it waits, takes the result, and the run holds each epoch once."""
+    epochs = 6
+    slow = [f"trainer.epochs={epochs}", "trainer.steps_per_epoch=6"]
+    first = start_eanet(tmp_path, "-m", "seed=7", *QUICK, *slow, log=tmp_path / "first.log")
+    client = client_for(tmp_path)
+    deadline = time.monotonic() + 300
+    while True:  # mid-way: the first sweep's run has logged an epoch
+        runs = training_runs(client)
+        if runs and metric_steps(client, runs[0].info.run_id):
+            break
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the first sweep never logged an epoch"
+        time.sleep(0.2)
+    second = run_eanet(tmp_path, "-m", "seed=7,1", *QUICK, *slow)
+    assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "running elsewhere" in second.stdout and "waiting for it" in second.stdout
+    runs = {r.data.params["seed"]: r for r in training_runs(client)}
+    assert sorted(runs) == ["1", "7"] and {r.info.status for r in runs.values()} == {"FINISHED"}
+    shared = runs["7"].info.run_id
+    for key in ("loss", "val_top1"):
+        assert metric_steps(client, shared, key) == list(range(epochs)), key
+    experiment = client.get_experiment_by_name("eanet").experiment_id
+    parents = client.search_runs([experiment], "tags.`eanet.run_type` = 'sweep'")
+    assert len(parents) == 2
+    for parent in parents:
+        assert shared in SweepRecord(client.tracking_uri, parent.info.run_id).run_ids()

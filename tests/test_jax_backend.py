@@ -159,3 +159,19 @@ def test_packing_benchmark_runs_jobs_side_by_side(tmp_path):
     assert line["jobs"] == 2 and line["failed"] == 0 and len(line["per_job_img_per_s"]) == 2
     assert line["total_img_per_s"] > 0
     assert (tmp_path / "packing.csv").is_file()
+
+
+def test_flops_are_counted_the_same_on_jax():
+    """The seed EANet's formulas, and a plug-in attention traced through its jaxpr, give the
+    counts by hand of tests/test_flops.py."""
+    from eanet.models.flops import forward_flops, traced_flops
+    from test_flops import BLOCK_MLP, BLOCKS, D, EMBED, EXTERNAL, HEAD, HEADS, N, seed_model
+    from toy_attention import LinearAttention
+
+    assert forward_flops(seed_model("ea")).total == EMBED + BLOCKS * (EXTERNAL + BLOCK_MLP) + HEAD
+    layer = LinearAttention(D, HEADS)
+    layer.build((None, N, D))
+    head_dim = D // HEADS
+    assert traced_flops(layer, (1, N, D)) == (
+        2 * N * D * 3 * D + 4 * N * HEADS * head_dim * head_dim + 2 * N * HEADS * head_dim
+        + 2 * N * D * D, [])

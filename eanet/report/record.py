@@ -4,7 +4,8 @@ calls it once the sweep and its report are done).
     python -m eanet.report.record --sweep multirun/2026-12-01/10-00-00 --study seed \\
         --out experiments/seed/2026-12-01-h200 --command "…" --wall-s 512 --gpu "NVIDIA H200"
 
-Copies the sweep's report (report.csv, comparison.csv, runs.csv, report.md, PNGs, from
+Copies the sweep's report (report.csv, comparison.csv, differences.csv, runs.csv, report.md,
+report.html, PNGs, from
 `<sweep>/report/`) into `--out`, each training run's history.csv (from MLflow) into
 `--out/runs/<run name>/history.csv`, and writes `record.json`: the study, the exact command, the
 commit (`+uncommitted-changes` if tracked files differed from it), the Keras backend, the versions
@@ -23,7 +24,8 @@ from typing import Optional
 
 import pandas as pd
 
-REPORT_FILES = ("report.csv", "comparison.csv", "runs.csv", "report.md")
+REPORT_FILES = ("report.csv", "comparison.csv", "differences.csv", "runs.csv", "report.md",
+                "report.html")
 
 
 def commit_text() -> Optional[str]:

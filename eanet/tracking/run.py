@@ -7,7 +7,9 @@ manager that ends the run as FINISHED, FAILED or KILLED) and its Keras callback.
 - metrics per epoch (step = epoch, from 0): loss, top1, top5, val_loss, val_top1, val_top5,
   learning_rate, epoch_time_s;
 - metrics at the end: test_loss, test_top1, test_top5, best_val_top1, train_time_s,
-  throughput_img_per_s, and param_count_{total,trainable,patch_embedding,attention,mlp,norm,head};
+  throughput_img_per_s, peak_rss_mb (and peak_gpu_mb) over fit and evaluation,
+  param_count_{total,trainable,patch_embedding,attention,mlp,norm,head}, and
+  flops_per_image, flops_attention_per_image (forward, eanet.models.flops);
 - system metrics: MLflow's sampling of the training process (system/cpu_utilization_percentage,
   system/system_memory_usage_megabytes, GPU ones where there is one), every
   tracking.system_metrics_interval_s seconds while the run is active here;

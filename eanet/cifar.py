@@ -19,11 +19,14 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from eanet.data import DataError
+
+if TYPE_CHECKING:
+    from eanet.config import DataConfig
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
 
@@ -61,6 +64,11 @@ def load_cifar10(path: Optional[str] = None) -> Arrays:
 def load_cifar100(path: Optional[str] = None) -> Arrays:
     """CIFAR-100 with its 100 fine labels: 50,000 train / 10,000 test images."""
     return load_cifar(CIFAR100, path)
+
+
+def cifar100_dataset(cfg: DataConfig, seed: int) -> Arrays:
+    """The built-in `data.name=cifar100` (eanet.data.DATASETS): CIFAR-100 from `data.path`."""
+    return load_cifar100(cfg.path)
 
 
 def load_cifar(variant: CifarFormat, path: Optional[str]) -> Arrays:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,16 +53,11 @@ def load_synthetic(cfg: DataConfig, seed: int) -> tuple:
     return x_train, y_train, x_test, y_test
 
 
-def _cifar100(cfg: DataConfig, seed: int) -> tuple:
-    from eanet.cifar import load_cifar100
-
-    return load_cifar100(cfg.path)
-
-
-# data.name → loader(cfg, seed) of a built-in data set (data.loader: null)
-DATASETS: dict[str, Callable[[DataConfig, int], tuple]] = {
-    "cifar100": _cifar100,
-    "synthetic": load_synthetic,
+# data.name → a built-in data set (data.loader: null): the import path of a function
+# (DataConfig, seed) → (x_train, y_train, x_test, y_test), resolved only when data loads.
+DATASETS: dict[str, str] = {
+    "cifar100": "eanet.cifar.cifar100_dataset",
+    "synthetic": "eanet.data.load_synthetic",
 }
 
 
@@ -78,12 +73,13 @@ def _source(cfg: DataConfig) -> str:
 
 def load_arrays(cfg: DataConfig, seed: int) -> ImageDataset:
     """The data set `cfg` names, checked: `data.loader(data.path)` or the built-in `data.name`."""
+    from eanet.plugins import import_object
+
     if cfg.loader is None:
         check_choice("data.name", cfg.name, DATASETS)
-        arrays, what = DATASETS[cfg.name](cfg, seed), f"data.name={cfg.name}"
+        load = import_object(DATASETS[cfg.name], "data.name")
+        arrays, what = load(cfg, seed), f"data.name={cfg.name}"
     else:
-        from eanet.plugins import import_object
-
         load = import_object(cfg.loader, "data.loader")
         arrays, what = load(cfg.path), f"data.loader={cfg.loader}"
     return checked_dataset(arrays, cfg.num_classes, what, _source(cfg))

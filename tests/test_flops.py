@@ -39,7 +39,7 @@ def seed_model(name: str) -> keras.Model:
     return build_model(cfg.model, cfg.data.image_size, CLASSES, augmentation)
 
 
-@pytest.mark.parametrize("name, attention", [("ea", EXTERNAL), ("vit", SELF)])
+@pytest.mark.parametrize("name, attention", [("ea", EXTERNAL), ("vit", SELF)], ids=["ea", "vit"])
 def test_seed_models_match_the_count_by_hand(name, attention):
     count = forward_flops(seed_model(name))
     assert count.total == EMBED + BLOCKS * (attention + BLOCK_MLP) + HEAD
@@ -58,7 +58,7 @@ def test_seed_numbers():
 @pytest.mark.parametrize("layer, expected", [
     (ExternalAttention(D, HEADS, DC, implementation="reference"), EXTERNAL),
     (SelfAttention(D, HEADS, implementation="reference"), SELF),
-])
+], ids=["external", "self"])
 def test_formulas_equal_the_traced_reference_implementation(layer, expected):
     layer.build((None, N, D))
     assert traced_flops(layer, (1, N, D)) == (expected, [])

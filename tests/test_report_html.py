@@ -13,9 +13,9 @@ from eanet.report.files import write_files
 from report_frames import report_tables, typed_frame
 
 
-@pytest.fixture
-def report_folder(tmp_path):
-    """A report on ea against vit over seeds 0-2 at two patch sizes."""
+@pytest.fixture(scope="module")
+def report_folder(tmp_path_factory):
+    """A report on ea against vit over seeds 0-2 at two patch sizes (made once: tests read it)."""
     runs = pd.concat([
         typed_frame({"ea": {0: 0.40, 1: 0.42, 2: 0.44}, "vit": {0: 0.30, 1: 0.34, 2: 0.33}}),
         typed_frame({"ea": {0: 0.50, 1: 0.41, 2: 0.36}, "vit": {0: 0.38, 1: 0.45, 2: 0.40}},
@@ -23,7 +23,7 @@ def report_folder(tmp_path):
     ], ignore_index=True)
     axes = ["model.patch_size"]
     table, comparison, differences = report_tables(runs, axes)
-    out = tmp_path / "report"
+    out = tmp_path_factory.mktemp("html") / "report"
     write_files(out, runs, table, comparison, axes, "test_top1", "sweep multirun/made-up",
                 differences=differences, sources=["sweep `multirun/made-up` (12 runs)"])
     return out, differences

@@ -158,22 +158,10 @@ def test_mlflow_ui_shows_the_sweep(served_sweep, tmp_path):
         page.get_by_text("learning_curves.png", exact=True).first.click()
         page.wait_for_timeout(1500)  # the preview loads the image through the server
         page.screenshot(path=shots / "artifacts.png")
-    print(f"\nMLflow UI screenshots: {shots}")
-    assert sorted(p.name for p in shots.iterdir()) == ["artifacts.png", "run.png", "runs.png",
-                                                        "sweep.png"]
 
-
-@pytest.mark.browser
-def test_sweep_report_page_in_the_mlflow_ui(served_sweep, tmp_path):
-    """The sweep run's report/report.html, as the MLflow UI's artifact view shows it: its
-    tables and its embedded plots."""
-    url, _ = served_sweep
-    client, experiment, _ = sweep_runs(url)
-    parent = sweep_run(client, experiment)
-    with headless_chromium(tmp_path) as context:
-        page = context.new_page()
-        page.goto(f"{url}/#/experiments/{experiment.experiment_id}/runs/{parent.info.run_id}"
-                  "/artifacts")
+        # The sweep run's report page (report/report.html), shown in a frame: its tables and
+        # its plots, embedded.
+        page.goto(f"{url}/#/experiments/{exp}/runs/{parent.info.run_id}/artifacts")
         page.get_by_text("report", exact=True).first.click(timeout=60_000)
         page.get_by_text("report.html", exact=True).first.click(timeout=30_000)
         report = page.frame_locator("iframe").first
@@ -181,7 +169,10 @@ def test_sweep_report_page_in_the_mlflow_ui(served_sweep, tmp_path):
         assert "ea" in report.locator("table").first.inner_text()
         sizes = report.locator("img").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
         assert sizes and min(sizes) > 0
-        page.screenshot(path=tmp_path / "report.png")
+        page.screenshot(path=shots / "report.png")
+    print(f"\nMLflow UI screenshots: {shots}")
+    assert sorted(p.name for p in shots.iterdir()) == ["artifacts.png", "report.png", "run.png",
+                                                        "runs.png", "sweep.png"]
 
 
 # --- PostgreSQL backend store --------------------------------------------------------------------

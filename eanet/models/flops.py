@@ -1,9 +1,9 @@
 """Forward FLOPs per image of a built Keras model: the cost EANet's claim is about, the same on
 every device.
 
-Convention (fvcore's and most papers', doubled): a multiply-add of a matrix product or a
-convolution is 2 FLOPs; element-wise work (biases, normalisations, softmax, activations,
-residual sums, dropout) is not counted. The count is of the layers' formulas, the reference
+Convention: a multiply-add of a matrix product or a convolution is 2 FLOPs (fvcore and many
+papers count it as 1: halve to compare with those); element-wise work (biases, normalisations,
+softmax, activations, residual sums, dropout) is not counted. The count is of the layers' formulas, the reference
 implementation's (eanet.models.attention), whichever implementation runs: the folded and fused
 forms compute the same function, some with fewer products.
 

@@ -13,8 +13,9 @@ model against the `baseline` model, ViT by default, each Δ with its 95% interva
 (every metric's Δ, interval, method and verdict: eanet.report.stats), runs.csv (the runs used),
 report.md, report.html (the same page, self-contained) and PNG plots into `out`, prints the main
 table, the verdicts and which sweeps it read, and logs the same files as artifacts of a report run
-(tag eanet.run_type=report) in the same experiment. The Hydra callback `eanet.sweeps.ending.SweepReport` calls `sweep_report` at the end of
-every `python -m eanet.run -m …` sweep.
+(tag eanet.run_type=report) in the same experiment. The Hydra callback
+`eanet.sweeps.ending.SweepReport` calls `sweep_report` at the end of every
+`python -m eanet.run -m …` sweep.
 """
 from __future__ import annotations
 

@@ -190,10 +190,10 @@ def model_comparison(runs: pd.DataFrame, table: pd.DataFrame, axes: list[str],
     """Every other model beside the `baseline` model for the same other settings.
 
     Δ = model − baseline (accuracy, as a fraction); ratios are model / baseline (parameters,
-    FLOPs per image, images/s, peak memory). A setting one side's attention ignores (ViT's dim_coefficient) is not matched on:
-    it stays a column of the side that uses it (`<setting>_baseline` for the baseline's), so
-    every EANet memory size is compared with the one ViT of its other settings. Empty when the
-    baseline or every other model is missing.
+    FLOPs per image, images/s, peak memory). A setting one side's attention ignores (ViT's
+    dim_coefficient) is not matched on: it stays a column of the side that uses it
+    (`<setting>_baseline` for the baseline's), so every EANet memory size is compared with the
+    one ViT of its other settings. Empty when the baseline or every other model is missing.
     """
     base, others = table[table["model"] == baseline], table[table["model"] != baseline]
     if base.empty or others.empty:

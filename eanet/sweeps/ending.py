@@ -134,6 +134,8 @@ class SweepReport(AfterLastJob):
         if not report.comparison.empty:
             log.info("Models vs %s:\n%s", cfg.baseline,
                      display_table(report.comparison).to_string(index=False))
+        if report.verdicts:
+            log.info("Verdict:\n%s", "\n".join(report.verdicts))
         log.info("Sweep report written to %s/ and logged to MLflow run %s", report.out,
                  report.run_id)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +85,22 @@ def test_compose_jobs_sees_the_sweeps_searchpath(user_folder):
     assert fast[0].data.loader == "stripes.load_stripes" and fast[0].data.num_classes == 3
 
 
+def docs_command(folder: Path, marker: str) -> list[str]:
+    """The arguments of docs/extending.md's `python -m eanet.run` line containing `marker`,
+    run from `folder` (its `$PWD`)."""
+    text = (ROOT / "docs" / "extending.md").read_text()
+    [block] = re.findall(r"```sh\n(.*?)```", text, re.S)
+    [line] = [line for line in block.splitlines() if marker in line]
+    words = shlex.split(line.replace("$PWD", str(folder)), comments=True)
+    assert words[:3] == ["python", "-m", "eanet.run"], line
+    return words[3:]
+
+
 def test_plan_lists_plugins_beside_ea_and_vit_and_writes_nothing(user_folder, tmp_path):
-    result = run_eanet(tmp_path, "-m", "model=ea,vit,pool", "plan=true",
-                       *plugin_args(user_folder), tiny=False, env=plugin_env(user_folder))
+    """The docs' plan command, on small models."""
+    arguments = docs_command(user_folder, "plan=true")
+    assert "model=ea,vit,pool" in arguments and "data=stripes" in arguments
+    result = run_eanet(tmp_path, *arguments, *SMALL, tiny=False, env=plugin_env(user_folder))
     assert result.returncode == 0, result.stderr[-3000:]
     assert_no_callback_warning(result)
     rows = [line for line in result.stdout.splitlines() if line.startswith("#")]

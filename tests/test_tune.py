@@ -240,6 +240,30 @@ def test_a_launch_keeps_the_budget_and_stops_a_failing_study(caplog):
     assert launch.room(1) == 0
 
 
+def test_a_trial_whose_job_started_nothing_is_asked_again_not_failed():
+    """`train` returns None when a budget kept the job from starting: the trial is no failure of
+    its settings. It is asked again (same settings) and the launch stops there."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from optuna.trial import TrialState
+
+    from eanet.sweeps.launch import Launch
+
+    created = optuna.create_study()
+    found = study.Study("s", [], [], created)
+    space = {"optimizer.learning_rate": optuna.distributions.FloatDistribution(0.1, 0.2)}
+    trial = created.ask(space)
+    ret = JobReturn(status=JobStatus.COMPLETED, _return_value=None)
+    outcome, _ = tune.OptunaSweeper.tell(found, trial, ret)
+    assert outcome == study.TrialOutcome.INTERRUPTED and found.counted() == 0
+    [asked, waiting] = created.get_trials(deepcopy=False)
+    assert asked.state == TrialState.FAIL and waiting.state == TrialState.WAITING
+    assert waiting.system_attrs["fixed_params"] == asked.params  # enqueued: asked next
+    assert waiting.user_attrs[study.RESUMES_ATTR] == 0
+    launch = Launch(n_trials=3, max_consecutive_failures=3)
+    launch.record(found, outcome, "not started", trial.number)
+    assert launch.room(1) == 0 and launch.spent() == "trial 0 of s was not started"
+
+
 def test_unknown_setting_in_the_space_fails_before_any_trial(tmp_path):
     result = run_eanet(tmp_path, "-m", "hydra/sweeper=tune",
                        "++hydra.sweeper.params={optimizer.learnin_rate:'interval(0.1,0.2)'}")

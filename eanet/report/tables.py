@@ -260,11 +260,12 @@ def metric_differences(runs: pd.DataFrame, comparison: pd.DataFrame, axes: list[
                        metrics: dict[str, Wording] = COMPARED) -> pd.DataFrame:
     """One row per comparison row and metric both sides logged: Δ = model − baseline with its
     95% interval, the method (paired by seed, or Welch's), the runs on each side, whether it is
-    decisive, the seeds per model that would resolve it, and the verdict in words."""
-    rows = []
+    decisive, the seeds per model that would resolve it, and the verdict in words. The index is
+    the comparison row's."""
+    rows, index = [], []
     if comparison.empty:
         return pd.DataFrame()
-    for _, pair in comparison.iterrows():
+    for label, pair in comparison.iterrows():
         model, baseline = pair["model"], pair["baseline"]
         own = _axes_used_by(model, axes, runs)
         base_axes = _axes_used_by(baseline, axes, runs)
@@ -284,7 +285,8 @@ def metric_differences(runs: pd.DataFrame, comparison: pd.DataFrame, axes: list[
                          "n": d.n, "n_baseline": d.n_baseline, "decisive": d.decisive,
                          "seeds_needed": d.seeds_needed,
                          "verdict": verdict(d, str(model), str(baseline), wording)})
-    frame = pd.DataFrame(rows)
+            index.append(label)
+    frame = pd.DataFrame(rows, index=index)
     if not frame.empty:
         frame["seeds_needed"] = frame["seeds_needed"].astype("Int64")
     return frame
@@ -296,15 +298,9 @@ def with_intervals(comparison: pd.DataFrame, differences: pd.DataFrame) -> pd.Da
     if comparison.empty or differences.empty:
         return comparison
     out = comparison.copy()
-    keys = [c for c in differences.columns
-            if c in comparison.columns and c not in ("n", "n_baseline")]
     for metric, name in (("test_top1", "top1"), ("test_top5", "top5")):
-        mine = differences[differences["metric"] == metric][[*keys, "low", "high", "method"]]
-        mine = mine.rename(columns={"low": f"delta_{name}_low", "high": f"delta_{name}_high",
-                                    "method": f"delta_{name}_method"})
-        merged = out.merge(mine, on=keys, how="left")
+        mine = differences[differences["metric"] == metric].reindex(out.index)  # by row
         position = list(out.columns).index(f"delta_{name}") + 1
-        for offset, column in enumerate(
-                (f"delta_{name}_low", f"delta_{name}_high", f"delta_{name}_method")):
-            out.insert(position + offset, column, merged[column].to_numpy())
+        for offset, field in enumerate(("low", "high", "method")):
+            out.insert(position + offset, f"delta_{name}_{field}", mine[field])
     return out

@@ -42,9 +42,9 @@ class ModelConfig:
     # The attention's name: a key of eanet.models.ATTENTION_TYPES (external, self), or any name
     # when `attention_layer` says what builds it.
     attention: str = "external"
-    # A new attention, Hydra's `_target_` style: {_target_: my.module.MyAttention, <its arguments>},
-    # instantiated once per block with `name=`; the arguments may interpolate the settings below
-    # (`${model.embedding_dim}`). None: the built-in `attention` from eanet.models.ATTENTION_TYPES.
+    # A new attention (docs/extending.md): {_target_: my.module.MyAttention, <its arguments>}, built
+    # once per block as MyAttention(**arguments, name=...) (eanet.plugins); the arguments may
+    # interpolate the settings below (`${model.embedding_dim}`). None: the built-in `attention`.
     attention_layer: Any = None  # a mapping, or None (Any: a None default takes a dict override)
     patch_size: int = 2
     embedding_dim: int = 64

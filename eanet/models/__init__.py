@@ -2,10 +2,10 @@
 and faster implementations (`attention`), the CPU speed kernels those use (`kernels`), and the
 assembly of a classifier from the config (`model`).
 
-`ATTENTION_TYPES` is the registry behind `model.attention`. Its entries are import paths, as in
-Hydra's `_target_`, resolved only when a model is built: the config is validated against the
+`ATTENTION_TYPES` is the registry behind `model.attention`. Its entries are import paths,
+resolved only when a model is built (eanet.plugins): the config is validated against the
 registry's names without importing Keras. An attention outside eanet needs no entry here: its
-conf/model YAML names its layer (`attention_layer: {_target_: …}`, eanet.config.ModelConfig).
+own YAML names its layer (`attention_layer: {_target_: …}`, docs/extending.md).
 """
 # model.attention → "module.function" building one block's attention layer from (ModelConfig, name)
 ATTENTION_TYPES: dict[str, str] = {

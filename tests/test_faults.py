@@ -36,8 +36,9 @@ runpy.run_module("eanet.run", run_name="__main__")  # as `python -m eanet.run` w
 
 def test_sweep_with_crash_and_nan_finishes_the_rest_and_exits_nonzero(tmp_path):
     # Job 0 is healthy, job 1 crashes, job 2 diverges (a learning rate of 1e30 overflows at once).
+    # Hydra skips on_multirun_end after a failed job: the best model is registered all the same.
     result = run_eanet(tmp_path, "-m", "optimizer.learning_rate=0.001,0.002,1e30",
-                       "trainer.epochs=2", "tracking.log_model=false", script=CRASH_JOB_1)
+                       "trainer.epochs=2", "tracking.register_best_as=best", script=CRASH_JOB_1)
     assert result.returncode != 0
     runs = {r.data.params["optimizer.learning_rate"]: r for r in training_runs(client_for(tmp_path))}
     assert runs["0.001"].info.status == "FINISHED"
@@ -50,9 +51,13 @@ def test_sweep_with_crash_and_nan_finishes_the_rest_and_exits_nonzero(tmp_path):
     assert len(metric_steps(client_for(tmp_path), diverged.info.run_id)) <= 1
     # The end-of-sweep summary lists both failures with their errors.
     summary = result.stderr[result.stderr.index("eanet sweep"):]
-    assert "3 jobs, 1 completed, 2 failed" in summary
+    assert "3 jobs: 1 trained, 2 failed" in summary
     assert "RuntimeError: simulated crash in job 1" in summary
     assert "NonFiniteLossError: loss became" in summary
+    [version] = client_for(tmp_path).search_model_versions("name = 'best'")
+    assert version.tags["eanet.run_id"] == runs["0.001"].info.run_id
+    [missing] = [line for line in result.stdout.splitlines() if "not among them" in line]
+    assert "#1 failed" in missing and "#2 failed" in missing
 
 
 def store_snapshot(folder: Path) -> dict:

@@ -6,10 +6,36 @@ import time
 
 import pandas as pd
 
-from conftest import client_for, metric_steps, run_eanet, start_eanet, training_runs
+import subprocess
+
+from conftest import (client_for, eanet_command, metric_steps, run_eanet, subprocess_env,
+                      training_runs)
 from eanet.sweeps.record import SweepRecord
 
 QUICK = ["trainer.epochs=1", "tracking.log_model=false", "tracking.lease_s=3"]
+
+# A sweep whose epochs last EANET_TEST_EPOCH_S seconds (through the train.extra_callbacks seam),
+# started once the file EANET_TEST_GATE exists: TensorFlow is imported before, so the sweep
+# meets the store within a second of the gate opening.
+GATED = """
+import os, pathlib, runpy, time, keras, eanet.training.train
+
+class SlowEpochs(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(float(os.environ.get("EANET_TEST_EPOCH_S", "0")))
+
+eanet.training.train.extra_callbacks = lambda: [SlowEpochs()]
+gate = os.environ.get("EANET_TEST_GATE")
+while gate and not pathlib.Path(gate).exists():
+    time.sleep(0.05)
+runpy.run_module("eanet.run", run_name="__main__")
+"""
+
+
+def start_gated(folder, log, *arguments, **env):
+    with open(log, "w") as output:
+        return subprocess.Popen(eanet_command(*arguments, script=GATED), cwd=folder,
+                                env=subprocess_env(**env), stdout=output, stderr=subprocess.STDOUT)
 
 
 def sweep_report(result, folder):
@@ -61,8 +87,11 @@ def test_a_sweep_started_mid_way_through_a_shared_job_waits_for_it(tmp_path):
     """The second sweep meets a live claim: it neither trains the job again nor takes it over;
     it waits, takes the result, and the run holds each epoch once."""
     epochs = 6
-    slow = [f"trainer.epochs={epochs}", "trainer.steps_per_epoch=6"]
-    first = start_eanet(tmp_path, "-m", "seed=7", *QUICK, *slow, log=tmp_path / "first.log")
+    gate = tmp_path / "gate"
+    first = start_gated(tmp_path, tmp_path / "first.log", "-m", "seed=7", *QUICK,
+                        f"trainer.epochs={epochs}", EANET_TEST_EPOCH_S="1")
+    second = start_gated(tmp_path, tmp_path / "second.log", "-m", "seed=7,1", *QUICK,
+                         f"trainer.epochs={epochs}", EANET_TEST_GATE=str(gate))
     client = client_for(tmp_path)
     deadline = time.monotonic() + 300
     while True:  # mid-way: the first sweep's run has logged an epoch
@@ -72,9 +101,10 @@ def test_a_sweep_started_mid_way_through_a_shared_job_waits_for_it(tmp_path):
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         assert time.monotonic() < deadline, "the first sweep never logged an epoch"
         time.sleep(0.2)
-    second = run_eanet(tmp_path, "-m", "seed=7,1", *QUICK, *slow)
+    gate.touch()
     assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()[-3000:]
-    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    second = subprocess.CompletedProcess([], 0, (tmp_path / "second.log").read_text(), "")
     assert "running elsewhere" in second.stdout and "waiting for it" in second.stdout
     runs = {r.data.params["seed"]: r for r in training_runs(client)}
     assert sorted(runs) == ["1", "7"] and {r.info.status for r in runs.values()} == {"FINISHED"}

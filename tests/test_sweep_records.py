@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, client_for, compose_config, run_eanet, training_runs
-from eanet.sweeps.plan import fingerprint
+from eanet.sweeps.identity import legacy_fingerprint
 
 EPOCH_METRICS = {"loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "learning_rate",
                  "epoch_time_s"}
@@ -29,14 +29,17 @@ FINAL_METRICS = {"test_loss", "test_top1", "test_top5", "best_val_top1", "train_
                  "param_count_non_trainable", "param_count_patch_embedding",
                  "param_count_attention", "param_count_mlp", "param_count_norm",
                  "param_count_head", "flops_per_image", "flops_attention_per_image",
-                 "peak_rss_mb"}
+                 "peak_rss_mb", "job_overhead_s"}
 ARTIFACTS = ["config.yaml", "history.csv", "hydra", "hydra/config.yaml", "hydra/hydra.yaml",
              "hydra/overrides.yaml", "learning_curves.png"]  # the model: once, as the MLflow model
 # Each job's overrides as on the command line (Hydra keeps the last trainer.epochs), model= after.
 JOB_OVERRIDES = [*("trainer.epochs=1" if o.startswith("trainer.epochs=") else o for o in TINY)]
 SYSTEM_METRICS = "tracking.system_metrics_interval_s=1"  # the tiny runs last a few seconds
 BUDGET = "sweep.max_runs=1"  # the first launch's
-FINGERPRINTS = {"ea-p2-h2-dc2-s0": "20ee387a55d958b4", "vit-p2-h2-s0": "cf29b4e71daf7acf"}
+FINGERPRINTS = {"ea-p2-h2-dc2-s0": "45970a0c712c6348", "vit-p2-h2-s0": "66fd5558f7feef84"}
+# The same jobs' fingerprints before the backend and ignored settings counted: runs recorded
+# under them are found again (eanet.sweeps.jobs.find_runs).
+LEGACY_FINGERPRINTS = {"ea": "20ee387a55d958b4", "vit": "cf29b4e71daf7acf"}
 # What those jobs computed at dcafedb: Keras 3's contrast clip, now data.augmentation.contrast_clip=true
 # (their runs keep these fingerprints; the unclipped default is another computation).
 FINGERPRINTS_CLIPPED = {"ea": "3fbe1da9ffb2bd43", "vit": "61ac3ab9eb5d08bd"}
@@ -62,6 +65,7 @@ EA_PARAMS = {
     "tracking.keep_checkpoints": "False", "tracking.log_model": "True",
     "tracking.register_best_as": "None", "tracking.rerun": "False",
     "tracking.tracking_uri": "None", "tracking.system_metrics_interval_s": "1.0",
+    "tracking.lease_s": "120.0", "data.loader": "None", "library_logs": "False",
     "plan": "False", "sweep.max_runs": "1", "sweep.max_hours": "None",
     "trainer.batch_size": "16", "trainer.distribution": "none", "trainer.epochs": "1",
     "trainer.global_batch_size": "16", "trainer.jit_compile": "None",
@@ -129,7 +133,7 @@ def test_one_finished_run_per_model_named_and_tagged(sweep):
         assert run.info.status == "FINISHED"
         tags = {k: v for k, v in run.data.tags.items() if k.startswith("eanet.")}
         assert sorted(tags) == ["eanet.backend", "eanet.fingerprint", "eanet.git_dirty",
-                                "eanet.job_num", "eanet.matmul_precision.effective",
+                                "eanet.ignored_settings", "eanet.job_num", "eanet.matmul_precision.effective",
                                 "eanet.model", "eanet.model_uri", "eanet.onednn",
                                 "eanet.overrides", "eanet.packages", "eanet.replicas",
                                 "eanet.run_type", "eanet.sweep_id"]  # eanet.backend: added with the JAX backend
@@ -146,9 +150,15 @@ def test_one_finished_run_per_model_named_and_tagged(sweep):
 
 
 @pytest.mark.parametrize("model", ["ea", "vit"])
+def test_runs_recorded_before_keep_their_legacy_fingerprints(model):
+    overrides = [*JOB_OVERRIDES, f"model={model}"]
+    assert legacy_fingerprint(compose_config(overrides)) == LEGACY_FINGERPRINTS[model]
+
+
+@pytest.mark.parametrize("model", ["ea", "vit"])
 def test_runs_recorded_with_the_contrast_clip_keep_their_fingerprints(model):
     overrides = [*JOB_OVERRIDES, f"model={model}", "data.augmentation.contrast_clip=true"]
-    assert fingerprint(compose_config(overrides)) == FINGERPRINTS_CLIPPED[model]
+    assert legacy_fingerprint(compose_config(overrides)) == FINGERPRINTS_CLIPPED[model]
 
 
 def test_params_are_the_resolved_config(sweep):
@@ -190,9 +200,9 @@ def test_every_run_records_system_metrics(sweep):
 def test_a_budget_stops_the_sweep_and_a_relaunch_continues(sweep):
     stopped, relaunched = sweep.stopped, sweep.relaunched
     summary = stopped.stderr[stopped.stderr.index("eanet sweep "):].splitlines()
-    assert summary[0].endswith("2 jobs, 1 completed, 1 not started (budget), 0 failed or stopped")
-    assert summary[2].split()[:3] == ["#1", "NOT_STARTED", "model=vit"]
-    assert "not started (budget: sweep.max_runs=1" in summary[2]
+    assert summary[0].endswith("2 jobs: 1 trained, 1 not started (budget)")
+    assert summary[2].split()[:5] == ["#1", "not", "started", "(budget)", "model=vit"]
+    assert "not started: sweep.max_runs=1 runs started" in summary[2]
     # the sweep's run: not FINISHED, the job left named on it
     before = sweep.parent_after_stop
     assert before.info.status == "KILLED"
@@ -201,9 +211,10 @@ def test_a_budget_stops_the_sweep_and_a_relaunch_continues(sweep):
     assert before.data.metrics["sweep_not_started"] == 1 and before.data.metrics["sweep_done"] == 1
     # the relaunch skipped what finished and trained the rest, under the same sweep run
     summary = relaunched.stderr[relaunched.stderr.index("eanet sweep "):].splitlines()
-    assert summary[0].endswith("2 jobs, 2 completed, 0 failed or stopped")
-    assert "skipped: FINISHED as run " + sweep.runs["ea-p2-h2-dc2-s0"].info.run_id in summary[1]
-    assert summary[2].split()[-1] == "new"
+    assert summary[0].endswith("2 jobs: 1 finished earlier, 1 trained")
+    assert summary[1].split()[:3] == ["#0", "finished", "earlier"]
+    assert summary[1].endswith("run " + sweep.runs["ea-p2-h2-dc2-s0"].info.run_id)
+    assert summary[2].split()[:2] == ["#1", "trained"]
     assert "start job 1 of 2 |" in relaunched.stdout
     assert "end (completed) job 2 of 2 |" in relaunched.stdout
 
@@ -215,7 +226,8 @@ def test_the_sweep_is_one_parent_run_of_its_jobs(sweep):
     assert "eanet.not_started" not in parent.data.tags  # the relaunch left none
     assert parent.data.tags["eanet.sweep_id"] == sweep.runs["vit-p2-h2-s0"].data.tags["eanet.sweep_id"]
     assert "model=ea,vit" in parent.data.tags["eanet.overrides"].split()
-    assert parent.data.tags["eanet.progress"].startswith("job 2 of 2 ended | 2 done | 0 failed")
+    assert parent.data.tags["eanet.progress"] == ("job 2 of 2 ended | 1 finished earlier | "
+                                                  "1 trained | ETA 0m00s")
     metrics = parent.data.metrics
     assert metrics["sweep_done"] == 2 and metrics["sweep_failed"] == 0
     assert metrics["sweep_running"] == 0 and metrics["sweep_eta_s"] == 0
@@ -225,10 +237,10 @@ def test_the_sweep_is_one_parent_run_of_its_jobs(sweep):
     assert sorted((m.step, m.value) for m in done) == [(1, 1), (1, 1), (2, 1), (2, 2)]
     plan = client.download_artifacts(parent.info.run_id, "plan.txt", str(sweep.folder))
     lines = Path(plan).read_text().splitlines()
-    assert lines[1].startswith("#0 ea-p2-h2-dc2-s0 | model=ea | finished |")
+    assert lines[1].startswith("#0 ea-p2-h2-dc2-s0 | model=ea | finished earlier (run ")
     assert lines[2].startswith("#1 vit-p2-h2-s0 | model=vit | new |")
     summary = client.download_artifacts(parent.info.run_id, "summary.txt", str(sweep.folder))
-    assert "2 jobs, 2 completed" in Path(summary).read_text()
+    assert "2 jobs: 1 finished earlier, 1 trained" in Path(summary).read_text()
 
 
 def test_sweep_ends_with_its_report_on_its_run(sweep):

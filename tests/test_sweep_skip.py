@@ -34,7 +34,7 @@ def test_relaunched_sweep_skips_finished_and_reruns_only_deleted(tmp_path):
     assert {fp for fp in after if after[fp] != before[fp]} == {deleted_fp}
     assert after[deleted_fp][0] != deleted_id and after[deleted_fp][3] == "FINISHED"
     assert second.stdout.count("skipped: FINISHED as run") == 1
-    assert "2 jobs, 2 completed, 0 failed" in second.stderr
+    assert "2 jobs: 1 trained, 1 finished earlier" in second.stderr
 
 
 def test_rerun_setting_trains_again(tracking_dir):

@@ -11,9 +11,10 @@ fingerprint, eanet.sweeps.identity, and the newest claim on it, eanet.tracking.l
   that run from its checkpoint (eanet.training.checkpoint);
 - none, or tracking.rerun=true → NEW.
 
-`plan=true` (eanet.sweeps.plan) shows the same decision without claiming anything. `claim_job`
-is the job's side: it decides, waits while the claim is live, claims the computation atomically
-before training, takes a place in the launch's budget (eanet.sweeps.budget), and writes the job's
+`plan=true` (eanet.sweeps.plan) shows the same decision without claiming anything. The job's
+side: `finished_earlier` skips a FINISHED computation reading only; `claim_job` (after the job
+has loaded its data) decides again, waits while the claim is live, claims the computation
+atomically, takes a place in the launch's budget (eanet.sweeps.budget), and writes the job's
 entry in the sweep's record (eanet.sweeps.record).
 """
 from __future__ import annotations
@@ -77,10 +78,19 @@ class RunPlan:
     job_num: Optional[int] = None
     tags: dict[str, str] = field(default_factory=dict)
     legacy_fingerprint: Optional[str] = None
+    name: str = ""  # the run name and fingerprint, as the log shows the job
+    overrides: Optional[str] = None  # the sweep job's own overrides
 
     @property
     def skip(self) -> bool:
-        return self.lease is None
+        """Nothing to train: finished earlier, or not started (the budget)."""
+        return self.decision.status in (JobStatus.FINISHED_EARLIER, JobStatus.NOT_STARTED)
+
+    def finish_early(self, decision: Decision) -> None:
+        self.decision = decision
+        log.info("%s: skipped: FINISHED as run %s", self.name, decision.run_id)
+        self.record_job(status=decision.status, run_id=decision.run_id,
+                        fingerprint=self.fingerprint, overrides=self.overrides)
 
     @property
     def result(self) -> Optional[float]:
@@ -139,11 +149,9 @@ def sweep_job() -> tuple[Optional[SweepRecord], Optional[int], Optional[str]]:
     return parent, hydra.job.num, " ".join(hydra.overrides.task)
 
 
-def claim_job(cfg: Config, raw_cfg: DictConfig) -> RunPlan:
-    """Decide, wait while another process trains this computation, then claim it (see the
-    module's docstring). A skipped job's plan has no lease and carries the result."""
-    from eanet.sweeps.budget import budget_refusal
-    from eanet.tracking.ledger import Ledger
+def finished_earlier(cfg: Config, raw_cfg: DictConfig) -> RunPlan:
+    """The job's plan, skipped already when its computation FINISHED (reading only, so that a
+    job whose data turns out missing has written nothing); `claim_job` goes on from it."""
     from eanet.tracking.store import check_tracking_location
     from eanet.tracking.tags import TAG_FINGERPRINT, TAG_IGNORED
 
@@ -154,47 +162,61 @@ def claim_job(cfg: Config, raw_cfg: DictConfig) -> RunPlan:
     parent, job_num, overrides = sweep_job()
     record = SweepRecord(t.tracking_uri, parent) if parent else None
     plan = RunPlan(fp, Decision(JobStatus.NEW), record=record, job_num=job_num, tags=tags,
-                   legacy_fingerprint=legacy)
-    name = f"{run_name(cfg)} [fingerprint {fp}]"
+                   legacy_fingerprint=legacy, name=f"{run_name(cfg)} [fingerprint {fp}]",
+                   overrides=overrides)
+    runs = find_runs(cfg, fp, legacy)
+    decision = decide(runs, claim_live=False, claim_run_id=None, rerun=t.rerun)
+    if decision.status == JobStatus.FINISHED_EARLIER:
+        plan.finish_early(decision)
+    return plan
+
+
+def claim_job(plan: RunPlan, cfg: Config) -> None:
+    """Decide, wait while another process trains this computation, then claim it (see the
+    module's docstring): `plan` then holds the lease, or is skipped with its result."""
+    from eanet.sweeps.budget import budget_refusal
+    from eanet.tracking.ledger import Ledger
+
+    t = cfg.tracking
+    fp, name = plan.fingerprint, plan.name
     ledger = Ledger(t.tracking_uri, t.experiment_name, t.lease_s)
     waited = False
     while True:
-        runs = find_runs(cfg, fp, legacy)
+        runs = find_runs(cfg, fp, plan.legacy_fingerprint)
         claim = ledger.state(fp)
         decision = decide(runs, claim.live, claim.run_id, t.rerun)
         plan.decision = decision
         if decision.status == JobStatus.FINISHED_EARLIER:
-            log.info("%s: skipped: FINISHED as run %s", name, decision.run_id)
-            plan.record_job(status=decision.status, run_id=decision.run_id, fingerprint=fp,
-                            overrides=overrides)
-            return plan
+            plan.finish_early(decision)
+            return
         if decision.status == JobStatus.RUNNING_ELSEWHERE:
             if not waited:
                 log.info("%s: running elsewhere (%s, run %s): waiting for it", name,
                          claim.holder, claim.run_id)
                 plan.record_job(status=decision.status, run_id=claim.run_id, fingerprint=fp,
-                                overrides=overrides)
+                                overrides=plan.overrides)
                 waited = True
             time.sleep(min(t.lease_s / 3, 10.0))
             continue
         lease = ledger.claim(fp, claim.generation)
         if lease is None:
             continue  # another process claimed it first: its claim is live now
-        finished = [r for r in find_runs(cfg, fp, legacy) if r.status == "FINISHED"]
+        finished = [r for r in find_runs(cfg, fp, plan.legacy_fingerprint)
+                    if r.status == "FINISHED"]
         if finished and not t.rerun:  # its holder finished while this job decided
             lease.release()
             continue
-        refusal = budget_refusal(cfg, record, job_num)
+        refusal = budget_refusal(cfg, plan.record, plan.job_num)
         if refusal:
             lease.release()
             log.info("%s: %s", name, refusal)
             plan.decision = Decision(JobStatus.NOT_STARTED)
-            plan.record_job(status=JobStatus.NOT_STARTED, fingerprint=fp, overrides=overrides,
-                            error=refusal)
-            return plan
+            plan.record_job(status=JobStatus.NOT_STARTED, fingerprint=fp,
+                            overrides=plan.overrides, error=refusal)
+            return
         verb = f"resumes run {decision.run_id}" if decision.run_id else "new run"
         log.info("%s: %s (claim %d)", name, verb, lease.generation)
         plan.lease = lease
         plan.record_job(status=JobStatus.TRAINING, run_id=decision.run_id, fingerprint=fp,
-                        overrides=overrides, error=None)
-        return plan
+                        overrides=plan.overrides, error=None)
+        return

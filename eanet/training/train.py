@@ -21,7 +21,7 @@ from eanet.config import Config
 from eanet.data import channel_statistics, make_dataset, model_inputs, prepare_data
 from eanet.models.flops import forward_flops, format_flops
 from eanet.models.model import build_augmentation, build_model, count_parameters
-from eanet.sweeps.jobs import claim_job
+from eanet.sweeps.jobs import RunPlan, claim_job, finished_earlier
 from eanet.sweeps.record import JobStatus
 from eanet.sweeps.trial import trial_callbacks
 from eanet.tracking import lineage
@@ -76,25 +76,31 @@ def train(cfg: Config, raw_cfg: DictConfig) -> Optional[float]:
     """Train one configuration and record it as one MLflow run; return the best val top-1
     (None: the sweep's budget kept it from starting)."""
     job_start = time.perf_counter()
-    # Skip a computation that FINISHED, wait for one that trains elsewhere, else claim it.
-    plan = claim_job(cfg, raw_cfg)
+    # A computation that FINISHED (in any sweep) is skipped before anything loads.
+    plan = finished_earlier(cfg, raw_cfg)
+    if plan.skip:
+        return plan.result
+    keras.backend.clear_session()  # sweep jobs share a process: free the previous job's graphs
+    keras.utils.set_random_seed(cfg.seed)
+    # Data: uint8 arrays; a seeded validation split of the training set; test kept apart. Missing
+    # or broken data fails here, before the job claims anything in the store.
+    prepared = prepare_data(cfg.data, cfg.seed)
+    # Claim the computation (waiting while another process trains it), or skip it after all.
+    claim_job(plan, cfg)
     if plan.skip:
         return plan.result
     try:
-        return _train_claimed(cfg, raw_cfg, plan, job_start)
+        return _train_claimed(cfg, raw_cfg, plan, prepared, job_start)
     finally:
         plan.lease.release()
 
 
-def _train_claimed(cfg: Config, raw_cfg: DictConfig, plan, job_start: float) -> float:
+def _train_claimed(cfg: Config, raw_cfg: DictConfig, plan: RunPlan, prepared,
+                   job_start: float) -> float:
     t = cfg.trainer
-    keras.backend.clear_session()  # sweep jobs share a process: free the previous job's graphs
-    keras.utils.set_random_seed(cfg.seed)
     strategy = distribution_strategy(t.distribution)  # one device unless trainer.distribution says
     batch_size = global_batch_size(t.batch_size, strategy)  # t.batch_size is per replica
 
-    # Data: uint8 arrays; a seeded validation split of the training set; test kept apart.
-    prepared = prepare_data(cfg.data, cfg.seed)
     data, splits = prepared.data, prepared.splits
     image_size, num_classes = cfg.data.image_size, data.num_classes
     log.info("data %s: %d train / %d val / %d test images", data.source, len(splits.y_train),

@@ -10,7 +10,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, ROOT, compose_config
-from eanet.sweeps.callbacks import SweepReport, count_jobs
+from eanet.sweeps.callbacks import count_jobs
+from eanet.sweeps.ending import SweepReport
 from eanet.validation import validate
 
 # study → (jobs, what varies besides the seed)
@@ -79,7 +80,7 @@ def test_grid_vit_counterpart_from_the_command_line():
 
 def test_callback_registered_and_counts_jobs():
     cfg = compose_config([], return_hydra_config=True)
-    assert cfg.hydra.callbacks.sweep_report._target_ == "eanet.sweeps.callbacks.SweepReport"
+    assert cfg.hydra.callbacks.sweep_report._target_ == "eanet.sweeps.ending.SweepReport"
     assert cfg.hydra.callbacks.sweep_report.enabled is True
     cfg.hydra.overrides.task = ["+experiment=patch_size", "seed=0"]
     cfg.hydra.sweeper.params = {"model": "ea,vit", "model.patch_size": "2,4,8"}

@@ -11,7 +11,7 @@ from conftest import compose_config
 from eanet.sweeps.ending import sweep_summary
 from eanet.sweeps.identity import (ADDED_LATER, fingerprint, ignored_settings,
                                    legacy_fingerprint)
-from eanet.sweeps.record import JobEntry, JobStatus
+from eanet.tracking.record import JobEntry, JobStatus
 
 
 def test_fingerprint_ignores_where_things_go_but_not_what_is_computed():

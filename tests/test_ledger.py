@@ -10,7 +10,7 @@ import time
 
 from conftest import ROOT, store_uri, subprocess_env
 from eanet.sweeps.jobs import StoredRun, decide
-from eanet.sweeps.record import JobStatus
+from eanet.tracking.record import JobStatus
 from eanet.tracking.ledger import Ledger, claim_state
 
 # Each process: wait at a file barrier, open the ledger (the first creates it), try to claim

@@ -10,7 +10,7 @@ import subprocess
 
 from conftest import (client_for, eanet_command, metric_steps, run_eanet, subprocess_env,
                       training_runs)
-from eanet.sweeps.record import SweepRecord
+from eanet.tracking.record import SweepRecord
 
 QUICK = ["trainer.epochs=1", "tracking.log_model=false", "tracking.lease_s=3"]
 

@@ -132,7 +132,7 @@ def launch_rounds(folder, sweeps: int, env: dict) -> None:
 def check_round(client, r: int, sweeps: int, experiment: str = "eanet") -> None:
     """Every computation has exactly one FINISHED run with one point per epoch; the shared one
     is in every sweep's record (what its report and registration select)."""
-    from eanet.sweeps.record import SweepRecord
+    from eanet.tracking.record import SweepRecord
 
     assert [e.name for e in client.search_experiments()].count(experiment) == 1
     runs = training_runs(client, experiment)

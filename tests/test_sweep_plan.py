@@ -80,10 +80,10 @@ def test_plan_lists_every_job_and_writes_nothing(tmp_path):
     assert fields[0][4] == "- (nothing to train)"
     # 51 training images (64 less the validation split) x 2 epochs at the finished run's speed,
     # plus the job's time outside training as the finished run measured it
-    assert fields[1][4] == "0m06s (from 1 finished run)"
+    assert fields[1][4] == "0m06s (from 1 finished run; start-up as measured)"
     # ViT has no finished run: steps timed on this machine, one epoch left of two
-    assert fields[2][4].endswith("(timed here (3 steps of vit-p2-h2-s0, scaled))")
-    assert fields[3][4].endswith("(timed here (3 steps of vit-p2-h2-s0, scaled))")
+    assert fields[2][4].endswith("(timed here (3 steps of vit-p2-h2-s0, scaled); start-up timed)")
+    assert fields[3][4].endswith("(timed here (3 steps of vit-p2-h2-s0, scaled); start-up timed)")
     assert total.startswith("total: 4 jobs (1 finished earlier, 2 new, 1 resume); estimated ")
     assert finished  # the run the plan skips
 
@@ -155,7 +155,7 @@ def test_budget_places_by_runs_and_by_hours(tmp_path):
     other processes or machines count them too; a launcher's retry of a job keeps its place."""
     from eanet.config import Config, SweepConfig
     from eanet.sweeps.budget import budget_refusal
-    from eanet.sweeps.record import SweepRecord
+    from eanet.tracking.record import SweepRecord
 
     client = client_for(tmp_path)
     parent = client.create_run(client.create_experiment("eanet")).info.run_id

@@ -14,7 +14,7 @@ EPOCH_METRICS = {"loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "le
 
 def _only_run(client):
     experiment = client.get_experiment_by_name("eanet")
-    runs = client.search_runs([experiment.experiment_id])
+    runs = client.search_runs([experiment.experiment_id], "tags.`eanet.run_type` = 'train'")
     assert len(runs) == 1
     return runs[0]
 

@@ -6,7 +6,7 @@ record says so (`JobStatus.NOT_STARTED`), as do the sweep's summary and its pare
 whose computation FINISHED already is skipped and costs nothing. Relaunching the same sweep skips
 what finished, so it continues with the jobs left, under a budget of its own.
 
-The places are write-once params on the sweep's parent run (eanet.sweeps.record), so parallel
+The places are write-once params on the sweep's parent run (eanet.tracking.record), so parallel
 jobs — worker processes, other machines — never take more places than there are.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from typing import Optional
 
 from eanet.config import Config
-from eanet.sweeps.record import SweepRecord
+from eanet.tracking.record import SweepRecord
 
 
 def budget_refusal(cfg: Config, record: Optional[SweepRecord], job_num: Optional[int],

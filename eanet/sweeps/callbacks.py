@@ -14,12 +14,12 @@ own, `SweepParent`, is in eanet.sweeps.parent).
 - `SweepProgress`: a line as each sweep job starts and ends — job k of N, time since the launch
   began, jobs ended, and the sweep's ETA — from the sweep's record.
 - the end of a sweep — each job's final status, the summary, the report, the best model's
-  registration — is eanet.sweeps.ending (re-exported here).
+  registration — is eanet.sweeps.ending.
 
 Hydra calls `on_job_*` in the process that runs the job: the sweep's own process with the basic
 launcher, a worker process with joblib, Ray or Submitit (possibly on another machine). So these
 callbacks share nothing in memory with the sweep's process: what they share is the sweep's
-record on its parent run (eanet.sweeps.record), in the store every job records to.
+record on its parent run (eanet.tracking.record), in the store every job records to.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from eanet.sweeps.plan import format_duration
-from eanet.sweeps.record import SweepRecord, eta_seconds
+from eanet.tracking.record import SweepRecord, eta_seconds
 from eanet.training.signals import interrupt_on_sigterm
 
 log = logging.getLogger("eanet.sweep")
@@ -150,7 +150,7 @@ def progress_line(job: int, total: Optional[int], elapsed: float, done: int) -> 
 
 class SweepProgress(Callback):
     """A line as each job starts and ends: job k of N, time since the launch began, jobs ended,
-    and the ETA (eanet.sweeps.record.eta_seconds), all read from the sweep's record."""
+    and the ETA (eanet.tracking.record.eta_seconds), all read from the sweep's record."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         log.info("sweep of %s jobs into %s", count_jobs(config) or "an unknown number of",
@@ -191,7 +191,7 @@ class SweepPlan(Callback):
         from eanet.config import ConfigError
         from eanet.console import quiet_libraries
         from eanet.data import DataError
-        from eanet.sweeps.plan import format_plan, sweep_plan
+        from eanet.sweeps.plan import format_plan, sweep_plan, sweep_startup
         from eanet.tracking import StoreError
 
         jobs = job_overrides(config) if config_name else None
@@ -203,9 +203,10 @@ class SweepPlan(Callback):
             typed = validate_jobs(jobs, configs)
             quiet_libraries(typed[0].library_logs if typed else False)
             plans = sweep_plan(list(zip(jobs, configs)))
+            startup = sweep_startup(list(zip(jobs, configs)))
         except (ConfigError, DataError, StoreError, HydraException) as error:
             sys.exit(f"eanet: {error}")
-        print(format_plan(plans), flush=True)
+        print(format_plan(plans, startup), flush=True)
         sys.exit(0)
 
 
@@ -296,7 +297,3 @@ def config_without_hydra(config: DictConfig) -> DictConfig:
     with open_dict(copy):
         copy.pop("hydra", None)
     return copy
-
-
-# The end of a sweep (summary, report, best model) reads the record: eanet.sweeps.ending.
-from eanet.sweeps.ending import RegisterBestModel, SweepReport, SweepSummary, sweep_summary  # noqa: E402,F401

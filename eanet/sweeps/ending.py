@@ -1,5 +1,5 @@
 """What a sweep does when its jobs end (Hydra callbacks listed under `hydra.callbacks` in
-conf/config.yaml), every one of them reading the sweep's record (eanet.sweeps.record), so they
+conf/config.yaml), every one of them reading the sweep's record (eanet.tracking.record), so they
 all select the same runs: the jobs it trained, found finished or waited for.
 
 - `SweepSummary`: writes each job's final status into the record as it ends (in the process
@@ -30,7 +30,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from eanet.sweeps.record import JobEntry, JobStatus, SweepRecord
+from eanet.tracking.record import JobEntry, JobStatus, SweepRecord
 
 log = logging.getLogger("eanet.sweep")
 

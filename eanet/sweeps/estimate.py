@@ -87,6 +87,7 @@ class StepTimer:
         self.steps = steps
         self.seconds_per_operation: Optional[float] = None
         self.timed: Optional[str] = None  # the run name of the configuration that was timed
+        self.trace_seconds: Optional[float] = None  # its first step, traced and compiled
 
     def estimate(self, cfg: Config, model, trainable: int) -> Estimate:
         from eanet.config import run_name
@@ -113,7 +114,9 @@ class StepTimer:
         y = keras.utils.to_categorical(rng.integers(0, cfg.data.num_classes, batch),
                                        cfg.data.num_classes)
         compile_model(model, cfg.optimizer, cfg.trainer)
-        model.train_on_batch(x, y)  # traces the step: not timed
+        start = time.perf_counter()
+        model.train_on_batch(x, y)  # traces the step: not a step's time, a job's start-up
+        self.trace_seconds = time.perf_counter() - start
         times = []
         for _ in range(self.steps):
             start = time.perf_counter()
@@ -122,16 +125,68 @@ class StepTimer:
         return statistics.median(times) / batch
 
 
-# A job's time outside `fit` (data loading, model building, evaluation, logging the model) when
-# the store has no finished run that measured it (`job_overhead_s`).
-DEFAULT_OVERHEAD_S = 20.0
+# A job's time outside `fit` (data, model building, evaluation, logging) when neither the store
+# nor a timed step can tell it; and the sweep's own start-up when the store has no earlier sweep.
+DEFAULT_OVERHEAD_S = 10.0
+DEFAULT_SWEEP_STARTUP_S = 15.0
+FORWARD_SHARE = 1 / 3  # a forward pass' share of a training step (forward, backward, update)
 
 
-def startup_seconds(finished) -> float:
-    """A job's time beyond training: the median `job_overhead_s` of finished runs, else a default."""
+def evaluated_images(cfg: Config) -> tuple[int, int]:
+    """(validation images per epoch, test images) a job passes forward only."""
+    t, d = cfg.trainer, cfg.data
+    total = d.synthetic_train_size if d.name == "synthetic" else TRAIN_IMAGES.get(d.name, 50_000)
+    if d.train_size is not None:
+        total = min(total, d.train_size)
+    validation = int(total * d.validation_split)
+    if t.validation_steps is not None:
+        validation = min(validation, t.validation_steps * t.batch_size)
+    test = d.synthetic_test_size if d.name == "synthetic" else 10_000
+    if d.test_size is not None:
+        test = min(test, d.test_size)
+    if t.test_steps is not None:
+        test = min(test, t.test_steps * t.batch_size)
+    return validation, test
+
+
+def overhead_seconds(cfg: Config, finished, timer: Optional[StepTimer],
+                     trainable: Optional[int]) -> tuple[float, str]:
+    """A job's time beyond its training steps, and where that comes from: the median
+    `job_overhead_s` of finished runs; else, from the timed step, its tracing (training,
+    validation, test: three) and the forward passes of validation and test; else a default."""
     column = "metrics.job_overhead_s"
     if finished is not None and not finished.empty and column in finished:
         measured = finished[column].dropna()
         if not measured.empty:
-            return float(statistics.median(measured))
-    return DEFAULT_OVERHEAD_S
+            return float(statistics.median(measured)), "start-up as measured"
+    if timer is not None and timer.trace_seconds is not None and trainable is not None:
+        validation, test = evaluated_images(cfg)
+        per_image = timer.seconds_per_operation * operations_per_image(cfg, trainable)
+        forward = per_image * FORWARD_SHARE * (validation * cfg.trainer.epochs + test)
+        return 3 * timer.trace_seconds + forward + 1.0, "start-up timed"
+    return DEFAULT_OVERHEAD_S, "start-up by default"
+
+
+def sweep_startup_seconds(parents) -> tuple[float, str]:
+    """A sweep's own start-up (imports, composing and checking every job, loading the data)
+    before its first job: the median `sweep_startup_s` of earlier sweeps in the store, else how
+    long this process took to get here, else a default."""
+    column = "metrics.sweep_startup_s"
+    if parents is not None and not parents.empty and column in parents:
+        measured = parents[column].dropna()
+        if not measured.empty:
+            return float(statistics.median(measured)), "as earlier sweeps measured"
+    age = process_age()
+    if age is not None:
+        return age, "as this process took"
+    return DEFAULT_SWEEP_STARTUP_S, "by default"
+
+
+def process_age() -> Optional[float]:
+    """Seconds since this process started; None where /proc cannot tell."""
+    from eanet.training.memory import process_age_s
+
+    try:
+        return process_age_s()
+    except (OSError, ValueError, IndexError):
+        return None

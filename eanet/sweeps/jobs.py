@@ -15,7 +15,7 @@ fingerprint, eanet.sweeps.identity, and the newest claim on it, eanet.tracking.l
 side: `finished_earlier` skips a FINISHED computation reading only; `claim_job` (after the job
 has loaded its data) decides again, waits while the claim is live, claims the computation
 atomically, takes a place in the launch's budget (eanet.sweeps.budget), and writes the job's
-entry in the sweep's record (eanet.sweeps.record).
+entry in the sweep's record (eanet.tracking.record).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from eanet.config import Config, run_name
 from eanet.sweeps.identity import fingerprint, ignored_settings, legacy_fingerprint
-from eanet.sweeps.record import JobStatus, SweepRecord
+from eanet.tracking.record import JobStatus, SweepRecord
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def sweep_job() -> tuple[Optional[SweepRecord], Optional[int], Optional[str]]:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None, None, None
     hydra = HydraConfig.get()
-    from eanet.sweeps.record import parent_run_id
+    from eanet.tracking.record import parent_run_id
 
     parent = parent_run_id(str(hydra.sweep.dir))
     if parent is None:

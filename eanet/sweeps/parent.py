@@ -7,7 +7,7 @@ its jobs find it, its progress as jobs end, and its end.
   so the same parent run: its jobs' runs keep their names and fingerprints and are skipped or
   resumed as before (eanet.sweeps.plan);
 - `open_parent`: opens or reuses the parent of a sweep, starts its launch in the sweep's record
-  (eanet.sweeps.record: the jobs, their statuses and runs, the budget's places) and writes its
+  (eanet.tracking.record: the jobs, their statuses and runs, the budget's places) and writes its
   id into the sweep folder (`.progress/parent.json`), where every job reads it, in whichever
   process or machine it runs (a run it trains is tagged `mlflow.parentRunId`). The `SweepParent` callback
   calls it for every sweeper but eanet's tuning sweeper, which keeps a parent run of its own
@@ -30,7 +30,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from eanet.config import NOT_COMPUTED
-from eanet.sweeps.record import JobStatus, SweepRecord, eta_seconds, parent_run_id, write_parent_file
+from eanet.sweeps.estimate import process_age
+from eanet.tracking.record import JobStatus, SweepRecord, eta_seconds, parent_run_id, write_parent_file
 from eanet.tracking.tags import TAG_NOT_STARTED
 
 IGNORED = NOT_COMPUTED
@@ -71,7 +72,11 @@ def open_parent(config: DictConfig, total: Optional[int]) -> str:
     run_id = open_sweep_run(config.tracking.tracking_uri, config.tracking.experiment_name,
                             sweep_key(config), name, str(sweep_dir),
                             " ".join(sweep_overrides(config)))
-    SweepRecord(config.tracking.tracking_uri, run_id).start_launch(total)
+    record = SweepRecord(config.tracking.tracking_uri, run_id)
+    record.start_launch(total)
+    startup = process_age()  # imports, composing and checking the jobs: what the next plan adds
+    if startup is not None:
+        record.client.log_metric(run_id, "sweep_startup_s", startup)
     write_parent_file(sweep_dir, run_id)
     return run_id
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from eanet.config import Config, run_name
 from eanet.sweeps.identity import fingerprint  # noqa: F401 - the run identity, where plans use it
-from eanet.sweeps.record import JobStatus
+from eanet.tracking.record import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def sweep_plan(jobs: list[tuple[list[str], DictConfig]], time_steps: bool = True
     import time
 
     from eanet.backend import configured_backend
-    from eanet.sweeps.estimate import StepTimer, from_store, startup_seconds
+    from eanet.sweeps.estimate import StepTimer, from_store, overhead_seconds
     from eanet.sweeps.identity import legacy_fingerprint
     from eanet.sweeps.jobs import decide
     from eanet.tracking.ledger import read_claims
@@ -143,8 +143,10 @@ def sweep_plan(jobs: list[tuple[list[str], DictConfig]], time_steps: bool = True
                 source = "no estimate: no finished run with these model settings"
             else:
                 remaining = max(cfg.trainer.epochs - done, 0) / cfg.trainer.epochs
-                seconds = estimate.seconds * remaining + startup_seconds(finished)
-                source = estimate.source
+                overhead, how = overhead_seconds(cfg, finished, timer if time_steps else None,
+                                                 trainable)
+                seconds = estimate.seconds * remaining + overhead
+                source = f"{estimate.source}; {how}"
         plans.append(JobPlan(num, run_name(cfg), list(overrides), status, detail, trainable,
                              seconds, source))
     return plans
@@ -171,9 +173,21 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 
 
-def format_plan(plans: list[JobPlan]) -> str:
+def sweep_startup(jobs: list[tuple[list[str], DictConfig]]) -> tuple[float, str]:
+    """The sweep's start-up before its first job (eanet.sweeps.estimate.sweep_startup_seconds),
+    from the earlier sweeps of the first job's store."""
+    from eanet.sweeps.estimate import sweep_startup_seconds
+    from eanet.tracking.search import read_sweep_runs
+
+    tracking = jobs[0][1].tracking if jobs else None
+    parents = read_sweep_runs(tracking.tracking_uri, tracking.experiment_name) if tracking else None
+    return sweep_startup_seconds(parents)
+
+
+def format_plan(plans: list[JobPlan], startup: Optional[tuple[float, str]] = None) -> str:
     """One line per job (run name, its own overrides, status, trainable parameters, estimated
-    training time and where it comes from), the overrides all jobs share, and the total."""
+    time and where it comes from), the overrides all jobs share, and the total with the sweep's
+    own start-up (`startup`: seconds and their source)."""
 
     shared = set.intersection(*(set(p.overrides) for p in plans)) if len(plans) > 1 else set()
     lines = []
@@ -190,8 +204,11 @@ def format_plan(plans: list[JobPlan]) -> str:
         counts[p.status.value] = counts.get(p.status.value, 0) + 1
     known = [p.seconds for p in plans if p.seconds is not None]
     unknown = sum(1 for p in plans if p.seconds is None and p.source.startswith("no estimate"))
+    seconds = sum(known) + (startup[0] if startup and known else 0.0)
     total = f"total: {len(plans)} jobs ({', '.join(f'{n} {k}' for k, n in counts.items())}); " \
-            f"estimated time {format_duration(sum(known))}"
+            f"estimated time {format_duration(seconds)}"
+    if startup and known:
+        total += f" (the sweep's start-up {format_duration(startup[0])} {startup[1]} included)"
     if unknown:
         total += f" + {unknown} jobs without an estimate"
     lines.append(total)

@@ -33,7 +33,7 @@ RUNNING are marked failed (`interrupted`) and asked again with the same settings
 runs resume from their checkpoints); finished, pruned and failed trials are kept, never repeated.
 
 The trials' MLflow runs nest under one parent run per tuning sweep (tag eanet.tuning: its studies'
-names; a relaunch reuses it), which holds the sweep's record (eanet.sweeps.record) as any sweep's
+names; a relaunch reuses it), which holds the sweep's record (eanet.tracking.record) as any sweep's
 parent does: the progress, the summary and the report cover every trial of every launch. When the launch ends, `<sweep dir>/tuned.csv` holds each study's
 best settings and its run's test accuracy (eanet.sweeps.tuned), also on the parent run, which
 ends FINISHED when every study has its n_trials and a best trial, KILLED when a budget stopped
@@ -130,10 +130,10 @@ class OptunaSweeper(Sweeper):
         return rows
 
     def start_record(self, sweep_dir: Path, total: int) -> None:
-        """The parent run holds the sweep's record (eanet.sweeps.record): this launch starts in
+        """The parent run holds the sweep's record (eanet.tracking.record): this launch starts in
         it, and the sweep folder names it, so that each trial's job enters itself there and the
         sweep's progress, summary and report cover every trial, as in any sweep."""
-        from eanet.sweeps.record import SweepRecord, write_parent_file
+        from eanet.tracking.record import SweepRecord, write_parent_file
 
         SweepRecord(self.config.tracking.tracking_uri, self.parent_run).start_launch(total)
         write_parent_file(sweep_dir, self.parent_run)

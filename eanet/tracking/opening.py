@@ -84,7 +84,7 @@ def open_run(cfg: Config, raw_cfg: DictConfig, resume_run_id: str | None = None,
     if "sweep_id" in context:
         tags[TAG_SWEEP] = context["sweep_id"]
         tags[TAG_JOB_NUM] = str(context["job_num"])
-        from eanet.sweeps.record import parent_run_id
+        from eanet.tracking.record import parent_run_id
 
         parent = parent_run_id(context["sweep_id"])  # the sweep's own run (eanet.sweeps.parent)
         if parent:

@@ -53,7 +53,7 @@ def adopt_runs(run_ids: list[str], fp: str, legacy: str) -> None:
 
 
 def runs_filter(run_ids: list[str]) -> str:
-    """An MLflow filter selecting these runs (a sweep's record: eanet.sweeps.record)."""
+    """An MLflow filter selecting these runs (a sweep's record: eanet.tracking.record)."""
     if not run_ids:
         return "attributes.run_id = 'none'"
     return f"attributes.run_id IN ({', '.join(_literal(r) for r in run_ids)})"
@@ -75,6 +75,22 @@ def read_training_runs(tracking_uri: Optional[str], experiment_name: str) -> pd.
     if experiment is None:
         return pd.DataFrame()
     return search_training_runs(experiment.experiment_id)
+
+
+def read_sweep_runs(tracking_uri: Optional[str], experiment_name: str) -> pd.DataFrame:
+    """Every sweep's parent run of an experiment, reading only (as `read_training_runs`)."""
+    from eanet.tracking.tags import RUN_TYPE_SWEEP
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    path = local_store_path(uri)
+    if path is not None and not path.exists():
+        return pd.DataFrame()
+    use_store(tracking_uri)
+    experiment = MlflowClient().get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return pd.DataFrame()
+    return mlflow.search_runs([experiment.experiment_id],
+                              f"tags.`{TAG_RUN_TYPE}` = '{RUN_TYPE_SWEEP}'")
 
 
 def search_training_runs(experiment_id: str, sweep: Optional[str] = None,
@@ -113,10 +129,10 @@ def latest_sweep(experiment_id: str) -> Optional[str]:
 
 
 def sweep_record_runs(experiment_id: str, sweep: str) -> Optional[list[str]]:
-    """The runs of a sweep's record (eanet.sweeps.record: every job it covers, whichever sweep
+    """The runs of a sweep's record (eanet.tracking.record: every job it covers, whichever sweep
     trained its run), found by the sweep id its parent run holds; None for a sweep with no
     record (recorded before sweeps kept one: select it by its runs' eanet.sweep_id tag)."""
-    from eanet.sweeps.record import SweepRecord, parent_run_id
+    from eanet.tracking.record import SweepRecord, parent_run_id
     from eanet.tracking.tags import RUN_TYPE_SWEEP
 
     parent = parent_run_id(sweep) if Path(sweep).is_dir() else None

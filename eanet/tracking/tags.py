@@ -40,7 +40,7 @@ TAG_IGNORED = "eanet.ignored_settings"
 TAG_LEGACY_FINGERPRINT = "eanet.fingerprint.legacy"  # a run found again under its earlier identity
 RUN_TYPE_LEDGER = "ledger"  # the run holding an experiment's claims (eanet.tracking.ledger)
 TAG_LEDGER = "eanet.ledger"  # on an experiment: its ledger run's id
-# On a sweep run: its record (eanet.sweeps.record): one tag per job, and the current launch.
+# On a sweep run: its record (eanet.tracking.record): one tag per job, and the current launch.
 TAG_JOB_PREFIX = "eanet.job."
 TAG_LAUNCH = "eanet.launch"
 # What a run's flops_per_image leaves out, where its model has layers it could not count

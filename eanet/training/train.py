@@ -16,18 +16,18 @@ from typing import Optional, Sequence
 import keras
 from omegaconf import DictConfig
 
-from eanet.bench.measure import peak_memory, reset_peak_memory
 from eanet.config import Config
 from eanet.data import channel_statistics, make_dataset, model_inputs, prepare_data
 from eanet.models.flops import forward_flops, format_flops
 from eanet.models.model import build_augmentation, build_model, count_parameters
 from eanet.sweeps.jobs import RunPlan, claim_job, finished_earlier
-from eanet.sweeps.record import JobStatus
+from eanet.tracking.record import JobStatus
 from eanet.sweeps.trial import trial_callbacks
 from eanet.tracking import lineage
 from eanet.tracking.run import TrackedRun
 from eanet.training.checkpoint import TrainingCheckpoint
 from eanet.training.distribute import distribution_strategy, global_batch_size
+from eanet.training.memory import peak_memory, reset_peak_memory
 from eanet.training.faults import StopOnNonFiniteLoss, StopWhenClaimLost
 from eanet.training.optimization import compile_model
 from eanet.training.precision import effective_matmul_precision, set_matmul_precision

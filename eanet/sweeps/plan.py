@@ -132,12 +132,12 @@ def sweep_plan(jobs: list[tuple[list[str], DictConfig]], time_steps: bool = True
                 status, detail = JobStatus.NOT_STARTED, f"sweep.max_runs={cfg.sweep.max_runs}"
         trainable = model = None
         if count_parameters:
-            model, trainable = _built(cfg, built)
+            model, trainable = _built(cfg, built, whole=time_steps and timer.timed is None)
         seconds, source = None, "nothing to train"
         if status in (JobStatus.NEW, JobStatus.RESUME):
             finished = runs[runs["status"] == "FINISHED"] if "status" in runs else None
             estimate = from_store(cfg, finished)
-            if estimate is None and time_steps and model is not None:
+            if estimate is None and time_steps and (model is not None or timer.timed):
                 estimate = timer.estimate(cfg, model, trainable)
             if estimate is None:
                 source = "no estimate: no finished run with these model settings"
@@ -152,18 +152,31 @@ def sweep_plan(jobs: list[tuple[list[str], DictConfig]], time_steps: bool = True
     return plans
 
 
-def _built(cfg: Config, cache: dict) -> tuple:
-    """(model, trainable parameters) of cfg's model, built once per model settings."""
+def _built(cfg: Config, cache: dict, whole: bool) -> tuple:
+    """(model, trainable parameters) of cfg's model, once per model settings. The count comes
+    from the model built with one and with two blocks — the blocks are identical, so N blocks
+    hold (count(2) − count(1)) × (N − 1) more than one — at a fraction of building N; the whole
+    model is built only when `whole` (the one configuration whose steps are timed)."""
+    from dataclasses import replace
+
+    from eanet.models.model import build_model, count_parameters
     from eanet.sweeps.estimate import model_settings
 
     key = json.dumps(model_settings(cfg), sort_keys=True) + str(cfg.data.num_classes)
     if key not in cache:
-        from eanet.models.model import build_model, count_parameters
-
         # without the input stage (normalisation, augmentation): it has no trainable weights
+        def trainable(blocks: int) -> int:
+            small = build_model(replace(cfg.model, num_blocks=blocks), cfg.data.image_size,
+                                cfg.data.num_classes)
+            return count_parameters(small)["trainable"]
+
+        one, two = trainable(1), trainable(2)
+        cache[key] = (None, one + (two - one) * (cfg.model.num_blocks - 1))
+    model, count = cache[key]
+    if whole and model is None:
         model = build_model(cfg.model, cfg.data.image_size, cfg.data.num_classes)
-        cache[key] = (model, count_parameters(model)["trainable"])
-    return cache[key]
+        cache[key] = (model, count)
+    return model, count
 
 
 def format_duration(seconds: float) -> str:

@@ -82,8 +82,8 @@ def test_plan_lists_every_job_and_writes_nothing(tmp_path):
     # plus the job's time outside training as the finished run measured it
     assert fields[1][4] == "0m06s (from 1 finished run; start-up as measured)"
     # ViT has no finished run: steps timed on this machine, one epoch left of two
-    assert fields[2][4].endswith("(timed here (3 steps of vit-p2-h2-s0, scaled); start-up timed)")
-    assert fields[3][4].endswith("(timed here (3 steps of vit-p2-h2-s0, scaled); start-up timed)")
+    assert fields[2][4].endswith("(timed here (3 steps of vit-p2-h2-s0, scaled); start-up as measured)")
+    assert fields[3][4].endswith("(timed here (3 steps of vit-p2-h2-s0, scaled); start-up as measured)")
     assert total.startswith("total: 4 jobs (1 finished earlier, 2 new, 1 resume); estimated ")
     assert finished  # the run the plan skips
 

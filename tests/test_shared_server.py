@@ -162,6 +162,7 @@ def test_mlflow_ui_shows_the_sweep(served_sweep, tmp_path):
         # The sweep run's report page (report/report.html), shown in a frame: its tables and
         # its plots, embedded.
         page.goto(f"{url}/#/experiments/{exp}/runs/{parent.info.run_id}/artifacts")
+        page.reload()  # from another run's artifacts, a hash change alone shows no artifacts
         page.get_by_text("report", exact=True).first.click(timeout=60_000)
         page.get_by_text("report.html", exact=True).first.click(timeout=30_000)
         report = page.frame_locator("iframe").first

@@ -50,3 +50,38 @@ def test_rerun_setting_trains_again(tracking_dir):
     runs = training_runs(client_for(tracking_dir))
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     assert len({r.data.tags["eanet.fingerprint"] for r in runs}) == 1  # same configuration
+
+
+def test_a_run_recorded_under_the_legacy_fingerprint_is_found_again(tracking_dir, caplog):
+    """Stores recorded before the backend and ignored settings counted keep working: a FINISHED
+    run under the legacy fingerprint on the same backend is skipped (and tagged with the new
+    fingerprint); one recorded on another backend is named in one line and not reused."""
+    import logging
+
+    from eanet.sweeps.identity import fingerprint, legacy_fingerprint
+
+    caplog.set_level(logging.INFO, logger="eanet.sweeps.jobs")
+    client = client_for(tracking_dir)
+    experiment = client.create_experiment("eanet")
+    cfg = compose_config([*TINY, "trainer.epochs=1", "tracking.log_model=false",
+                          f"tracking.tracking_uri={tracking_dir}"])
+    old = client.create_run(experiment, tags={"eanet.run_type": "train",
+                                              "eanet.fingerprint": legacy_fingerprint(cfg)})
+    client.log_metric(old.info.run_id, "best_val_top1", 0.25)
+    client.set_terminated(old.info.run_id, "FINISHED")
+    assert train(validate(cfg), cfg) == 0.25  # skipped: nothing trained
+    assert "found again 1 run(s) recorded under the earlier fingerprint" in caplog.text
+    tags = client.get_run(old.info.run_id).data.tags
+    assert tags["eanet.fingerprint"] == fingerprint(cfg)
+    assert tags["eanet.fingerprint.legacy"] == legacy_fingerprint(cfg)
+    assert len(training_runs(client)) == 1
+
+    other = compose_config([*TINY, "trainer.epochs=1", "tracking.log_model=false", "seed=5",
+                            f"tracking.tracking_uri={tracking_dir}"])
+    jax_run = client.create_run(experiment, tags={"eanet.run_type": "train", "eanet.backend": "jax",
+                                                  "eanet.fingerprint": legacy_fingerprint(other)})
+    client.set_terminated(jax_run.info.run_id, "FINISHED")
+    caplog.clear()
+    train(validate(other), other)
+    assert f"run {jax_run.info.run_id} has these settings but ran on backend jax" in caplog.text
+    assert len(training_runs(client)) == 3  # trained anew beside it

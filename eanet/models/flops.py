@@ -138,7 +138,11 @@ def forward_flops(model: keras.Model) -> FlopCount:
     """Forward FLOPs per image of `model` (inference: dropout and augmentation inactive)."""
     count = FlopCount()
     for layer in model.layers:
-        shape = _input_shape(layer)
+        try:
+            shape = _input_shape(layer)
+        except (AttributeError, ValueError):  # several inputs: no formula or trace here
+            count.uncounted.append(f"{layer.name}: not one input tensor")
+            continue
         if isinstance(layer, TransformerBlock):  # pre-norm: attention, then the MLP
             attention = _count_layer(layer.attention, shape, f"{layer.name}/{layer.attention.name}",
                                      count)

@@ -8,7 +8,7 @@ the common case — where Keras' default would fail at `import keras`: unless KE
 otherwise, eanet then picks JAX.
 
 What differs by backend: TensorFlow feeds training through tf.data and has the fused CPU kernels
-(eanet.models.kernels, eanet.training.optimization) and `trainer.distribution=mirrored`; any other
+(eanet.models.speed decides where they run) and `trainer.distribution=mirrored`; any other
 backend feeds numpy batches (eanet.array_batches) and uses Keras' own ops, with one device per job.
 """
 from __future__ import annotations

@@ -24,12 +24,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-import eanet.models.kernels  # noqa: F401 - FastDropout, FastLayerNormalization
+import eanet.models.augmentation  # noqa: F401 - RandomRotation, RandomZoom
 import eanet.models.layers  # noqa: F401 - PatchExtract, PatchEmbedding, attentions, blocks, head
 import eanet.training.optimization  # noqa: F401 - FusedAdamW, FusedAdam
 
 # The modules that define eanet's serializable Keras objects, all imported above.
-KERAS_OBJECT_MODULES = ("eanet.models.kernels", "eanet.models.layers",
+KERAS_OBJECT_MODULES = ("eanet.models.augmentation", "eanet.models.layers",
                         "eanet.training.optimization")
 
 

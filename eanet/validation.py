@@ -4,7 +4,7 @@
 each registry's keys (`CHOICES`), the Keras backend this process will load
 (`eanet.backend.configured_backend`). Then what other modules know: whether this process can
 still give TensorFlow the requested matmul precision (`eanet.training.precision`), and whether
-each dropout rate keeps at least one of FastDropout's 16-bit keep levels (`eanet.models.native`). Every import here is cheap: the
+each dropout rate keeps at least one of the fused dropout's 16-bit keep levels (`eanet.models.native`). Every import here is cheap: the
 registries are names and import paths, resolved only when training starts.
 """
 from __future__ import annotations

@@ -79,36 +79,12 @@ def compose_config(overrides=(), return_hydra_config=False):
                        return_hydra_config=return_hydra_config)
 
 
-@pytest.fixture(params=["fused", "normalization", "tensorflow"])
-def attention_kernels(request, monkeypatch):
-    """Each attention kernel test runs three times: with eanet's fused CPU kernels
-    (eanet.models.native, compiled on first use: the whole attention as one op), with only the
-    normalisation fused around TensorFlow's matmuls (what runs when those matmuls are on
-    bfloat16, native.matmuls_on_bfloat16) and with TensorFlow's own ops (EANET_FUSED_KERNELS=0).
-    Without a C++ compiler the fused cases are skipped, except in CI (CI set), where they fail."""
-    import tensorflow as tf
-
-    from eanet.models import native
-
-    if request.param == "tensorflow":
-        monkeypatch.setenv(native.SWITCH_ENV, "0")
-        assert native.fused_ops_for(tf.float32) is None
-    else:
-        monkeypatch.delenv(native.SWITCH_ENV, raising=False)
-        require_fused_kernels()
-        if request.param == "normalization":
-            monkeypatch.setattr(native, "matmuls_on_bfloat16", lambda: True)
-    return request.param
-
-
 def require_fused_kernels():
     """Skips the test where eanet's fused CPU kernels cannot be built, except in CI (CI set),
     where that fails it."""
-    import tensorflow as tf
-
     from eanet.models import native
 
-    if native.fused_ops_for(tf.float32) is None:
+    if native.fused_ops() is None:
         if os.environ.get("CI"):
             pytest.fail("eanet's fused CPU kernels did not build (see the log's warning)")
         pytest.skip("eanet's fused CPU kernels are not available here (no C++ compiler?)")

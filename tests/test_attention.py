@@ -1,6 +1,7 @@
-"""Every implementation of each attention computes its reference formula: the same outputs and
-the same gradient for the input and for every weight. Runs on the backend Keras loads (`make
-test`: TensorFlow; `make test-jax`: JAX, where the TensorFlow-only implementations are absent).
+"""Every path of each attention (eanet.models.attention, chosen by eanet.models.speed) computes
+its reference formula: the same outputs and the same gradient for the input and for every
+weight. Runs on the backend Keras loads (`make test`: TensorFlow; `make test-jax`: JAX, where the
+fused paths, C++ TensorFlow ops, are absent).
 """
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ from eanet.models.attention import (EXTERNAL_ATTENTION, SELF_ATTENTION, External
                                     SelfAttentionWeights, external_attention, self_attention)
 from eanet.models.layers import ExternalAttention, SelfAttention
 
-TENSORFLOW_ONLY = {"fused", "refold"}  # their cores are TensorFlow ops (eanet.models.kernels)
+
+def available(paths):
+    """The paths of this backend: the fused ones only on TensorFlow (eanet.models.kernels)."""
+    return [name for name in paths if keras.backend.backend() == "tensorflow" or name != "fused"]
 
 
-def available(implementations):
-    return [name for name in implementations
-            if keras.backend.backend() == "tensorflow" or name not in TENSORFLOW_ONLY]
+def require_path(path):
+    if path == "fused":
+        from conftest import require_fused_kernels
+
+        require_fused_kernels()
 
 
 def value_and_gradients(function, inputs, upstream):
@@ -47,8 +53,9 @@ def random_weights(fields_and_shapes, rng):
     return [rng.normal(0, 0.5, shape).astype("float32") for shape in fields_and_shapes]
 
 
-@pytest.mark.parametrize("implementation", available(EXTERNAL_ATTENTION))
-def test_external_attention_implementations_equal_the_reference(implementation):
+@pytest.mark.parametrize("path", available(EXTERNAL_ATTENTION))
+def test_external_attention_paths_equal_the_reference(path):
+    require_path(path)
     heads, head_dim, slots, dim, patches = 6, 4, 5, 8, 7  # G, d, S, D, N
     rng = np.random.default_rng(0)
     x, upstream = (rng.normal(0, 1, (2, patches, dim)).astype("float32") for _ in range(2))
@@ -60,10 +67,10 @@ def test_external_attention_implementations_equal_the_reference(implementation):
     def attend(name):
         return lambda x, *w: external_attention(
             x, ExternalAttentionWeights(*w), heads=heads, epsilon=1e-9, dropout=dropout,
-            training=False, implementation=name)
+            training=False, path=name)
 
     expected = value_and_gradients(attend("reference"), [x, *weights], upstream)
-    received = value_and_gradients(attend(implementation), [x, *weights], upstream)
+    received = value_and_gradients(attend(path), [x, *weights], upstream)
     names = ["output", "dx", *(f"d{field}" for field in ExternalAttentionWeights._fields)]
     assert_same(received, expected, names)
     # Gradients far from trivial, except those of the biases the softmax over N cancels.
@@ -72,8 +79,9 @@ def test_external_attention_implementations_equal_the_reference(implementation):
         assert (np.abs(want).max() > 1e-3) != (name in cancelled), name
 
 
-@pytest.mark.parametrize("implementation", available(SELF_ATTENTION))
-def test_self_attention_implementations_equal_the_reference(implementation):
+@pytest.mark.parametrize("path", available(SELF_ATTENTION))
+def test_self_attention_paths_equal_the_reference(path):
+    require_path(path)
     heads, key_dim, dim, patches = 3, 4, 6, 5  # H, K, D, N
     rng = np.random.default_rng(1)
     x, upstream = (rng.normal(0, 1, (2, patches, dim)).astype("float32") for _ in range(2))
@@ -83,10 +91,10 @@ def test_self_attention_implementations_equal_the_reference(implementation):
 
     def attend(name):
         return lambda x, *w: self_attention(x, SelfAttentionWeights(*w), dropout=dropout,
-                                            training=False, implementation=name)
+                                            training=False, path=name)
 
     expected = value_and_gradients(attend("reference"), [x, *weights], upstream)
-    received = value_and_gradients(attend(implementation), [x, *weights], upstream)
+    received = value_and_gradients(attend(path), [x, *weights], upstream)
     names = ["output", "dx", *(f"d{field}" for field in SelfAttentionWeights._fields)]
     assert_same(received, expected, names)
     for name, want in zip(names, expected):  # b_k: the softmax over the keys cancels it
@@ -109,7 +117,7 @@ def test_self_attention_reference_is_keras_multi_head_attention():
     outputs = []
     for compute in (lambda: mha(x, x, training=True),
                     lambda: self_attention(x, layer.attention_weights(), training=True,
-                                           dropout=mha._dropout_layer, implementation="reference")):
+                                           dropout=mha._dropout_layer, path="reference")):
         mha._dropout_layer.seed_generator.state.assign(np.array([5, 0]))  # the same mask
         outputs.append(keras.ops.convert_to_numpy(compute()))
     np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-5, atol=1e-6)
@@ -131,7 +139,7 @@ def test_external_attention_reference_double_normalises():
         return attention
 
     external_attention(x, layer.attention_weights(), heads=layer.total_heads, epsilon=1e-9,
-                       dropout=keep_map, implementation="reference")
+                       dropout=keep_map, path="reference")
     [attention] = maps
     assert attention.shape == (3, 9, layer.total_heads, layer.memory_size)  # (B, N, G, S)
     assert attention.min() >= 0
@@ -144,3 +152,6 @@ def test_unknown_implementation_is_refused_with_the_valid_values():
         ExternalAttention(16, 2, 2, implementation="fast")
     with pytest.raises(ValueError, match="Valid values: auto, reference"):
         SelfAttention(16, 2, implementation="folded")  # a speed path is chosen by auto, not by name
+    with pytest.raises(ValueError, match="Unknown attention path 'folded'. Valid values: "
+                                         "reference, fused"):
+        self_attention(np.zeros((1, 2, 4), "float32"), None, dropout=None, path="folded")

@@ -155,8 +155,8 @@ for attention in ATTENTIONS:
 
 def test_same_outputs_and_gradients_as_the_seed_on_jax(seeds, tmp_path):
     """Every JAX run takes paths TensorFlow runs do not (model.implementation=auto there: external
-    attention folded in keras.ops, self-attention's reference formula, Keras' dropout and the
-    written-out layer-norm gradient): they too compute the seed's function. The seed needs
+    attention folded in keras.ops, self-attention's reference formula, Keras' own dropout and
+    layer normalisation): they too compute the seed's function. The seed needs
     TensorFlow, so this process records what it computes and a JAX child compares.
     tests/test_attention.py ties the other implementations on JAX to the reference."""
     if importlib.util.find_spec("jax") is None:
@@ -178,11 +178,14 @@ def test_same_outputs_and_gradients_as_the_seed_on_jax(seeds, tmp_path):
 
 @pytest.mark.parametrize("rate", [0.0, 0.2])
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
-def test_self_attention_context_matches_op_by_op(rate, graph, attention_kernels):
-    """The written-out, recomputing gradient of self-attention's scores → softmax → dropout →
-    context equals TensorFlow's own gradient of the op-by-op computation with the same
-    keep-mask, eagerly and in a graph (where the recomputation must survive the optimiser)."""
+def test_self_attention_context_matches_op_by_op(rate, graph):
+    """The fused op of self-attention's scores → softmax → dropout → context, with its
+    recomputing gradient, equals TensorFlow's own gradient of the op-by-op computation with the
+    same keep-mask, eagerly and in a graph."""
+    from conftest import require_fused_kernels
     from eanet.models.kernels import keep_mask_16bit, self_attention_context
+
+    require_fused_kernels()
 
     rng = np.random.default_rng(0)
     query, keys, values, upstream = (tf.constant(rng.normal(0, 1, shape), tf.float32) for shape in
@@ -228,7 +231,8 @@ def test_self_attention_context_matches_op_by_op(rate, graph, attention_kernels)
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_auto_trains_like_the_reference(attention):
     """Without dropout (the one random stream that differs), model.implementation=auto and
-    =reference follow the same training trajectory from the same initial weights."""
+    =reference (Keras' own AdamW too) follow the same training trajectory from the same initial
+    weights."""
     from eanet.config import OptimizerConfig, TrainerConfig
     from eanet.training.optimization import compile_model
 
@@ -236,15 +240,17 @@ def test_auto_trains_like_the_reference(attention):
     x = rng.uniform(0, 1, (64, 8, 8, 3)).astype("float32")
     y = keras.utils.to_categorical(rng.integers(0, 4, 64), 4)
     x[y.argmax(1) == 1, :4] += 0.3  # something to learn
-    losses = {}
+    losses, optimizers = {}, {}
     for implementation in IMPLEMENTATIONS:
         cfg = ModelConfig(attention=attention, embedding_dim=16, mlp_dim=16, num_blocks=2,
                           num_heads=2, dim_coefficient=2, attention_dropout=0.0,
                           projection_dropout=0.0, mlp_dropout=0.0, implementation=implementation)
         keras.utils.set_random_seed(0)
         model = build_model(cfg, 8, 4, None)
-        compile_model(model, OptimizerConfig(), TrainerConfig())
+        compile_model(model, OptimizerConfig(), TrainerConfig(), implementation)
+        optimizers[implementation] = type(model.optimizer).__name__
         history = model.fit(x, y, epochs=4, batch_size=16, verbose=0, shuffle=False)
         losses[implementation] = history.history["loss"]
     np.testing.assert_allclose(losses["auto"], losses["reference"], rtol=1e-4)
+    assert optimizers == {"auto": "FusedAdamW", "reference": "AdamW"}
     assert losses["auto"][-1] < losses["auto"][0]

@@ -60,6 +60,35 @@ def test_training_step_is_jitted_with_the_augmentation():
     assert model.jit_compile is True
 
 
+def test_a_model_loaded_from_a_keras_file_trains_and_predicts_under_jit(tmp_path):
+    """The augmentation's RandomRotation and RandomZoom are eanet's subclasses, which take their
+    jit flag from eanet.models.speed when made: a model loaded from its `.keras` file compiles
+    under jit as the model that was saved (Keras' own layers would come back unjittable)."""
+    import warnings
+
+    import keras
+
+    import eanet.saving  # noqa: F401 - eanet's Keras classes
+    from eanet.validation import validate
+    from eanet.training.train import build_compiled_model
+
+    cfg = validate(compose_config([*TINY, *EVEN]))
+    model = build_compiled_model(cfg, [0.0] * 3, [1.0] * 3, num_classes=4)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (32, 8, 8, 3)).astype("float32")
+    y = keras.utils.to_categorical(np.arange(32) % 4, 4)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*jit_compile")
+        loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+        assert loaded.jit_compile is True
+        np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                                   rtol=1e-5, atol=1e-6)
+        history = loaded.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
 def test_study_script_cpu_variant_packs_two_jobs(tmp_path):
     work, experiments = tmp_path / "work", tmp_path / "experiments"
     env = subprocess_env(**JAX, RUN_PYTHON=sys.executable, TINY="1", PACK="2", WORK=str(work),

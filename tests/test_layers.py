@@ -3,8 +3,8 @@ import numpy as np
 import keras
 import pytest
 
+from conftest import require_fused_kernels
 from eanet.config import AugmentationConfig, ModelConfig
-from eanet.models.kernels import FastDropout, FastLayerNormalization, double_normalization
 from eanet.models.layers import (ClassifierHead, ExternalAttention, PatchEmbedding, PatchExtract,
                                  SelfAttention, TransformerBlock)
 from eanet.models.model import build_augmentation, build_model
@@ -35,35 +35,15 @@ def test_external_attention_shape_and_sizes():
     assert layer.count_params() == (64 * 256 + 256) + (16 * 16 + 16) * 2 + (256 * 64 + 64)
 
 
-def test_double_normalization_gradient_matches_op_by_op():
-    import tensorflow as tf
-
-    scores = tf.constant(np.random.default_rng(2).normal(size=(2, 3, 4, 5)) * 3, tf.float32)
-    upstream = tf.constant(np.random.default_rng(3).normal(size=(2, 3, 4, 5)), tf.float32)
-
-    def op_by_op(s):
-        p = tf.nn.softmax(s, axis=-1)
-        return p / (1e-9 + tf.reduce_sum(p, axis=2, keepdims=True))
-
-    grads = []
-    for normalize in (op_by_op, lambda s: double_normalization(s, 1e-9)):
-        with tf.GradientTape() as tape:
-            tape.watch(scores)
-            out = normalize(scores)
-        grads.append((out.numpy(), tape.gradient(out, scores, output_gradients=upstream).numpy()))
-    np.testing.assert_allclose(grads[1][0], grads[0][0], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(grads[1][1], grads[0][1], rtol=1e-4, atol=1e-6)
-    assert np.abs(grads[0][1]).max() > 1e-3  # the gradient is not trivially zero
-
-
 @pytest.mark.parametrize("rate", [0.0, 0.2])
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
-def test_external_attention_context_matches_op_by_op(rate, graph, attention_kernels):
-    """The written-out, recomputing gradient of EANet's scores → double normalisation → dropout
-    → read-out equals TensorFlow's own gradient of the op-by-op computation with the same
-    keep-mask, eagerly and in a graph (where the recomputation must survive the optimiser)."""
+def test_external_attention_context_matches_op_by_op(rate, graph):
+    """The fused op of EANet's scores → double normalisation → dropout → read-out, with its
+    recomputing gradient, equals TensorFlow's own gradient of the op-by-op computation with the
+    same keep-mask, eagerly and in a graph."""
     import tensorflow as tf
 
+    require_fused_kernels()
     from eanet.models.kernels import external_attention_context, keep_mask_16bit
 
     groups, slots, dim, patches = 3, 4, 5, 7
@@ -150,80 +130,3 @@ def test_keras_file_roundtrip_safe_mode(tmp_path, attention):
     loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     np.testing.assert_array_equal(loaded.predict(images, verbose=0), expected)
     assert loaded.count_params() == model.count_params()
-
-
-def test_layer_normalization_matches_keras_with_gradients():
-    import tensorflow as tf
-
-    x = tf.constant(np.random.default_rng(4).normal(size=(2, 5, 8)) * 3 + 1, tf.float32)
-    upstream = tf.constant(np.random.default_rng(5).normal(size=(2, 5, 8)), tf.float32)
-    ours, theirs = FastLayerNormalization(epsilon=1e-5), keras.layers.LayerNormalization(epsilon=1e-5)
-    for layer in (ours, theirs):
-        layer.build(x.shape)
-        layer.gamma.assign(np.linspace(0.5, 2.0, 8).astype("float32"))
-        layer.beta.assign(np.linspace(-1.0, 1.0, 8).astype("float32"))
-    results = []
-    for layer in (ours, theirs):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-        grads = tape.gradient(y, [x, layer.gamma, layer.beta], output_gradients=upstream)
-        results.append([y.numpy()] + [g.numpy() for g in grads])
-    for mine, reference in zip(*results):
-        np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-5)
-    assert [w.shape for w in ours.weights] == [w.shape for w in theirs.weights]
-
-
-def test_dropout_rate_scale_and_seed(attention_kernels):
-    x = np.ones((64, 256, 16), "float32")
-    layer = FastDropout(0.2, seed=7)
-    y = keras.ops.convert_to_numpy(layer(x, training=True))
-    kept = y != 0
-    assert abs(1 - kept.mean() - 0.2) < 0.005  # drop probability is the rate
-    np.testing.assert_allclose(y[kept], 65536 / (65536 - 13107), rtol=1e-6)  # kept ones scaled
-    assert abs(y.mean() - 1.0) < 0.01  # expectation preserved
-    again = keras.ops.convert_to_numpy(FastDropout(0.2, seed=7)(x, training=True))
-    np.testing.assert_array_equal(y, again)  # same seed, same mask
-    assert not np.array_equal(kept, keras.ops.convert_to_numpy(layer(x, training=True)) != 0)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
-    odd = keras.ops.convert_to_numpy(layer(np.ones((3, 5), "float32"), training=True))
-    assert odd.shape == (3, 5)  # an odd number of elements uses half of the last draw
-
-
-def test_fused_kernels_run_on_the_cpu_and_step_aside_under_xla(attention_kernels):
-    """The fused attention op is in the graph exactly when the kernels are on; an XLA-compiled function
-    (which cannot hold it) gets TensorFlow's ops instead, with the same result."""
-    import tensorflow as tf
-
-    from eanet.models.kernels import external_attention_context
-
-    rng = np.random.default_rng(5)
-    x, kernel, bias, read = (tf.constant(rng.normal(0, 1, shape), tf.float32) for shape in
-                             [(2, 7, 5), (5, 12), (12,), (12, 5)])
-
-    def attend(x):
-        return external_attention_context(x, kernel, bias, read, 3, 1e-9, 0.0, None)
-
-    def op_types(function):
-        return {op.type for op in function.get_concrete_function(x).graph.get_operations()}
-
-    plain, xla = tf.function(attend), tf.function(attend, jit_compile=True)
-    assert ("EanetExternalAttention" in op_types(plain)) == (attention_kernels == "fused")
-    assert ("EanetNormalizedDropout" in op_types(plain)) == (attention_kernels == "normalization")
-    assert not {op for op in op_types(xla) if op.startswith("Eanet")}
-    np.testing.assert_allclose(xla(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-6)
-
-
-def test_written_out_gelu_gives_tensorflows_values_and_gradient():
-    import tensorflow as tf
-
-    from eanet.models.kernels import gelu_tanh
-
-    x = tf.constant(np.random.default_rng(6).normal(0, 3, (64, 16)), tf.float32)
-    upstream = tf.constant(np.random.default_rng(7).normal(0, 1, (64, 16)), tf.float32)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(x)
-        ours, tensorflows = gelu_tanh(x), tf.nn.gelu(x, approximate=True)
-    np.testing.assert_array_equal(ours.numpy(), tensorflows.numpy())  # the same forward ops
-    np.testing.assert_allclose(tape.gradient(ours, x, upstream).numpy(),
-                               tape.gradient(tensorflows, x, upstream).numpy(), rtol=1e-5, atol=1e-5)

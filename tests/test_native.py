@@ -1,5 +1,7 @@
-"""eanet.models.native: the dropout-mask kernels draw TensorFlow's random stream bit for bit;
-where the fused kernels cannot be built, a run goes on with TensorFlow's ops and says why
+"""eanet.models.native and the ops it builds: the dropout-mask kernels draw TensorFlow's random
+stream bit for bit; each fused op equals its formula in TensorFlow's ops (values and gradients)
+at the edges of its blocking, and repeats bitwise; zero sizes and wrong ranks never abort the
+process; where the kernels cannot be built, a run goes on with Keras' ops and says why
 (docs/troubleshooting.md)."""
 from __future__ import annotations
 
@@ -10,17 +12,28 @@ import numpy as np
 import pytest
 from conftest import require_fused_kernels
 
-from eanet.models import native
-from eanet.models.kernels import FastDropout, keep_mask_16bit
+from eanet.models import kernels, native
 
 
-def _both_ways(monkeypatch, function):
-    """function() with eanet's fused kernels, then with TensorFlow's ops (EANET_FUSED_KERNELS=0)."""
-    monkeypatch.delenv(native.SWITCH_ENV, raising=False)
-    require_fused_kernels()
-    fused = function()
-    monkeypatch.setenv(native.SWITCH_ENV, "0")
-    return fused, function()
+def reference_keep_mask(shape, rate, generator):
+    """The 16-bit keep-mask in TensorFlow's ops: the uint32 words of stateless_uniform, each
+    split into its two 16-bit halves, compared to the threshold."""
+    import tensorflow as tf
+
+    seed, threshold, _ = kernels.seed_threshold_scale(rate, generator)
+    size = int(np.prod(shape))
+    bits = tf.random.stateless_uniform(((size + 1) // 2,), seed=seed, minval=None, maxval=None,
+                                       dtype=tf.uint32)
+    halves = tf.reshape(tf.bitcast(bits, tf.uint16), (-1,))[:size]
+    return tf.reshape(halves >= threshold, shape)
+
+
+def twice_bitwise(function):
+    """function()'s tensors as arrays, after checking a second call gives the same bits."""
+    first, second = ([t.numpy() for t in function()] for _ in range(2))
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    return first
 
 
 # Sizes around the kernel's chunk of 128 elements (16 Philox blocks), odd ones (half of the
@@ -28,201 +41,168 @@ def _both_ways(monkeypatch, function):
 @pytest.mark.parametrize("shape", [(1,), (3, 5), (127,), (2, 64), (129,), (7, 11, 13),
                                    (16, 256, 256)])
 @pytest.mark.parametrize("rate", [0.1, 0.5])
-def test_fused_keep_mask_is_tensorflows_bit_for_bit(monkeypatch, shape, rate):
+def test_fused_keep_mask_is_tensorflows_bit_for_bit(shape, rate):
     import tensorflow as tf
 
-    def mask():
-        generator = keras.random.SeedGenerator(11)
-        masks = [keep_mask_16bit(tf.constant(shape), rate, generator, tf.float32)[0].numpy()
-                 for _ in range(2)]  # two draws: the generator's state moves on
-        in_graph = keras.random.SeedGenerator(12)
-        return tf.function(lambda: keep_mask_16bit(
-            tf.constant(shape), rate, in_graph, tf.float32)[0])().numpy(), *masks
+    require_fused_kernels()
 
-    (fused, *fused_draws), (reference, *reference_draws) = _both_ways(monkeypatch, mask)
-    assert fused.dtype == bool and fused.shape == shape
-    np.testing.assert_array_equal(fused, reference)
-    for got, want in zip(fused_draws, reference_draws):
+    def masks(draw):
+        generator = keras.random.SeedGenerator(11)
+        eager = [draw(generator).numpy() for _ in range(2)]  # the generator's state moves on
+        in_graph = keras.random.SeedGenerator(12)
+        return [tf.function(lambda: draw(in_graph))().numpy(), *eager]
+
+    fused = masks(lambda g: kernels.keep_mask_16bit(tf.constant(shape), rate, g, tf.float32)[0])
+    reference = masks(lambda g: reference_keep_mask(shape, rate, g))
+    assert fused[0].dtype == bool and fused[0].shape == shape
+    for got, want in zip(fused, reference):
         np.testing.assert_array_equal(got, want)
-    if fused.size > 10_000:
-        assert abs(1 - fused.mean() - rate) < 0.01
-        assert not np.array_equal(fused_draws[0], fused_draws[1])
+    if fused[1].size > 10_000:
+        assert abs(1 - fused[1].mean() - rate) < 0.01
+        assert not np.array_equal(fused[1], fused[2])
 
 
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
-def test_fused_dropout_gives_tensorflows_values_and_gradient(monkeypatch, graph):
-    """FastDropout's one-pass op (mask drawn in the op and again for the gradient) equals its
-    op-by-op TensorFlow form: the same kept elements, the same scaled values and gradient."""
+def test_fused_dropout_gives_the_masked_values_and_gradient(graph):
+    """The one-pass op (mask drawn in the op and again for the gradient): the elements the
+    reference mask keeps, scaled, and the same for the gradient."""
     import tensorflow as tf
 
+    require_fused_kernels()
     rng = np.random.default_rng(3)
     x = tf.constant(rng.normal(0, 1, (4, 33, 17)), tf.float32)
     upstream = tf.constant(rng.normal(0, 1, (4, 33, 17)), tf.float32)
 
-    def run():
-        layer = FastDropout(0.3, seed=5)
+    generator = keras.random.SeedGenerator(5)
 
-        def step():
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = layer(x, training=True)
-            return y, tape.gradient(y, x, upstream)
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = kernels.dropout_16bit(x, 0.3, generator)
+        return y, tape.gradient(y, x, upstream)
 
-        return [t.numpy() for t in (tf.function(step) if graph else step)()]
-
-    (y, dx), (want_y, want_dx) = _both_ways(monkeypatch, run)
-    np.testing.assert_array_equal(y, want_y)
-    np.testing.assert_array_equal(dx, want_dx)
-    kept = want_y != 0
+    y, dx = [t.numpy() for t in (tf.function(step) if graph else step)()]
+    kept = reference_keep_mask(x.shape, 0.3, keras.random.SeedGenerator(5)).numpy()
+    scale = 65536 / (65536 - 19661)
+    np.testing.assert_array_equal(y, np.where(kept, x.numpy() * np.float32(scale), 0))
+    np.testing.assert_array_equal(dx, np.where(kept, upstream.numpy() * np.float32(scale), 0))
     assert 0.6 < kept.mean() < 0.8
-    np.testing.assert_array_equal(dx[~kept], 0)
-    np.testing.assert_allclose(dx[kept], upstream.numpy()[kept] * 65536 / (65536 - 19661), rtol=1e-6)
-
-
-def test_fused_dropout_ops_step_aside_under_xla(monkeypatch):
-    import tensorflow as tf
-
-    monkeypatch.delenv(native.SWITCH_ENV, raising=False)
-    require_fused_kernels()
-    x = tf.ones((8, 16))
-    layer = FastDropout(0.2, seed=1)
-
-    def draw(x):
-        return layer(x, training=True)
-
-    def op_types(function):
-        return {op.type for op in function.get_concrete_function(x).graph.get_operations()}
-
-    assert "EanetDropout16" in op_types(tf.function(draw))
-    xla = op_types(tf.function(draw, jit_compile=True))
-    assert not {"EanetDropout16", "EanetKeepMask16"} & xla
 
 
 def test_without_a_compiler_the_kernels_are_skipped_with_a_warning(tmp_path, monkeypatch, caplog):
-    import tensorflow as tf
-
     monkeypatch.setattr(native, "_library", {})  # this process' loaded library, forgotten
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.delenv(native.SWITCH_ENV, raising=False)
     with caplog.at_level(logging.WARNING, logger=native.__name__):
-        assert native.fused_ops_for(tf.float32) is None
+        assert native.fused_ops() is None
     assert "not available" in caplog.text and "no-such-compiler" in caplog.text
     assert not list((tmp_path / "cache").glob("*.so"))
 
 
-def test_the_switch_turns_them_off_and_bfloat16_never_uses_them(monkeypatch):
-    import tensorflow as tf
-
-    monkeypatch.setenv(native.SWITCH_ENV, "0")
-    assert native.fused_ops() is None
-    monkeypatch.delenv(native.SWITCH_ENV)
-    assert native.fused_ops_for(tf.bfloat16) is None
-
-
 @pytest.mark.parametrize("attention", ["self", "external"])
-def test_whole_attention_ops_at_block_edges_match_tensorflow_and_repeat_bitwise(monkeypatch,
-                                                                                 attention):
-    """The fused whole-attention ops (csrc/fused_attention.cc) against TensorFlow's ops where
-    their blocking has edges: self-attention rows per head not a multiple of its 64-row blocks
-    (150 = 64 + 64 + 22, 3 heads), a batch (11) that the 8 partial weight-gradient sums split unevenly; with
-    dropout. Outputs and every gradient agree, and a second run is bitwise the same."""
+def test_whole_attention_ops_at_block_edges_match_the_formula_and_repeat_bitwise(attention):
+    """The fused whole-attention ops (csrc/fused_attention.cc) where their blocking has edges:
+    self-attention rows per head not a multiple of its 64-row blocks (150 = 64 + 64 + 22,
+    3 heads), a batch (11) that the 8 partial weight-gradient sums split unevenly; with dropout.
+    Outputs and every gradient agree with TensorFlow's gradient of the formula (the same mask),
+    and a second run is bitwise the same."""
     import tensorflow as tf
+    from test_kernels_property import (_external_attention_reference,
+                                       _self_attention_reference)
 
-    from eanet.models.kernels import external_attention_context, self_attention_context
-
+    require_fused_kernels()
     rng = np.random.default_rng(9)
     if attention == "self":
-        shapes = [(11, 150, 3, 8), (11, 150, 8), (11, 150, 9)]
-        out_shape = (11, 150, 3, 9)
+        shapes, out_shape, mask_shape = ([(11, 150, 3, 8), (11, 150, 8), (11, 150, 9)],
+                                         (11, 150, 3, 9), (11, 3 * 150, 150))
 
-        def attend(inputs, generator):
-            return self_attention_context(*inputs, 0.2, generator)
+        def fused(inputs, generator):
+            return kernels.self_attention_context(*inputs, 0.2, generator)
+
+        def formula(inputs, keep, scale):
+            return _self_attention_reference(*inputs, keep, scale)
     else:
-        shapes = [(11, 50, 6), (6, 3 * 7), (3 * 7,), (3 * 7, 6)]
-        out_shape = (11, 50, 6)
+        shapes, out_shape, mask_shape = ([(11, 50, 6), (6, 3 * 7), (3 * 7,), (3 * 7, 6)],
+                                         (11, 50, 6), (11, 3 * 7, 50))
 
-        def attend(inputs, generator):
-            return external_attention_context(*inputs, 3, 1e-9, 0.2, generator)
+        def fused(inputs, generator):
+            return kernels.external_attention_context(*inputs, 3, 1e-9, 0.2, generator)
+
+        def formula(inputs, keep, scale):
+            return _external_attention_reference(*inputs, 3, 1e-9, keep, scale)
     inputs = [tf.constant(rng.normal(0, 1, shape), tf.float32) for shape in shapes]
     upstream = tf.constant(rng.normal(0, 1, out_shape), tf.float32)
 
-    def run_twice():
-        @tf.function  # traced anew for each way: the switch is read while tracing
-        def step(generator):
-            with tf.GradientTape() as tape:
-                tape.watch(inputs)
-                out = attend(inputs, generator)
-            return [out, *tape.gradient(out, inputs, upstream)]
+    def with_gradients(attend):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            out = attend()
+        return [out, *tape.gradient(out, inputs, upstream)]
 
-        first, second = ([t.numpy() for t in step(keras.random.SeedGenerator(4))]
-                         for _ in range(2))
-        for a, b in zip(first, second):
-            np.testing.assert_array_equal(a, b)
-        return first
-
-    fused, reference = _both_ways(monkeypatch, run_twice)
-    for i, (got, want) in enumerate(zip(fused, reference)):
+    step = tf.function(lambda generator: with_gradients(lambda: fused(inputs, generator)))
+    received = twice_bitwise(lambda: step(keras.random.SeedGenerator(4)))
+    keep, scale = kernels.keep_mask_16bit(tf.constant(mask_shape), 0.2,
+                                          keras.random.SeedGenerator(4), tf.float32)
+    expected = [t.numpy() for t in with_gradients(lambda: formula(inputs, keep, scale))]
+    for i, (got, want) in enumerate(zip(received, expected)):
+        if attention == "external" and i == 3:  # the score bias: exact 0 against rounding noise
+            np.testing.assert_array_equal(got, 0)
+            continue
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-        if not (attention == "external" and i == 3):  # the score bias' gradient is 0
-            assert np.abs(want).max() > 1e-3
+        assert np.abs(want).max() > 1e-3
 
 
 @pytest.mark.parametrize("shape", [(40, 33, 64), (3, 10)], ids=["blocks", "odd-width"])
-def test_fused_layer_norm_matches_tensorflows_ops(monkeypatch, shape):
-    """csrc/layer_norm.cc against layer_norm_last_axis' TensorFlow ops: output, dx and the
-    dγ, dβ sums over all rows (split into fixed partial sums: bitwise the same on a rerun)."""
+def test_fused_layer_norm_matches_keras_and_repeats_bitwise(shape):
+    """csrc/layer_norm.cc against Keras' layer normalisation (TensorFlow's gradient of it):
+    output, dx and the dγ, dβ sums over all rows (split into fixed partial sums: bitwise the
+    same on a rerun)."""
     import tensorflow as tf
 
-    from eanet.models.kernels import layer_norm_last_axis
-
+    require_fused_kernels()
     rng = np.random.default_rng(2)
     x, upstream = (tf.constant(rng.normal(1, 2, shape), tf.float32) for _ in range(2))
     gamma, beta = (tf.constant(rng.normal(0, 1, shape[-1:]), tf.float32) for _ in range(2))
 
-    def run():
-        @tf.function
-        def step():
-            with tf.GradientTape() as tape:
-                tape.watch([x, gamma, beta])
-                y = layer_norm_last_axis(x, gamma, beta, 1e-5)
-            return [y, *tape.gradient(y, [x, gamma, beta], upstream)]
+    def with_gradients(norm):
+        with tf.GradientTape() as tape:
+            tape.watch([x, gamma, beta])
+            y = norm(x, gamma, beta)
+        return [y, *tape.gradient(y, [x, gamma, beta], upstream)]
 
-        first, second = ([t.numpy() for t in step()] for _ in range(2))
-        for a, b in zip(first, second):
-            np.testing.assert_array_equal(a, b)
-        return first
-
-    fused, reference = _both_ways(monkeypatch, run)
-    for name, got, want in zip(["y", "dx", "dgamma", "dbeta"], fused, reference):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)
-        assert np.abs(want).max() > 1e-2, name
+    received = twice_bitwise(tf.function(
+        lambda: with_gradients(lambda *a: kernels.layer_norm(*a, 1e-5))))
+    expected = with_gradients(lambda x, g, b: keras.ops.layer_normalization(
+        x, g, b, epsilon=1e-5))
+    for name, got, want in zip(["y", "dx", "dgamma", "dbeta"], received, expected):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+        assert np.abs(want.numpy()).max() > 1e-2, name
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_fused_gelu_then_dropout_matches_its_two_steps(monkeypatch, training):
-    """csrc/gelu_dropout.cc against gelu_tanh then FastDropout (TensorFlow's ops): the same
-    dropped elements (the same stream), the same values and gradient to float rounding."""
+def test_fused_gelu_then_dropout_matches_its_two_steps(training):
+    """csrc/gelu_dropout.cc against TensorFlow's tanh GELU, then the reference mask: the same
+    dropped elements, the same values and gradient to float rounding."""
     import tensorflow as tf
 
-    from eanet.models.kernels import gelu_then_dropout
-
+    require_fused_kernels()
     rng = np.random.default_rng(6)
     x, upstream = (tf.constant(rng.normal(0, 2, (6, 33, 70)), tf.float32) for _ in range(2))
+    rate = 0.25 if training else 0.0
+    keep = (reference_keep_mask(x.shape, rate, keras.random.SeedGenerator(8)) if training
+            else tf.ones(x.shape, tf.bool))
+    scale = 65536 / (65536 - 16384) if training else 1.0
 
-    def run():
-        dropout = FastDropout(0.25, seed=8)
+    def with_gradient(gelu_dropout):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = gelu_dropout(x)
+        return [y.numpy(), tape.gradient(y, x, upstream).numpy()]
 
-        @tf.function
-        def step():
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = gelu_then_dropout(x, dropout, training)
-            return [y, tape.gradient(y, x, upstream)]
-
-        return [t.numpy() for t in step()]
-
-    (y, dx), (want_y, want_dx) = _both_ways(monkeypatch, run)
+    generator = keras.random.SeedGenerator(8) if training else None
+    y, dx = with_gradient(tf.function(lambda x: kernels.gelu_dropout(x, rate, generator)))
+    want_y, want_dx = with_gradient(lambda x: tf.where(
+        keep, tf.nn.gelu(x, approximate=True) * scale, 0.0))
     # Below x = -3 GELU rounds to 0 either way (or not): it says nothing about the mask there.
     informative = x.numpy() > -3
     kept = want_y[informative] != 0
@@ -235,18 +215,15 @@ def test_fused_gelu_then_dropout_matches_its_two_steps(monkeypatch, training):
     assert np.abs(want_dx).max() > 1
 
 
-# Each case: (name, function of the library and tf returning tensors) run fused and by
-# TensorFlow's ops; the two must agree, or both fail with an error, never abort the process.
+# Each case: (name, the fused computation, its formula in TensorFlow's ops), both returning
+# tensors; the two must agree (empty results, zeros for sums over nothing), or the kernel fail
+# with an error, never abort the process.
 ZERO_SIZE_SCRIPT = r'''
-import os, sys
 import numpy as np
 import keras, tensorflow as tf
-from eanet.models import native
-from eanet.models.kernels import (external_attention_context, gelu_then_dropout,
-                                  keep_mask_16bit, layer_norm_last_axis, self_attention_context,
-                                  FastDropout)
+from eanet.models import kernels, native
 
-assert native.fused_ops_for(tf.float32) is not None, "no fused kernels"
+assert native.fused_ops() is not None, "no fused kernels"
 
 def zeros(*shape):
     return tf.zeros(shape, tf.float32)
@@ -257,16 +234,34 @@ def grads(function, inputs):
         out = function(*inputs)
     return [out, *tape.gradient(out, inputs, tf.ones_like(out))]
 
+def generator():
+    return keras.random.SeedGenerator(1)
+
 def self_attention(b, n, h, d, m, v, rate):
-    return lambda: grads(lambda q, k, vv: self_attention_context(
-        q, k, vv, rate, keras.random.SeedGenerator(1)), [zeros(b, n, h, d), zeros(b, m, d),
-                                                         zeros(b, m, v)])
+    inputs = [zeros(b, n, h, d), zeros(b, m, d), zeros(b, m, v)]
+    fused = lambda q, k, vv: kernels.self_attention_context(q, k, vv, rate, generator())
+    formula = lambda q, k, vv: tf.einsum(
+        "bhnm,bmv->bnhv", tf.nn.softmax(tf.einsum("bnhd,bmd->bhnm", q, k)), vv)
+    return lambda: grads(fused, inputs), lambda: grads(formula, inputs)
 
 def external_attention(b, n, d, groups, slots, rate):
-    return lambda: grads(lambda x, k, bias, r: external_attention_context(
-        x, k, bias, r, groups, 1e-9, rate, keras.random.SeedGenerator(1)),
-        [zeros(b, n, d), zeros(d, groups * slots), zeros(groups * slots), zeros(groups * slots, d)])
+    inputs = [zeros(b, n, d), zeros(d, groups * slots), zeros(groups * slots),
+              zeros(groups * slots, d)]
+    fused = lambda x, k, bias, r: kernels.external_attention_context(
+        x, k, bias, r, groups, 1e-9, rate, generator())
 
+    def formula(x, k, bias, r):
+        scores = tf.reshape(tf.einsum("bnd,dk->bkn", x, k) + bias[:, None], (b, groups, slots, n))
+        p = tf.nn.softmax(scores)
+        q = tf.reshape(p / (1e-9 + tf.reduce_sum(p, axis=2, keepdims=True)), (b, groups * slots, n))
+        return tf.einsum("bkn,kd->bnd", q, r)
+    return lambda: grads(fused, inputs), lambda: grads(formula, inputs)
+
+def elementwise(fused, formula, inputs):
+    return lambda: grads(fused, inputs), lambda: grads(formula, inputs)
+
+norm = lambda x, g, b: kernels.layer_norm(x, g, b, 1e-5)
+keras_norm = lambda x, g, b: keras.ops.layer_normalization(x, g, b, epsilon=1e-5)
 cases = {
     "self, no patches": self_attention(2, 0, 2, 3, 0, 3, 0.0),
     "self, no keys": self_attention(2, 5, 2, 3, 0, 3, 0.2),
@@ -276,16 +271,15 @@ cases = {
     "external, empty batch": external_attention(0, 5, 4, 2, 3, 0.0),
     "external, width 0": external_attention(2, 5, 0, 2, 3, 0.0),
     "external, no memory": external_attention(2, 5, 4, 2, 0, 0.0),
-    "layer norm, no rows": lambda: grads(lambda x, g, b: layer_norm_last_axis(x, g, b, 1e-5),
-                                         [zeros(0, 4), zeros(4), zeros(4)]),
-    "layer norm, width 0": lambda: grads(lambda x, g, b: layer_norm_last_axis(x, g, b, 1e-5),
-                                         [zeros(3, 0), zeros(0), zeros(0)]),
-    "dropout, empty": lambda: grads(lambda x: FastDropout(0.3, seed=1)(x, training=True),
-                                    [zeros(0, 7)]),
-    "gelu dropout, empty": lambda: grads(
-        lambda x: gelu_then_dropout(x, FastDropout(0.3, seed=1), True), [zeros(4, 0)]),
-    "keep mask, empty": lambda: [keep_mask_16bit(tf.constant([3, 0]), 0.3,
-                                                 keras.random.SeedGenerator(1), tf.float32)[0]],
+    "layer norm, no rows": elementwise(norm, keras_norm, [zeros(0, 4), zeros(4), zeros(4)]),
+    "layer norm, width 0": elementwise(norm, keras_norm, [zeros(3, 0), zeros(0), zeros(0)]),
+    "dropout, empty": elementwise(lambda x: kernels.dropout_16bit(x, 0.3, generator()),
+                                  lambda x: x, [zeros(0, 7)]),
+    "gelu dropout, empty": elementwise(lambda x: kernels.gelu_dropout(x, 0.3, generator()),
+                                       lambda x: tf.nn.gelu(x, approximate=True), [zeros(4, 0)]),
+    "keep mask, empty": (
+        lambda: [kernels.keep_mask_16bit(tf.constant([3, 0]), 0.3, generator(), tf.float32)[0]],
+        lambda: [tf.zeros((3, 0), tf.bool)]),
 }
 
 def run(case):
@@ -294,14 +288,10 @@ def run(case):
     except (tf.errors.OpError, ValueError) as error:
         return type(error).__name__
 
-for name, case in cases.items():
-    os.environ.pop(native.SWITCH_ENV, None)
-    fused = run(case)
-    os.environ[native.SWITCH_ENV] = "0"
-    reference = run(case)
-    if isinstance(fused, str) or isinstance(reference, str):
-        assert isinstance(fused, str), (name, "TensorFlow fails, the kernel does not", reference)
-    else:
+for name, (fused_case, formula_case) in cases.items():
+    fused, reference = run(fused_case), run(formula_case)
+    if not isinstance(fused, str):
+        assert not isinstance(reference, str), (name, "the formula fails:", reference)
         assert len(fused) == len(reference), name
         for got, want in zip(fused, reference):
             assert got.shape == want.shape, (name, got.shape, want.shape)
@@ -309,7 +299,6 @@ for name, case in cases.items():
     print("ok", name, "error" if isinstance(fused, str) else "empty or equal", flush=True)
 
 # Wrong ranks: a clear error from the shape function (graph) and the kernel (eager).
-os.environ.pop(native.SWITCH_ENV, None)
 library = native.fused_ops()
 keep = tf.zeros((1,), tf.bool)
 wrong = {
@@ -334,7 +323,7 @@ print("done")
 '''
 
 
-def test_zero_size_inputs_and_wrong_ranks_never_abort_the_process(monkeypatch):
+def test_zero_size_inputs_and_wrong_ranks_never_abort_the_process():
     """A zero-length patch, key, memory or batch axis gives what TensorFlow's ops give (empty
     results, or zeros for a sum over nothing) and a wrong rank a clear error, in the shape
     function and in the kernel, instead of an Eigen assertion that aborts the whole process
@@ -343,7 +332,6 @@ def test_zero_size_inputs_and_wrong_ranks_never_abort_the_process(monkeypatch):
     import subprocess
     import sys
 
-    monkeypatch.delenv(native.SWITCH_ENV, raising=False)
     require_fused_kernels()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
     done = subprocess.run([sys.executable, "-c", ZERO_SIZE_SCRIPT], capture_output=True,
@@ -387,7 +375,6 @@ def _broken_cache(tmp_path, monkeypatch):
     returns its path and the real library this process loaded."""
     import tensorflow as tf
 
-    monkeypatch.delenv(native.SWITCH_ENV, raising=False)
     require_fused_kernels()
     good = native.library_path(tf)  # the default cache's, loaded by require_fused_kernels
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "cache"))
@@ -432,8 +419,6 @@ def test_a_cached_library_that_does_not_load_is_rebuilt(tmp_path, monkeypatch):
 
 def test_a_rebuilt_library_that_still_does_not_load_falls_back_with_one_warning(
         tmp_path, monkeypatch, caplog):
-    import tensorflow as tf
-
     target, _ = _broken_cache(tmp_path, monkeypatch)
     monkeypatch.setattr(native, "_library", {})  # this process' loaded library, forgotten
     builds = []
@@ -441,7 +426,7 @@ def test_a_rebuilt_library_that_still_does_not_load_falls_back_with_one_warning(
                         lambda tf, path: (builds.append(path), path.write_bytes(b"still not")))
     with caplog.at_level(logging.WARNING, logger=native.__name__):
         assert native.fused_ops() is None
-        assert native.fused_ops_for(tf.float32) is None  # asked again: no second attempt
+        assert native.fused_ops() is None  # asked again: no second attempt
     assert builds == [target]  # rebuilt once
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "not available" in warnings[0].getMessage()
@@ -460,22 +445,4 @@ def test_a_dropout_rate_that_would_keep_nothing_is_refused():
         validate(compose_config(["model.mlp_dropout=0.999995"]))
     validate(compose_config(["model.mlp_dropout=0.99998"]))  # threshold 65535: one level kept
     with pytest.raises(ValueError, match="rate=0.999995"):
-        FastDropout(0.999995, seed=1)(np.ones((2, 3), "float32"), training=True)
-
-
-def test_the_fallback_keep_mask_counts_its_elements_in_64_bits(monkeypatch):
-    """The mask of ViT's (B, H·N, N) scores passes 2**31 elements (1,024 patches, batch 256):
-    TensorFlow's ops must size it in int64, or the element count wraps around."""
-    import tensorflow as tf
-
-    monkeypatch.setenv(native.SWITCH_ENV, "0")
-    generator = keras.random.SeedGenerator(1)
-
-    @tf.function(input_signature=[tf.TensorSpec((3,), tf.int32)])
-    def mask(shape):
-        return keep_mask_16bit(shape, 0.1, generator, tf.float32)[0]
-
-    graph = mask.get_concrete_function().graph
-    [count] = [op for op in graph.get_operations() if op.type == "Prod"]
-    assert count.outputs[0].dtype == tf.int64
-    assert mask(tf.constant([2, 3, 5])).shape == (2, 3, 5)
+        kernels.seed_threshold_scale(0.999995, keras.random.SeedGenerator(1))

@@ -1,5 +1,6 @@
-"""The optimizer and the compiled model: FusedAdam(W) updates exactly as Keras' Adam(W) do, and
-`fit` traces the training step once."""
+"""The optimizer and the compiled model: model.implementation=reference compiles Keras' own
+Adam(W), auto (on TensorFlow) FusedAdam(W), which update exactly as Keras' Adam(W) do; `fit`
+traces the training step once."""
 from __future__ import annotations
 
 import keras
@@ -10,7 +11,7 @@ import tensorflow as tf
 from conftest import TINY, compose_config
 from eanet.config import validate
 from eanet.models.model import build_augmentation, build_model
-from eanet.training.optimization import FusedAdam, FusedAdamW, compile_model
+from eanet.training.optimization import FusedAdam, FusedAdamW, build_optimizer, compile_model
 
 
 def run_updates(optimizer, steps: int, in_graph: bool) -> list[np.ndarray]:
@@ -47,6 +48,15 @@ def test_fused_adam_updates_like_keras_adam(fused, reference, settings, in_graph
     for a, b in zip(ours, theirs):  # variables, iterations, moments: to float rounding
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert not np.allclose(ours[0], run_updates(fused(**settings), 0, in_graph)[0])  # it moved
+
+
+@pytest.mark.parametrize("name, implementation, expected", [
+    ("adamw", "reference", keras.optimizers.AdamW), ("adam", "reference", keras.optimizers.Adam),
+    ("adamw", "auto", FusedAdamW), ("adam", "auto", FusedAdam),
+    ("sgd", "auto", keras.optimizers.SGD)])
+def test_the_implementation_chooses_the_optimizers_update(name, implementation, expected):
+    cfg = validate(compose_config([f"optimizer={name}"] if name != "adamw" else []))
+    assert type(build_optimizer(cfg.optimizer, implementation)) is expected
 
 
 def test_fused_adamw_is_one_kernel_per_variable_in_the_graph():
@@ -95,6 +105,7 @@ def test_keras_still_has_the_internals_fused_adam_uses():
     optimizer = FusedAdamW(learning_rate=1e-3, weight_decay=1e-4)
     optimizer.build([keras.Variable(np.zeros((3,), "float32"))])
     missing = [name for name in optimizer.KERAS_INTERNALS if not hasattr(optimizer, name)]
-    assert not missing, (f"Keras {keras.__version__} lacks {missing}: update FusedAdamUpdate in "
+    assert not missing, (f"Keras {keras.__version__} lacks {missing} (checked against Keras "
+                         f"{optimizer.KERAS_CHECKED}): update FusedAdamUpdate in "
                          "eanet/training/optimization.py, then the Keras bound in pyproject.toml")
     assert optimizer._fused()

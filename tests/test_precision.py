@@ -98,17 +98,3 @@ def test_the_probe_names_each_rounding_of_its_inputs():
         rounded = np.float32(np.round(precision.PROBE_ENTRY / step) * step)
         total = np.sum(np.full(precision.PROBE_SIZE, rounded, np.float32), dtype=np.float32)
         assert precision.PROBE_RESULTS[float(total)] == name
-
-
-def test_the_fused_attention_steps_aside_only_for_matmuls_that_really_round(monkeypatch):
-    """The fused whole-attention ops give way to TensorFlow's matmuls only where those run on
-    bfloat16 (faster on AMX): asking for bfloat16 on a CPU that keeps float32 keeps them."""
-    from eanet.models import native
-
-    monkeypatch.setenv(precision.TF_FPMATH_ENV, "BF16")
-    monkeypatch.setattr(precision, "_tensorflow_effective", "float32")
-    assert not native.matmuls_on_bfloat16()
-    monkeypatch.setattr(precision, "_tensorflow_effective", "bfloat16")
-    assert native.matmuls_on_bfloat16()
-    monkeypatch.delenv(precision.TF_FPMATH_ENV)
-    assert not native.matmuls_on_bfloat16()

@@ -6,6 +6,7 @@ import pytest
 import eanet.training.train
 from conftest import TINY, client_for, compose_config
 from eanet.config import validate
+from eanet.models.speed import speed_paths
 from eanet.training.train import train
 
 EPOCH_METRICS = {"loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "learning_rate",
@@ -46,6 +47,9 @@ def test_tiny_run_is_recorded_completely(tracking_dir):
     assert metrics["flops_per_image"] > metrics["flops_attention_per_image"] > 0
     assert metrics["peak_rss_mb"] > 0
     assert tags["eanet.model"] == "ea" and tags["eanet.run_type"] == "train"
+    # how each piece computed (eanet.models.speed), as this process decides it
+    assert {k.removeprefix("eanet.implementation."): v for k, v in tags.items()
+            if k.startswith("eanet.implementation.")} == speed_paths("auto", "external").as_dict()
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "history.csv", "learning_curves.png"} <= artifacts
     assert "model" not in artifacts  # stored once, as the run's MLflow model:

@@ -125,10 +125,12 @@ def measure_throughput(cfg: Config, steps: int, warmup: int) -> dict[str, Any]:
     from eanet.bench.measure import (StepTimer, median, peak_gpu_mb, peak_rss_mb, random_training,
                                      reset_gpu_peak)
     from eanet.models.model import count_parameters
+    from eanet.training.train import model_speed_paths
 
     t, d = cfg.trainer, cfg.data
     model, train_ds = random_training(cfg, steps, warmup)
     counts = count_parameters(model)
+    speed = model_speed_paths(cfg, model)
 
     timer = StepTimer()
     reset_gpu_peak()
@@ -144,6 +146,7 @@ def measure_throughput(cfg: Config, steps: int, warmup: int) -> dict[str, Any]:
         "first_step_s": round(timer.step_times[0], 3), "steps_timed": len(timer.step_times) - warmup,
         "loop_gap_s": round(median(timer.gaps[warmup:]), 5),
         "peak_rss_mb": round(peak_rss_mb(), 1), "peak_gpu_mb": peak_gpu_mb(),
+        "speed_paths": str(speed),
     }
 
 

@@ -14,13 +14,16 @@ environment assignments as in a shell (`TF_ENABLE_ONEDNN_OPTS=0 eanet`: eanet tu
 oneDNN kernels on unless told otherwise, the seed runs with TensorFlow's default). Every round runs each
 contender once, in its own process, in the order given; on a shared machine the load drifts, so
 only medians over rounds and ratios to the first contender measured in the same invocation mean
-anything. Peak resident memory is read per process (os.wait4), the same way for both.
+anything. Peak resident memory is read per process (os.wait4), the same way for both. The
+table names the CPU's vector and matrix extensions (AVX2, AVX-512, AMX), on which the seed's
+speed and so every ratio depends, and each eanet contender's speed paths (eanet.models.speed).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -36,6 +39,16 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SEED_BENCH = ROOT.parent / "shared" / "bench" / "seed_throughput.py"
 MODEL_CONFIGS = ROOT / "conf" / "model"
 SEED_ATTENTIONS = ("external", "self")  # what the seed benchmark's --attention takes
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's AVX2, AVX-512 and AMX flags, as `grep -o 'avx512[a-z_0-9]*\\|amx[a-z_0-9]*\\|avx2'
+    /proc/cpuinfo | sort -u` lists them ("unknown" where there is no /proc/cpuinfo)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return "unknown"
+    return " ".join(sorted(set(re.findall(r"avx512[a-z_0-9]*|amx[a-z_0-9]*|avx2", text))))
 
 
 def model_options() -> list[str]:
@@ -133,8 +146,10 @@ def main(argv=None) -> list[dict]:
             for contender, (cmd, env) in runs.items():
                 record = run_once(cmd, args.threads, env)
                 results[contender].append(record)
+                paths = f" [{record['speed_paths']}]" if record.get("speed_paths") else ""
                 print(f"round {round_index + 1} {contender}: {record['median_step_s']} s/step, "
-                      f"{record['img_per_s']} img/s, peak RSS {record['process_peak_rss_mb']} MB",
+                      f"{record['img_per_s']} img/s, peak RSS {record['process_peak_rss_mb']} MB, "
+                      f"first step {record.get('first_step_s', float('nan')):.1f} s{paths}",
                       flush=True)
 
     summary = []
@@ -145,16 +160,21 @@ def main(argv=None) -> list[dict]:
                         "median_step_s": round(step, 6), "img_per_s": round(args.batch / step, 2),
                         "peak_rss_mb": statistics.median(r["process_peak_rss_mb"]
                                                          for r in records),
+                        "first_step_s": statistics.median(r.get("first_step_s", float("nan"))
+                                                          for r in records),
                         "step_s_per_round": [r["median_step_s"] for r in records]})
     base = summary[0]
     for row in summary:
         row["throughput_ratio"] = round(base["median_step_s"] / row["median_step_s"], 3)
         row["memory_ratio"] = round(row["peak_rss_mb"] / base["peak_rss_mb"], 3)
         print("COMPARE " + json.dumps(row), flush=True)
-    print(f"\n{'contender':40s} {'s/step':>8s} {'img/s':>8s} {'RSS MB':>8s} {'speed×':>7s} {'mem×':>6s}")
+    print(f"\nCPU flags: {cpu_flags()}")
+    print(f"{'contender':40s} {'s/step':>8s} {'img/s':>8s} {'RSS MB':>8s} {'speed×':>7s} "
+          f"{'mem×':>6s} {'1st s':>6s}")
     for row in summary:
         print(f"{row['contender'][:40]:40s} {row['median_step_s']:8.3f} {row['img_per_s']:8.1f} "
-              f"{row['peak_rss_mb']:8.0f} {row['throughput_ratio']:7.2f} {row['memory_ratio']:6.2f}")
+              f"{row['peak_rss_mb']:8.0f} {row['throughput_ratio']:7.2f} {row['memory_ratio']:6.2f} "
+              f"{row['first_step_s']:6.1f}")
     return summary
 
 

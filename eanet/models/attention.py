@@ -1,37 +1,32 @@
 """EANet's external attention and ViT's self-attention as functions of their input and weights.
 
 Each attention is one function with one meaning, the pattern of `keras.ops.dot_product_attention`
-and its `flash_attention` switch: a reference implementation, the paper's formula in plain
-`keras.ops` (the same on every backend), and faster implementations of the same function behind
-the same call, chosen here and only here by `implementation` (`model.implementation`):
+and its `flash_attention` switch: the reference, the paper's formula in plain `keras.ops` (the
+same on every backend), and faster computations of the same function behind the same call, by
+`path`, eanet.models.speed's choice (`SpeedPaths.attention`):
 
 - "reference": the formula as written; every backend.
-- "auto": the fastest implementation for the backend: on TensorFlow the fused ones
-  (external attention "fused", self-attention "refold": the projections folded, one C++ op per
-  direction on a CPU, eanet.models.kernels); elsewhere external attention "folded" (the
-  projections folded, in keras.ops) and self-attention "reference".
+- "folded" (external attention): the projections folded, in keras.ops; every backend.
+- "fused": the projections folded and the core, scores to read-out, as one C++ op per
+  direction (eanet.models.kernels; TensorFlow on a CPU).
 
-tests/test_attention.py checks every implementation against the reference: outputs and every
-gradient. Shapes: B batch, N patches, D embedding_dim; external attention: G = num_heads*dc heads
-of width d = D // num_heads, S = D // dc memory slots; self-attention: H heads of width K.
+tests/test_attention.py checks every path against the reference: outputs and every gradient.
+Shapes: B batch, N patches, D embedding_dim; external attention: G = num_heads*dc heads of
+width d = D // num_heads, S = D // dc memory slots; self-attention: H heads of width K.
 """
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import keras
 from keras import ops
 
-from eanet.models import IMPLEMENTATIONS
-from eanet.models.kernels import (double_normalization, external_attention_context,
-                                  self_attention_context)
+from eanet.models import kernels
 
 
-def check_implementation(implementation: str, valid=IMPLEMENTATIONS) -> str:
-    if implementation not in valid:
-        raise ValueError(f"Unknown implementation {implementation!r}. "
-                         f"Valid values: {', '.join(valid)}")
-    return implementation
+def _check_path(path: str, paths) -> str:
+    if path not in paths:
+        raise ValueError(f"Unknown attention path {path!r}. Valid values: {', '.join(paths)}")
+    return path
 
 
 # ---- external attention (Guo et al., 2021) ----
@@ -97,8 +92,7 @@ def external_attention_folded(x, w: ExternalAttentionWeights, *, heads: int, eps
     """The reference with the projections folded (fold_external_attention), in keras.ops.
 
     The patches sit on the last axis, so the softmax over them needs no transpose of the large
-    (B, G, S, N) tensors; only the small (B, N, D) input and output are transposed. The double
-    normalisation has its gradient written out (kernels.double_normalization).
+    (B, G, S, N) tensors; only the small (B, N, D) input and output are transposed.
     """
     _, patches, _ = x.shape
     slots = w.key_memory.shape[1]
@@ -107,7 +101,8 @@ def external_attention_folded(x, w: ExternalAttentionWeights, *, heads: int, eps
     scores = ops.matmul(ops.transpose(score_kernel), x_t)  # (B, G*S, N)
     scores = ops.reshape(scores + ops.reshape(score_bias, (heads * slots, 1)),
                          (-1, heads, slots, patches))  # (B, G, S, N)
-    attention = double_normalization(ops.cast(scores, "float32"), epsilon)
+    attention = ops.softmax(ops.cast(scores, "float32"), axis=-1)  # over the patches
+    attention = attention / (epsilon + ops.sum(attention, axis=2, keepdims=True))  # over S
     attention = dropout(ops.cast(attention, x.dtype), training=training)
     attention = ops.reshape(attention, (-1, heads * slots, patches))  # (B, G*S, N)
     out_t = ops.matmul(ops.transpose(read_kernel), attention)  # (B, D, N)
@@ -116,13 +111,12 @@ def external_attention_folded(x, w: ExternalAttentionWeights, *, heads: int, eps
 
 def external_attention_fused(x, w: ExternalAttentionWeights, *, heads: int, epsilon: float,
                              dropout, training=None):
-    """(TensorFlow) The folded form with scores → double normalisation → dropout → read-out as
-    one op per direction whose gradient recomputes the (B, G, S, N) tensors instead of keeping
-    them (kernels.external_attention_context; FastDropout's 16-bit keep-mask from `dropout`'s
-    seed generator)."""
+    """The folded form with scores → double normalisation → dropout → read-out as one C++ op
+    per direction, whose gradient recomputes the (B, G, S, N) tensors instead of keeping them
+    (kernels.external_attention_context; a 16-bit keep-mask from `dropout`'s seed generator)."""
     score_kernel, score_bias, read_kernel, read_bias = fold_external_attention(w, heads)
     active = bool(training) and dropout.rate > 0
-    return external_attention_context(
+    return kernels.external_attention_context(
         x, score_kernel, score_bias, read_kernel, heads, epsilon,
         dropout.rate if active else 0.0, dropout.seed_generator if active else None) + read_bias
 
@@ -132,13 +126,11 @@ EXTERNAL_ATTENTION = {"reference": external_attention_reference,
 
 
 def external_attention(x, weights: ExternalAttentionWeights, *, heads: int, epsilon: float,
-                       dropout, training=None, implementation: str = "auto"):
-    """EANet's external attention (external_attention_reference's formula) by `implementation`:
-    "auto" or a name in EXTERNAL_ATTENTION."""
-    if check_implementation(implementation, ("auto", *EXTERNAL_ATTENTION)) == "auto":
-        implementation = "fused" if keras.backend.backend() == "tensorflow" else "folded"
-    return EXTERNAL_ATTENTION[implementation](x, weights, heads=heads, epsilon=epsilon,
-                                              dropout=dropout, training=training)
+                       dropout, training=None, path: str = "reference"):
+    """EANet's external attention (external_attention_reference's formula), computed by `path`,
+    a key of EXTERNAL_ATTENTION. `dropout`: the attention map's Keras Dropout layer."""
+    return EXTERNAL_ATTENTION[_check_path(path, EXTERNAL_ATTENTION)](
+        x, weights, heads=heads, epsilon=epsilon, dropout=dropout, training=training)
 
 
 # ---- self-attention (Vaswani et al., 2017), as Keras' MultiHeadAttention(key_dim=K) on (x, x) ----
@@ -171,8 +163,8 @@ def self_attention_reference(x, w: SelfAttentionWeights, *, dropout, training=No
     return ops.einsum("bnhk,hkd->bnd", context, w.output_kernel) + w.output_bias  # (B, N, D)
 
 
-def self_attention_refold(x, w: SelfAttentionWeights, *, dropout, training=None):
-    """(TensorFlow) The reference with the projections folded: per head h,
+def self_attention_fused(x, w: SelfAttentionWeights, *, dropout, training=None):
+    """The reference with the projections folded: per head h,
 
         scores_h = (x W_q,h + b_q)(x W_k,h + b_k)ᵀ / √K  →  (x A_h + u_h) xᵀ / √K,
             A_h = W_q,h W_k,hᵀ (D×D), u_h = W_k,h b_q,h,
@@ -182,8 +174,7 @@ def self_attention_refold(x, w: SelfAttentionWeights, *, dropout, training=None)
     so the key and value projections (D → H·K each) are never computed, and the scores read x
     itself, shared by the heads. Scores, softmax, dropout and context are one op per direction
     whose gradient recomputes the (B, H, N, N) tensors instead of keeping them
-    (kernels.self_attention_context; FastDropout's 16-bit keep-mask from `dropout`'s seed
-    generator).
+    (kernels.self_attention_context; a 16-bit keep-mask from `dropout`'s seed generator).
     """
     _, patches, dim = x.shape
     heads, key_dim = w.query_kernel.shape[1], w.query_kernel.shape[2]
@@ -194,7 +185,7 @@ def self_attention_refold(x, w: SelfAttentionWeights, *, dropout, training=None)
                          (-1, patches, heads, dim)) + u) * scale  # (B, N, H, D)
     x1 = ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)  # (B, N, D+1): ones carry Σ P_h
     active = bool(training) and dropout.rate > 0
-    context = self_attention_context(query, x, x1, dropout.rate if active else 0.0,
+    context = kernels.self_attention_context(query, x, x1, dropout.rate if active else 0.0,
                                      dropout.seed_generator if active else None)  # (B, N, H, D+1)
     context = ops.reshape(context, (-1, patches, heads * (dim + 1)))
     m = ops.concatenate([ops.einsum("dhk,hke->hde", w.value_kernel, w.output_kernel),
@@ -207,13 +198,12 @@ def self_attention_refold(x, w: SelfAttentionWeights, *, dropout, training=None)
     return ops.matmul(context, ops.reshape(m, (heads * (dim + 1), dim))) + output_bias
 
 
-SELF_ATTENTION = {"reference": self_attention_reference, "refold": self_attention_refold}
+SELF_ATTENTION = {"reference": self_attention_reference, "fused": self_attention_fused}
 
 
 def self_attention(x, weights: SelfAttentionWeights, *, dropout, training=None,
-                   implementation: str = "auto"):
-    """Multi-head self-attention (self_attention_reference's formula) by `implementation`:
-    "auto" or a name in SELF_ATTENTION."""
-    if check_implementation(implementation, ("auto", *SELF_ATTENTION)) == "auto":
-        implementation = "refold" if keras.backend.backend() == "tensorflow" else "reference"
-    return SELF_ATTENTION[implementation](x, weights, dropout=dropout, training=training)
+                   path: str = "reference"):
+    """Multi-head self-attention (self_attention_reference's formula), computed by `path`, a key
+    of SELF_ATTENTION. `dropout`: the probabilities' Keras Dropout layer."""
+    return SELF_ATTENTION[_check_path(path, SELF_ATTENTION)](x, weights, dropout=dropout,
+                                                              training=training)

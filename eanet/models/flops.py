@@ -98,8 +98,8 @@ def no_products(layer: layers.Layer, shape: Shape) -> int:
     return 0
 
 
-# Layer class → FLOPs for one image of input shape `shape`. A subclass counts as its base
-# (FastLayerNormalization as LayerNormalization). A TransformerBlock is its attention + MLP.
+# Layer class → FLOPs for one image of input shape `shape`. A subclass counts as its base.
+# A TransformerBlock is its attention + MLP.
 FLOP_FORMULAS: dict[type, Callable[[layers.Layer, Shape], int]] = {
     layers.Dense: dense_flops,
     ExternalAttention: external_attention_flops,

@@ -11,8 +11,9 @@ import keras
 from keras import layers, ops
 
 from eanet.models.attention import (ExternalAttentionWeights, SelfAttentionWeights,
-                                    check_implementation, external_attention, self_attention)
-from eanet.models.kernels import FastDropout, FastLayerNormalization, gelu_then_dropout
+                                    external_attention, self_attention)
+from eanet.models.elementwise import dropout, gelu_then_dropout, layer_norm
+from eanet.models.speed import check_implementation, speed_paths
 
 register = keras.saving.register_keras_serializable(package="eanet")
 
@@ -75,12 +76,6 @@ class PatchEmbedding(layers.Layer):
                 "embedding_dim": self.embedding_dim}
 
 
-def dropout_layer(rate: float, implementation: str, **kwargs) -> layers.Dropout:
-    """Keras' Dropout for the reference implementation; for "auto" FastDropout (16 random bits
-    per element, one fused op on a CPU): the same rate and expectation, another random stream."""
-    return (layers.Dropout if implementation == "reference" else FastDropout)(rate, **kwargs)
-
-
 @register
 class ExternalAttention(layers.Layer):
     """Multi-head external attention: two small learnable memories instead of keys/values from x.
@@ -93,8 +88,9 @@ class ExternalAttention(layers.Layer):
         h = heads of (x W_in + b_in),   out = dropout((DoubleNorm(h M_k + b_k) M_v + b_v) W_out + b_out).
 
     Cost O(N*S*D): linear in N. The computation is eanet.models.attention.external_attention,
-    by `implementation` ("auto": the fastest for the backend; "reference": the formula above in
-    keras.ops). The variables are the seed's four Dense layers', in its order.
+    by the path eanet.models.speed chooses for `implementation` ("auto": the fastest here;
+    "reference": the formula above in keras.ops). The variables are the seed's four Dense
+    layers', in its order.
     """
 
     ignored_settings = ()  # it reads every model setting (see SelfAttention)
@@ -124,8 +120,8 @@ class ExternalAttention(layers.Layer):
         self.memory_key = layers.Dense(self.memory_size, name="memory_key")  # M_k: d → S
         self.memory_value = layers.Dense(self.head_dim, name="memory_value")  # M_v: S → d
         self.output_projection = layers.Dense(embedding_dim, name="output_projection")
-        self.attention_dropout_layer = dropout_layer(attention_dropout, implementation)
-        self.projection_dropout_layer = dropout_layer(projection_dropout, implementation)
+        self.attention_dropout_layer = layers.Dropout(attention_dropout)
+        self.projection_dropout_layer = layers.Dropout(projection_dropout)
 
     def build(self, input_shape):
         batch, num_patches, _ = input_shape
@@ -143,10 +139,11 @@ class ExternalAttention(layers.Layer):
             for weight in (dense.kernel, dense.bias)))
 
     def call(self, x, training=None):
+        paths = speed_paths(self.implementation, "external", self.dtype_policy.name)
         x = external_attention(x, self.attention_weights(), heads=self.total_heads,
                                epsilon=self.epsilon, dropout=self.attention_dropout_layer,
-                               training=training, implementation=self.implementation)
-        return self.projection_dropout_layer(x, training=training)  # (B, N, D)
+                               training=training, path=paths.attention)
+        return dropout(self.projection_dropout_layer, x, training, paths.dropout)  # (B, N, D)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -168,8 +165,8 @@ class SelfAttention(layers.Layer):
 
     Cost O(N²·D): quadratic in N. The variables are those of a `keras.layers.MultiHeadAttention`
     sublayer (same names, shapes and order as the seed's, so its weights load); the computation
-    is eanet.models.attention.self_attention, by `implementation` ("auto": the fastest for the
-    backend; "reference": the formula above in keras.ops).
+    is eanet.models.attention.self_attention, by the path eanet.models.speed chooses for
+    `implementation` ("auto": the fastest here; "reference": the formula above in keras.ops).
     """
 
     # Model settings (eanet.config.ModelConfig) this attention does not read: the run identity
@@ -187,8 +184,7 @@ class SelfAttention(layers.Layer):
         self.attention = layers.MultiHeadAttention(num_heads=num_heads, key_dim=embedding_dim,
                                                    dropout=attention_dropout, name="attention")
         # The dropout of the attention probabilities (the sublayer only holds the variables).
-        self.probability_dropout = dropout_layer(attention_dropout, implementation,
-                                                 name="probability_dropout")
+        self.probability_dropout = layers.Dropout(attention_dropout, name="probability_dropout")
 
     def build(self, input_shape):
         self.attention.build(input_shape, input_shape)
@@ -202,8 +198,9 @@ class SelfAttention(layers.Layer):
             for weight in (dense.kernel, dense.bias)))
 
     def call(self, x, training=None):
+        path = speed_paths(self.implementation, "self", self.dtype_policy.name).attention
         return self_attention(x, self.attention_weights(), dropout=self.probability_dropout,
-                              training=training, implementation=self.implementation)
+                              training=training, path=path)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -230,17 +227,14 @@ class TransformerBlock(layers.Layer):
         self.mlp_dim = mlp_dim
         self.mlp_dropout = mlp_dropout
         self.implementation = check_implementation(implementation)
-        # Keras' own layer norm for the reference; for "auto" its gradient written out, one fused
-        # op per direction on a CPU (same weights, same function).
-        norm = layers.LayerNormalization if implementation == "reference" else FastLayerNormalization
         # Sub-layers in the order they act, so the weights list in the seed's order too.
-        self.attention_norm = norm(epsilon=1e-5, name="attention_norm")
+        self.attention_norm = layers.LayerNormalization(epsilon=1e-5, name="attention_norm")
         self.attention = attention
-        self.mlp_norm = norm(epsilon=1e-5, name="mlp_norm")
+        self.mlp_norm = layers.LayerNormalization(epsilon=1e-5, name="mlp_norm")
         self.mlp_hidden = layers.Dense(mlp_dim, name="mlp_hidden")
         self.mlp_output = layers.Dense(embedding_dim, name="mlp_output")
-        self.mlp_hidden_dropout = dropout_layer(mlp_dropout, implementation)
-        self.mlp_output_dropout = dropout_layer(mlp_dropout, implementation)
+        self.mlp_hidden_dropout = layers.Dropout(mlp_dropout)
+        self.mlp_output_dropout = layers.Dropout(mlp_dropout)
 
     def build(self, input_shape):
         self.attention_norm.build(input_shape)
@@ -251,12 +245,11 @@ class TransformerBlock(layers.Layer):
         self.mlp_output.build((*input_shape[:-1], self.mlp_dim))
 
     def call(self, x, training=None):
-        x = x + self.attention(self.attention_norm(x), training=training)
-        # tanh-approximated GELU, as the seed's `ops.gelu` (Keras' "gelu" string is the exact erf form),
-        # then dropout (`gelu_then_dropout`; with "auto", one fused op on TensorFlow's CPU).
-        h = self.mlp_hidden(self.mlp_norm(x))
-        h = gelu_then_dropout(h, self.mlp_hidden_dropout, training, self.implementation)
-        return x + self.mlp_output_dropout(self.mlp_output(h), training=training)
+        paths = speed_paths(self.implementation, precision=self.dtype_policy.name)
+        x = x + self.attention(layer_norm(self.attention_norm, x, paths.norm), training=training)
+        h = self.mlp_hidden(layer_norm(self.mlp_norm, x, paths.norm))
+        h = gelu_then_dropout(h, self.mlp_hidden_dropout, training, paths.gelu)  # tanh GELU
+        return x + dropout(self.mlp_output_dropout, self.mlp_output(h), training, paths.dropout)
 
     def compute_output_shape(self, input_shape):
         return input_shape

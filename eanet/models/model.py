@@ -8,7 +8,7 @@ parameters and ViT 623,268.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional
 
 import keras
 import numpy as np
@@ -16,14 +16,13 @@ from keras import layers
 
 from eanet.config import check_choice
 from eanet.models import ATTENTION_TYPES
-from eanet.plugins import import_object, instantiate
+from eanet.models.augmentation import build_augmentation  # noqa: F401 - the model's input stage
 from eanet.models.layers import (ClassifierHead, ExternalAttention, PatchEmbedding, PatchExtract,
-                          SelfAttention, TransformerBlock)
+                                 SelfAttention, TransformerBlock)
+from eanet.plugins import import_object, instantiate
 
 if TYPE_CHECKING:
-    from eanet.config import AugmentationConfig, ModelConfig
-
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+    from eanet.config import ModelConfig
 
 
 def external_attention(cfg: ModelConfig, name: str) -> layers.Layer:
@@ -46,39 +45,6 @@ def attention_factory(cfg: ModelConfig) -> Callable[[str], layers.Layer]:
     check_choice("model.attention", cfg.attention, ATTENTION_TYPES)
     build = import_object(ATTENTION_TYPES[cfg.attention], "model.attention")
     return lambda name: build(cfg, name)
-
-
-def build_augmentation(cfg: AugmentationConfig, mean: Sequence[float], variance: Sequence[float],
-                       seed: Optional[int] = None) -> keras.Sequential:
-    """The seed's input stage: per-channel normalisation, then random augmentation.
-
-    Normalisation statistics come from the training split (the seed's `adapt`), passed in as
-    numbers so the layer serializes with them. The random layers act only when training=True.
-    """
-    stages = [layers.Normalization(mean=list(mean), variance=list(variance), name="normalization")]
-    if cfg.horizontal_flip:
-        stages.append(layers.RandomFlip("horizontal", seed=seed, name="flip"))
-    if cfg.rotation > 0:
-        stages.append(layers.RandomRotation(cfg.rotation, seed=seed, name="rotation"))
-    if cfg.contrast > 0:
-        # After the normalisation, Keras' default value_range=(0, 255) would clip away every
-        # negative value in training (AugmentationConfig.contrast_clip says why it is off); the
-        # widest float32 range makes the clip a no-op and stays valid JSON in the saved config.
-        value_range = (0, 255) if cfg.contrast_clip else (-_FLOAT32_MAX, _FLOAT32_MAX)
-        stages.append(layers.RandomContrast(cfg.contrast, value_range=value_range, seed=seed,
-                                            name="contrast"))
-    if cfg.zoom > 0:
-        stages.append(layers.RandomZoom(cfg.zoom, cfg.zoom, seed=seed, name="zoom"))
-    if keras.backend.backend() != "tensorflow":
-        # Keras marks RandomRotation and RandomZoom `supports_jit = False` for TensorFlow, whose
-        # image-transform op has no XLA kernel; one such layer makes Keras compile the whole
-        # model without XLA on every backend (`model_supports_jit`), and on JAX that means the
-        # training step runs op by op, un-jitted: the "augmentation stall" (docs/gpu.md). Their
-        # JAX computation (`map_coordinates`) compiles, so there the flag is lifted. Same layers,
-        # same arithmetic; the flag is not serialized.
-        for stage in stages:
-            stage.supports_jit = True
-    return keras.Sequential(stages, name="augmentation")
 
 
 def build_model(cfg: ModelConfig, image_size: int, num_classes: int,

@@ -1,31 +1,28 @@
-"""eanet's fused CPU kernels (eanet/models/csrc/), compiled on first use against the TensorFlow
-that is installed, and the rule for when they apply.
+"""eanet's fused CPU kernels (eanet/models/csrc/): compiled on first use against the TensorFlow
+that is installed, cached, and loaded.
 
-TensorFlow runs each of these as a chain of ops, each one pass over its tensors in memory; the
-kernels do the same arithmetic in one pass, block by block in cache:
-- fused_attention.cc: a whole attention call (score matmul, normalisation, dropout, read-out);
-- normalized_dropout.cc: the attention's normalisation and dropout alone, between TensorFlow's
-  matmuls (where those run on bfloat16: matmuls_on_bfloat16);
-- dropout_mask.cc, gelu_dropout.cc, layer_norm.cc: FastDropout's keep-mask and dropout (the
-  same Philox stream as TensorFlow's, bit for bit), the MLP's GELU-then-dropout, layer norm.
+TensorFlow runs each of these computations as a chain of ops, each one pass over its tensors in
+memory; the kernels do the same arithmetic in one pass, block by block in cache:
+- fused_attention.cc (with attention_block.h): a whole attention call, score matmul,
+  normalisation, dropout and read-out, and its gradient recomputing them;
+- dropout_mask.cc, gelu_dropout.cc, layer_norm.cc (with dropout_stream.h): the 16-bit dropout
+  mask and dropout (the same Philox stream as TensorFlow's, bit for bit), the MLP's
+  GELU-then-dropout, layer normalisation.
+eanet.models.kernels makes them differentiable functions, and eanet.models.speed alone decides
+where they run.
 
-docs/performance.md has the measurements. They are built into one library with the C++
-compiler (`$CXX`, default g++) and the flags `tf.sysconfig` gives, for this CPU (`-march=native`),
-into a cache folder (`$EANET_KERNEL_CACHE`, default ~/.cache/eanet/kernels), one library per
-build key (`build_key`: the sources, TensorFlow's version and flags, the compiler's identity and
-version, the flags below and the CPU features `-march=native` means to that compiler, so a
-library built for a newer CPU is never loaded on an older one); `make venv` builds it (`python
--m eanet.models.native`). A cached library that fails to load is rebuilt once.
-The kernels check every input's rank and shape (OP_REQUIRES: a clear error) and give what
-TensorFlow's ops give for zero-size axes (empty results, zeros for sums over nothing). Eigen's
-own assertions stay on (no -DNDEBUG) as a last net: an input no check foresaw stops the process
-with a message instead of giving a wrong gradient.
-Where it cannot be built or loaded (no compiler, another TensorFlow ABI), where a GPU is visible,
-or inside an XLA-compiled function, the layers fall back to TensorFlow's own ops, which compute
-the same function (tests/test_native.py and tests/test_layers.py check the two against each other).
-`EANET_FUSED_KERNELS=0` turns the kernels off, e.g. to measure them:
-
-    python -m eanet.bench.compare "EANET_FUSED_KERNELS=0 eanet" eanet
+They are built into one library with the C++ compiler (`$CXX`, default g++) and the flags
+`tf.sysconfig` gives, for this CPU (`-march=native`), into a cache folder (`$EANET_KERNEL_CACHE`,
+default ~/.cache/eanet/kernels), one library per build key (`build_key`: the sources,
+TensorFlow's version and flags, the compiler's identity and version, the flags below and the
+CPU features `-march=native` means to that compiler, so a library built for a newer CPU is never
+loaded on an older one); `make venv` builds it (`python -m eanet.models.native`). A cached
+library that fails to load is rebuilt once. The kernels check every input's rank and shape
+(OP_REQUIRES: a clear error) and give what TensorFlow's ops give for zero-size axes (empty
+results, zeros for sums over nothing). Eigen's own assertions stay on (no -DNDEBUG) as a last
+net: an input no check foresaw stops the process with a message instead of giving a wrong
+gradient. Where the library cannot be built or loaded (no compiler, another TensorFlow ABI),
+`fused_ops` warns once and runs use Keras' ops, which compute the same function.
 """
 from __future__ import annotations
 
@@ -42,24 +39,23 @@ from typing import Any, Optional
 log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = tuple(CSRC / name for name in ("normalized_dropout.cc", "fused_attention.cc",
-                                         "dropout_mask.cc", "gelu_dropout.cc", "layer_norm.cc"))
+SOURCES = tuple(CSRC / name for name in ("fused_attention.cc", "dropout_mask.cc",
+                                         "gelu_dropout.cc", "layer_norm.cc"))
 HEADERS = (CSRC / "attention_block.h", CSRC / "dropout_stream.h")
-SWITCH_ENV = "EANET_FUSED_KERNELS"  # "0": TensorFlow's own ops
 CACHE_ENV = "EANET_KERNEL_CACHE"
 # -march=native, minus AVX512-FP16: TensorFlow's bundled Eigen headers do not compile with it
 # under GCC 12. Compilers that do not know the flag get -march=native alone.
 ARCH_FLAGS = (["-march=native", "-mno-avx512fp16"], ["-march=native"])
 COMPILE_FLAGS = ("-c", "-fPIC", "-O3", "-w")  # -w: TensorFlow's headers warn a lot
 
-KEEP_LEVELS = 2**16  # FastDropout draws 16 random bits per element (csrc/dropout_stream.h)
+KEEP_LEVELS = 2**16  # the fused dropout draws 16 random bits per element (csrc/dropout_stream.h)
 
 _lock = threading.Lock()
 _library: dict[str, Optional[Any]] = {}
 
 
 def keep_threshold(rate: float) -> int:
-    """FastDropout's keep threshold for dropout `rate`: an element is kept when its 16 random
+    """The fused dropout's keep threshold for dropout `rate`: an element is kept when its 16 random
     bits, read as an integer, are at least round(rate * 2**16). A rate within 2**-17 of 1 would
     reach 2**16, keep nothing and scale by 1 / 0: refused (config validation refuses it first)."""
     threshold = round(rate * KEEP_LEVELS)
@@ -183,108 +179,21 @@ def _load() -> Any:
 
 
 def fused_ops() -> Optional[Any]:
-    """The loaded op library, or None when the fused kernels are off or unavailable here."""
-    if os.environ.get(SWITCH_ENV, "1") == "0":
-        return None
+    """The loaded op library (built first where it is missing), or None where it cannot be built
+    or loaded here: one warning, and eanet.models.speed chooses Keras' paths."""
     with _lock:
         if "ops" not in _library:
             try:
                 _library["ops"] = _load()
-            except Exception as error:  # any failure: TensorFlow's own ops compute the same
+            except Exception as error:  # any failure: Keras' own ops compute the same
                 log.warning("eanet's fused CPU kernels are not available (%s); using "
-                            "TensorFlow's ops instead (same results, slower on a CPU)", error)
+                            "Keras' ops instead (same results, slower on a CPU)", error)
                 _library["ops"] = None
         return _library["ops"]
-
-
-def fused_ops_for(dtype=None) -> Optional[Any]:
-    """The op library when this call can use it: float32 (`dtype` None: a dtype-free op such as
-    the keep-mask), no GPU visible, not inside an XLA-compiled function (the kernels are
-    CPU-only TensorFlow ops without an XLA lowering)."""
-    import tensorflow as tf
-
-    if (dtype is not None and dtype != tf.float32) or tf.config.list_logical_devices("GPU"):
-        return None
-    try:
-        from tensorflow.python.framework import ops as tf_ops
-        from tensorflow.python.ops import control_flow_util
-
-        if control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()):
-            return None
-    except (ImportError, AttributeError):  # TensorFlow moved it: do not risk an XLA graph
-        return None
-    return fused_ops()
-
-
-class FusedOpPair:
-    """A fused forward op and its backward op for one call: `forward(*inputs)` → out and
-    `backward(*inputs, g)` → the backward op's outputs, with the call's keep-mask (None: no
-    dropout) and attributes in one place."""
-
-    def __init__(self, forward_op, backward_op, keep, **attrs):
-        import tensorflow as tf
-
-        self._forward_op, self._backward_op = forward_op, backward_op
-        self._keep = keep if keep is not None else tf.zeros((1,), tf.bool)  # unread without dropout
-        self._attrs = dict(attrs, use_keep=keep is not None)
-
-    def forward(self, *inputs):
-        return self._forward_op(*inputs, self._keep, **self._attrs)
-
-    def backward(self, *inputs_and_g):
-        *inputs, g = inputs_and_g
-        return self._backward_op(*inputs, self._keep, g, **self._attrs)
-
-
-def fused_normalized_dropout(dtype, keep, rows_per_block: int, normalize_columns: bool,
-                             epsilon: float = 0.0) -> Optional[FusedOpPair]:
-    """The attention's normalisation and dropout (normalized_dropout.cc) for a call in `dtype`:
-    forward(scores) → m, backward(scores, dm) → (m, the gradient at the scores), with the
-    layout (normalize_columns: EANet's L1 step over each block of `rows_per_block` memory slots;
-    else self-attention's plain softmax). None where the kernels do not apply (`fused_ops_for`):
-    the caller then computes the same terms with TensorFlow's ops."""
-    library = fused_ops_for(dtype)
-    if library is None:
-        return None
-    return FusedOpPair(library.eanet_normalized_dropout, library.eanet_normalized_dropout_grad,
-                       keep, rows_per_block=rows_per_block, normalize_columns=normalize_columns,
-                       epsilon=epsilon)
-
-
-def matmuls_on_bfloat16() -> bool:
-    """Whether TensorFlow's oneDNN matmuls round their float32 inputs to bfloat16
-    (`trainer.matmul_precision=bfloat16` asked for, and the probe finds it done: not on CPUs
-    without bfloat16 matmul kernels). On AMX they are then faster than the fused attention's
-    float32 matmuls (docs/performance.md), so the attention keeps
-    TensorFlow's matmuls around the fused normalisation instead (fused_normalized_dropout)."""
-    from eanet.training.precision import (effective_matmul_precision,
-                                          matmul_precision_from_environment)
-
-    return (matmul_precision_from_environment() == "bfloat16"
-            and effective_matmul_precision() == "bfloat16")
-
-
-def fused_self_attention(dtype, keep) -> Optional[FusedOpPair]:
-    """EanetSelfAttention(Grad) for a call in `dtype`, or None where the kernels do not apply
-    or TensorFlow's matmuls are the faster choice (matmuls_on_bfloat16)."""
-    library = fused_ops_for(dtype)
-    if library is None or matmuls_on_bfloat16():
-        return None
-    return FusedOpPair(library.eanet_self_attention, library.eanet_self_attention_grad, keep)
-
-
-def fused_external_attention(dtype, keep, groups: int, epsilon: float) -> Optional[FusedOpPair]:
-    """EanetExternalAttention(Grad) for a call in `dtype`, or None where they do not apply
-    or TensorFlow's matmuls are the faster choice (matmuls_on_bfloat16)."""
-    library = fused_ops_for(dtype)
-    if library is None or matmuls_on_bfloat16():
-        return None
-    return FusedOpPair(library.eanet_external_attention, library.eanet_external_attention_grad,
-                       keep, groups=groups, epsilon=epsilon)
 
 
 if __name__ == "__main__":  # `python -m eanet.models.native` (make venv): build now, not in the first run
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     library = fused_ops()
     print("eanet's fused CPU kernels:", "ready" if library is not None else
-          "not available (runs use TensorFlow's ops)")
+          "not available (runs use Keras' ops)")

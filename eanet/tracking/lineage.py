@@ -29,7 +29,8 @@ import numpy as np
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from eanet.tracking.tags import TAG_MATMUL_PRECISION, TAG_MODEL_URI, TAG_REPLICAS
+from eanet.tracking.tags import (TAG_IMPLEMENTATION_PREFIX, TAG_MATMUL_PRECISION, TAG_MODEL_URI,
+                                 TAG_REPLICAS)
 
 log = logging.getLogger(__name__)
 
@@ -158,3 +159,10 @@ def log_matmul_precision(effective: str) -> None:
     import mlflow
 
     mlflow.set_tag(TAG_MATMUL_PRECISION, effective)
+
+
+def log_speed_paths(paths: dict[str, str]) -> None:
+    """How each piece of the model computed (eanet.models.speed): eanet.implementation.<piece>."""
+    import mlflow
+
+    mlflow.set_tags({f"{TAG_IMPLEMENTATION_PREFIX}{piece}": path for piece, path in paths.items()})

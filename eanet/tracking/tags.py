@@ -17,6 +17,9 @@ TAG_ONEDNN = "eanet.onednn"  # TF_ENABLE_ONEDNN_OPTS as the run saw it: CPU kern
 # What the run's float32 matmuls really did (eanet.training.precision's probe): float32,
 # tensorfloat32 or bfloat16, whatever trainer.matmul_precision asked for.
 TAG_MATMUL_PRECISION = "eanet.matmul_precision.effective"
+# How each piece of the model computed (eanet.models.speed.SpeedPaths): eanet.implementation.attention,
+# .dropout, .norm, .gelu, .optimizer = reference, folded, fused, keras or plug-in.
+TAG_IMPLEMENTATION_PREFIX = "eanet.implementation."
 TAG_PACKAGES = "eanet.packages"  # "name==version …": Python and every distribution the run imports
 TAG_GIT_DIRTY = "eanet.git_dirty"  # "true": eanet's tracked files differed from its git commit
 TAG_FINGERPRINT = "eanet.fingerprint"  # what the configuration computes (eanet.sweeps.plan)

@@ -6,7 +6,8 @@ The registries behind `optimizer.name` and `trainer.distribution` are import pat
 `_target_`, resolved only when training starts: the config is validated against their names
 without importing Keras or TensorFlow.
 """
-# optimizer.name → "module.function" building a Keras optimizer from an OptimizerConfig
+# optimizer.name → "module.function" building a Keras optimizer from an OptimizerConfig and
+# the optimizer path eanet.models.speed chose ("keras" or "fused")
 OPTIMIZERS: dict[str, str] = {
     "adamw": "eanet.training.optimization.adamw",
     "adam": "eanet.training.optimization.adam",

@@ -1,6 +1,8 @@
 """What training minimises and how: the optimizer registry, the seed's loss and its metrics.
 
 Kept apart from `train` (and from MLflow) so config validation and benchmarks can use it alone.
+Adam and AdamW are Keras' own for `model.implementation=reference`, and for "auto" where
+eanet.models.speed chooses the fused update (TensorFlow) FusedAdam and FusedAdamW.
 """
 from __future__ import annotations
 
@@ -27,22 +29,33 @@ class FusedAdamUpdate:
         m += (g − m)(1 − β1);  v += (g² − v)(1 − β2);  θ −= lr_t · m / (sqrt(v) + ε)
     and the step's scalars (t, β^t, ...) are made once per step, not once per variable.
     Decoupled weight decay (AdamW) is one fused op per variable too (`ResourceApplyGradientDescent`
-    with δ = θ). Other backends and AMSGrad take Keras' update and decay unchanged; sparse
-    gradients, Keras' update after our decay.
+    with δ = θ). AMSGrad, and a saved model loaded where eanet.models.speed does not choose the
+    fused update (another backend), take Keras' update and decay unchanged; sparse gradients,
+    Keras' update after our decay. What it needs of Keras' Adam beyond its public API is read
+    in one place, `_keras_adam_state`.
     """
 
     def apply(self, grads, trainable_variables=None):
         self._step_scalars = {}  # dtype → this step's scalars, made by its first update_step
         return super().apply(grads, trainable_variables)
 
-    # The Keras-internal names the fused path relies on (every Keras 3 optimizer has them up to the
+    # The Keras-internal names the fused path relies on, checked against KERAS_CHECKED (the
     # version bound in pyproject.toml); without any of them it takes Keras' own update instead.
     KERAS_INTERNALS = ("_get_variable_index", "_use_weight_decay", "_apply_weight_decay",
                        "_momentums", "_velocities")
+    KERAS_CHECKED = "3.15.1"
 
     def _fused(self) -> bool:
-        return (keras.backend.backend() == "tensorflow" and not self.amsgrad
+        from eanet.models.speed import FUSED, speed_paths
+
+        return (speed_paths("auto").optimizer == FUSED and not self.amsgrad
                 and all(hasattr(self, name) for name in self.KERAS_INTERNALS))
+
+    def _keras_adam_state(self, variable):
+        """Keras' Adam state of `variable`: its first and second moments, and whether weight
+        decay applies to it (the optimizer's exclusions). Keras has no public API for them."""
+        index = self._get_variable_index(variable)
+        return self._momentums[index], self._velocities[index], self._use_weight_decay(variable)
 
     def _apply_weight_decay(self, variables):
         # Keras decays every variable before the updates, ~6 traced ops each; the fused
@@ -68,15 +81,14 @@ class FusedAdamUpdate:
             scalars[dtype] = adam, decay
         adam, decay = scalars[dtype]
         handle = _handle(variable)
-        if decay is not None and self._use_weight_decay(variable):
+        momentum, velocity, decays = self._keras_adam_state(variable)
+        if decay is not None and decays:
             theta = tf.raw_ops.ReadVariableOp(resource=handle, dtype=dtype)
             tf.raw_ops.ResourceApplyGradientDescent(var=handle, alpha=decay, delta=theta)
         if isinstance(gradient, tf.IndexedSlices):
             return super().update_step(gradient, variable, learning_rate)
-        index = self._get_variable_index(variable)
-        tf.raw_ops.ResourceApplyAdam(
-            var=handle, m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
-            grad=tf.cast(gradient, dtype), **adam)
+        tf.raw_ops.ResourceApplyAdam(var=handle, m=_handle(momentum), v=_handle(velocity),
+                                     grad=tf.cast(gradient, dtype), **adam)
 
 
 def _handle(variable):
@@ -95,35 +107,45 @@ class FusedAdamW(FusedAdamUpdate, keras.optimizers.AdamW):
     """keras.optimizers.AdamW, updated by one fused kernel per variable (FusedAdamUpdate)."""
 
 
-# The optimizers of the registry eanet.training.OPTIMIZERS (optimizer.name). Keras applies weight
-# decay decoupled (AdamW-style) in all.
-def adamw(c: OptimizerConfig) -> keras.optimizers.Optimizer:
-    return FusedAdamW(learning_rate=c.learning_rate, weight_decay=c.weight_decay)
+# The optimizers of the registry eanet.training.OPTIMIZERS (optimizer.name), by the optimizer
+# path eanet.models.speed chose ("keras" or "fused"). Keras applies weight decay decoupled
+# (AdamW-style) in all.
+ADAMW = {"keras": keras.optimizers.AdamW, "fused": FusedAdamW}
+ADAM = {"keras": keras.optimizers.Adam, "fused": FusedAdam}
 
 
-def adam(c: OptimizerConfig) -> keras.optimizers.Optimizer:
-    return FusedAdam(learning_rate=c.learning_rate, weight_decay=c.weight_decay or None)
+def adamw(c: OptimizerConfig, path: str) -> keras.optimizers.Optimizer:
+    return ADAMW[path](learning_rate=c.learning_rate, weight_decay=c.weight_decay)
 
 
-def sgd(c: OptimizerConfig) -> keras.optimizers.Optimizer:
+def adam(c: OptimizerConfig, path: str) -> keras.optimizers.Optimizer:
+    return ADAM[path](learning_rate=c.learning_rate, weight_decay=c.weight_decay or None)
+
+
+def sgd(c: OptimizerConfig, path: str) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(learning_rate=c.learning_rate, momentum=c.momentum,
                                 nesterov=c.nesterov, weight_decay=c.weight_decay or None)
 
 
-def build_optimizer(cfg: OptimizerConfig) -> keras.optimizers.Optimizer:
+def build_optimizer(cfg: OptimizerConfig, implementation: str = "auto") -> keras.optimizers.Optimizer:
+    """optimizer.name's optimizer, updated as eanet.models.speed chooses for `implementation`."""
     # Imported here: a saved model's optimizer class loads without the config's modules.
     from eanet.config import check_choice
+    from eanet.models.speed import speed_paths
     from eanet.plugins import import_object
 
     check_choice("optimizer.name", cfg.name, OPTIMIZERS)
-    return import_object(OPTIMIZERS[cfg.name], "optimizer.name")(cfg)
+    path = speed_paths(implementation).optimizer
+    return import_object(OPTIMIZERS[cfg.name], "optimizer.name")(cfg, path)
 
 
-def compile_model(model: keras.Model, optimizer: OptimizerConfig,
-                  trainer: TrainerConfig) -> keras.Model:
-    """The seed's objective: categorical cross-entropy with label smoothing; top-1 and top-5."""
+def compile_model(model: keras.Model, optimizer: OptimizerConfig, trainer: TrainerConfig,
+                  implementation: str = "auto") -> keras.Model:
+    """The seed's objective: categorical cross-entropy with label smoothing; top-1 and top-5;
+    the optimizer's update as eanet.models.speed chooses for `implementation`
+    (model.implementation)."""
     model.compile(
-        optimizer=build_optimizer(optimizer),
+        optimizer=build_optimizer(optimizer, implementation),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=trainer.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
                  keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")],

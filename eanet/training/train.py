@@ -20,6 +20,7 @@ from eanet.config import Config
 from eanet.data import channel_statistics, make_dataset, model_inputs, prepare_data
 from eanet.models.flops import forward_flops, format_flops
 from eanet.models.model import build_augmentation, build_model, count_parameters
+from eanet.models.speed import SpeedPaths, run_speed_paths
 from eanet.sweeps.jobs import RunPlan, claim_job, finished_earlier
 from eanet.tracking.record import JobStatus
 from eanet.sweeps.trial import trial_callbacks
@@ -54,7 +55,7 @@ def build_compiled_model(cfg: Config, mean: Sequence[float], variance: Sequence[
     augmentation = build_augmentation(cfg.data.augmentation, mean, variance, seed=cfg.seed)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_model(cfg.model, cfg.data.image_size, num_classes, augmentation)
-        compile_model(model, cfg.optimizer, cfg.trainer)
+        compile_model(model, cfg.optimizer, cfg.trainer, cfg.model.implementation)
     return model
 
 
@@ -65,6 +66,13 @@ def build_training(cfg: Config, x, y, num_classes: int):
                             training=True, seed=cfg.seed, repeat=True)
     mean, variance = channel_statistics(x)
     return build_compiled_model(cfg, mean, variance, num_classes), train_ds
+
+
+def model_speed_paths(cfg: Config, model: keras.Model) -> SpeedPaths:
+    """The speed paths of the compiled `model` built from `cfg` (eanet.models.speed)."""
+    m = cfg.model
+    return run_speed_paths(m.implementation, m.attention if m.attention_layer is None else None,
+                           cfg.trainer.precision, model.jit_compile)
 
 
 def extra_callbacks() -> list[keras.callbacks.Callback]:
@@ -117,6 +125,8 @@ def _train_claimed(cfg: Config, raw_cfg: DictConfig, plan: RunPlan, prepared,
     counts = count_parameters(model)
     flops = forward_flops(model)  # per image, forward (eanet.models.flops)
     log.info("model %s: %s; %s per image", cfg.model.name, counts, format_flops(flops.total))
+    speed = model_speed_paths(cfg, model)  # how each piece computes (eanet.models.speed)
+    log.info("speed paths (model.implementation=%s): %s", cfg.model.implementation, speed)
 
     checkpoint = TrainingCheckpoint(cfg.tracking.checkpoint_dir,
                                     Path(cfg.tracking.checkpoint_dir) / plan.legacy_fingerprint)
@@ -126,6 +136,7 @@ def _train_claimed(cfg: Config, raw_cfg: DictConfig, plan: RunPlan, prepared,
         initial_epoch = checkpoint.restore(model, run.run_id)
         run.sync_epoch_metrics(checkpoint.epoch_metrics)
         lineage.log_matmul_precision(effective_matmul_precision())
+        lineage.log_speed_paths(speed.as_dict())
         if plan.run_id is None:  # a resumed run has them already
             run.log_parameter_counts(counts)
             run.log_results(flops.metrics())

@@ -1,6 +1,6 @@
-// One block of attention rows, normalised and dropped out in cache: the arithmetic shared by
-// normalized_dropout.cc (the element-wise part alone) and fused_attention.cc (with the matmuls
-// around it). Each function is eanet/models/kernels.py's op-by-op computation, term for term.
+// One block of attention rows, normalised and dropped out in cache: the element-wise part of
+// fused_attention.cc, between its matmuls. Each function is a step of the formulas in
+// eanet/models/kernels.py's docstrings, term for term.
 //
 // A block is `rows` rows of N scores (EANet: the S memory slots of one (image, head) pair;
 // self-attention: any `rows` rows, each normalised on its own). With p the softmax of each row

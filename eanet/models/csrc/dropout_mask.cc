@@ -1,7 +1,6 @@
-// FastDropout on TensorFlow as one op (dropout_stream.h has the random stream, TensorFlow's
-// own, bit for bit):
-//   EanetKeepMask16(shape, seed)   keep (bool, `shape`), the same mask as
-//                                  eanet/models/kernels.py's TensorFlow ops
+// The 16-bit dropout of eanet/models/kernels.py as one op (dropout_stream.h has the random
+// stream, TensorFlow's own, bit for bit):
+//   EanetKeepMask16(shape, seed)   keep (bool, `shape`), the mask TensorFlow's ops would give
 //                                  (tf.random.stateless_uniform(uint32) → bitcast to uint16 →
 //                                  `>= threshold`), in one pass, without the 16-bit intermediate
 //   EanetDropout16(x, seed)        keep ? x * scale : 0 with the same mask, never stored; its

@@ -1,4 +1,4 @@
-// FastDropout's random stream, drawn in place: the uint32 words of TensorFlow's
+// The 16-bit dropout's random stream, drawn in place: the uint32 words of TensorFlow's
 // tf.random.stateless_uniform (Philox-4x32-10), bit for bit, as 16-bit halves, 16 Philox blocks
 // at a time on vector registers. Used by dropout_mask.cc and gelu_dropout.cc.
 //

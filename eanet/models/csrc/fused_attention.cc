@@ -1,8 +1,8 @@
 // Whole attention calls as one CPU op per direction: the score matmul, the normalisation and
 // dropout (attention_block.h) and the read-out matmul, one block of rows at a time, so the
 // (B, rows, N) scores, probabilities and their gradients live in a thread's cache and are never
-// written to memory. The backward ops recompute them the same way (as eanet/models/kernels.py's
-// written-out gradients do with TensorFlow's ops). The matmuls are Eigen's (-march=native).
+// written to memory. The backward ops recompute them the same way (the gradients written out
+// in eanet/models/kernels.py's docstrings). The matmuls are Eigen's (-march=native).
 //
 // Self-attention (ViT; kernels.self_attention_context), the heads interleaved as the layer's
 // projections give and take them, so neither the query nor the context is transposed:

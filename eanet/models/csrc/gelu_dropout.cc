@@ -1,6 +1,6 @@
 // The MLP's tanh-approximated GELU and the dropout after it as one op per direction, one pass
 // over the (B, N, mlp_dim) hidden activations instead of a dozen (eanet/models/kernels.py's
-// gelu_then_dropout; the dropout mask is FastDropout's, dropout_stream.h, drawn again for the
+// gelu_dropout; the dropout mask is the 16-bit one of dropout_stream.h, drawn again for the
 // gradient instead of stored):
 //   EanetGeluDropout      y  = keep ? gelu(x) * scale : 0,
 //                         gelu(x) = 0.5 x (1 + t),  t = tanh(c (x + a x³)),  c = √(2/π), a = 0.044715

@@ -1,5 +1,5 @@
 // Layer normalisation over the last axis (D) as one op per direction, one pass over the (rows, D)
-// activations each (eanet/models/kernels.py's layer_norm_last_axis, term for term):
+// activations each (eanet/models/kernels.py's layer_norm, term for term):
 //   EanetLayerNorm      y = x̂ γ + β,  x̂ = (x − mean) · inv,  inv = 1 / √(var + ε)
 //   EanetLayerNormGrad  from dy, with g = dy γ (mean, inv and x̂ recomputed from x):
 //                       dx = inv (g − mean(g) − x̂ mean(g x̂)),  dγ = Σ dy x̂,  dβ = Σ dy

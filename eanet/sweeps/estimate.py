@@ -129,6 +129,10 @@ class StepTimer:
 # nor a timed step can tell it; and the sweep's own start-up when the store has no earlier sweep.
 DEFAULT_OVERHEAD_S = 10.0
 DEFAULT_SWEEP_STARTUP_S = 15.0
+# What a sweep adds around its jobs beyond their runs: each job's callbacks (progress, record,
+# parent), and at the end the report and the parent's summary.
+JOB_BOOKKEEPING_S = 0.5
+SWEEP_WRAPUP_S = 1.5
 FORWARD_SHARE = 1 / 3  # a forward pass' share of a training step (forward, backward, update)
 
 
@@ -158,28 +162,28 @@ def overhead_seconds(cfg: Config, finished, timer: Optional[StepTimer],
     if finished is not None and not finished.empty and column in finished:
         measured = finished[column].dropna()
         if not measured.empty:
-            return float(statistics.median(measured)), "start-up as measured"
+            return float(statistics.median(measured)) + JOB_BOOKKEEPING_S, "start-up as measured"
     if timer is not None and timer.trace_seconds is not None and trainable is not None:
         validation, test = evaluated_images(cfg)
         per_image = timer.seconds_per_operation * operations_per_image(cfg, trainable)
         forward = per_image * FORWARD_SHARE * (validation * cfg.trainer.epochs + test)
-        return 3 * timer.trace_seconds + forward + 1.0, "start-up timed"
-    return DEFAULT_OVERHEAD_S, "start-up by default"
+        return 3 * timer.trace_seconds + forward + 1.0 + JOB_BOOKKEEPING_S, "start-up timed"
+    return DEFAULT_OVERHEAD_S + JOB_BOOKKEEPING_S, "start-up by default"
 
 
 def sweep_startup_seconds(parents) -> tuple[float, str]:
     """A sweep's own start-up (imports, composing and checking every job, loading the data)
-    before its first job: the median `sweep_startup_s` of earlier sweeps in the store, else how
+    before its first job, and its wrap-up after the last: the median `sweep_startup_s` of earlier sweeps in the store, else how
     long this process took to get here, else a default."""
     column = "metrics.sweep_startup_s"
     if parents is not None and not parents.empty and column in parents:
         measured = parents[column].dropna()
         if not measured.empty:
-            return float(statistics.median(measured)), "as earlier sweeps measured"
+            return float(statistics.median(measured)) + SWEEP_WRAPUP_S, "as earlier sweeps measured"
     age = process_age()
     if age is not None:
-        return age, "as this process took"
-    return DEFAULT_SWEEP_STARTUP_S, "by default"
+        return age + SWEEP_WRAPUP_S, "as this process took"
+    return DEFAULT_SWEEP_STARTUP_S + SWEEP_WRAPUP_S, "by default"
 
 
 def process_age() -> Optional[float]:

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eanet.config import NOT_COMPUTED
 from eanet.sweeps.estimate import process_age
+from eanet.tracking.sweep_run import log_sweep_metric
 from eanet.tracking.record import JobStatus, SweepRecord, eta_seconds, parent_run_id, write_parent_file
 from eanet.tracking.tags import TAG_NOT_STARTED
 
@@ -72,11 +73,7 @@ def open_parent(config: DictConfig, total: Optional[int]) -> str:
     run_id = open_sweep_run(config.tracking.tracking_uri, config.tracking.experiment_name,
                             sweep_key(config), name, str(sweep_dir),
                             " ".join(sweep_overrides(config)))
-    record = SweepRecord(config.tracking.tracking_uri, run_id)
-    record.start_launch(total)
-    startup = process_age()  # imports, composing and checking the jobs: what the next plan adds
-    if startup is not None:
-        record.client.log_metric(run_id, "sweep_startup_s", startup)
+    SweepRecord(config.tracking.tracking_uri, run_id).start_launch(total)
     write_parent_file(sweep_dir, run_id)
     return run_id
 
@@ -99,6 +96,10 @@ class SweepParent(Callback):
         atexit.register(self.end)
         if jobs is not None:
             self.log_plan(config, config_name, jobs)
+        # imports, composing and checking the jobs, this plan: what the next plan adds for it
+        startup = process_age()
+        if startup is not None:
+            log_sweep_metric(config.tracking.tracking_uri, self.run_id, "sweep_startup_s", startup)
 
     def log_plan(self, config: DictConfig, config_name: str, jobs: list[list[str]]) -> None:
         """The sweep's plan (eanet.sweeps.plan.sweep_plan, estimates from the store only) as

@@ -221,7 +221,7 @@ def format_plan(plans: list[JobPlan], startup: Optional[tuple[float, str]] = Non
     total = f"total: {len(plans)} jobs ({', '.join(f'{n} {k}' for k, n in counts.items())}); " \
             f"estimated time {format_duration(seconds)}"
     if startup and known:
-        total += f" (the sweep's start-up {format_duration(startup[0])} {startup[1]} included)"
+        total += f" (the sweep's start-up and wrap-up {format_duration(startup[0])} {startup[1]} included)"
     if unknown:
         total += f" + {unknown} jobs without an estimate"
     lines.append(total)

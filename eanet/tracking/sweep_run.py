@@ -74,6 +74,11 @@ def log_sweep_progress(tracking_uri: Optional[str], parent_run_id: str, step: in
     client.set_tag(parent_run_id, TAG_PROGRESS, line)
 
 
+def log_sweep_metric(tracking_uri: Optional[str], parent_run_id: str, key: str,
+                     value: float) -> None:
+    _client(tracking_uri).log_metric(parent_run_id, key, value)
+
+
 def log_sweep_text(tracking_uri: Optional[str], parent_run_id: str, text: str, file: str) -> None:
     _client(tracking_uri).log_text(parent_run_id, text, file)
 

@@ -223,3 +223,17 @@ def test_command_line_error_has_no_traceback(store, tmp_path):
     assert done.returncode == 1
     assert "eanet.report: No training runs match" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_sweep_whose_every_run_failed_is_reported_as_counts(tmp_path):
+    """A tuning study whose every trial diverged: no accuracy to average, but the report still
+    says what ran and how it ended (n = 0, n_failed = 2) instead of failing."""
+    client = client_for(tmp_path)
+    experiment = client.create_experiment("eanet")
+    for seed in (0, 1):
+        make_run(client, experiment, "ea", 2, seed, {"param_count_total": 100.0},
+                 status="FAILED", sweep="failed-sweep")
+    report = sweep_report(ReportConfig(sweep="failed-sweep", tracking_uri=store_uri(tmp_path),
+                                       out=str(tmp_path / "out"), log_to_mlflow=False))
+    assert report.table[["model", "n", "n_failed"]].values.tolist() == [["ea", 0, 2]]
+    assert (tmp_path / "out" / "report.csv").is_file()

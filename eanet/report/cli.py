@@ -171,7 +171,10 @@ def sweep_report(cfg: ReportConfig) -> Report:
     except StoreError as error:  # no store, an unknown experiment, a filter MLflow rejects
         raise ReportError(str(error)) from None
     metric_column = f"metrics.{cfg.metric}"
-    if metric_column not in frame or frame[metric_column].isna().all():
+    finished = frame["status"] == "FINISHED" if "status" in frame else frame.index == frame.index
+    if not finished.any():  # every run failed, was pruned or is running: a table of counts
+        frame = frame.assign(**{metric_column: frame.get(metric_column, float("nan"))})
+    elif metric_column not in frame or frame[metric_column].isna().all():
         available = sorted(c[len("metrics."):] for c in frame.columns
                            if c.startswith("metrics.") and frame[c].notna().any())
         raise ReportError(f"Metric {cfg.metric!r} is missing from every one of the {len(frame)} "

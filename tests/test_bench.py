@@ -99,6 +99,8 @@ def test_compare_with_the_seed_prints_ratios(tmp_path):
     assert seed["throughput_ratio"] == 1.0
     assert seed["trainable_params"] == eanet["trainable_params"] == 346_020  # 16 patches: 240 fewer position embeddings
     assert eanet["throughput_ratio"] > 0 and eanet["peak_rss_mb"] > 0
+    assert "CPU flags: " in result.stdout  # the kind of CPU the ratios hold for
+    assert "[attention=" in result.stdout  # each eanet round names its speed paths
 
 
 def test_bench_compare_reads_environment_assignments():

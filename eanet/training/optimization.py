@@ -19,12 +19,11 @@ if TYPE_CHECKING:
 class FusedAdamUpdate:
     """Adam's per-variable update as TensorFlow's fused `ResourceApplyAdam` kernel.
 
-    Keras 3's Adam writes the update (Kingma & Ba, Alg. 1) as about 30 graph ops per variable —
-    moments, bias correction, the step — and the TensorFlow backend traces them once per
-    variable: for the seed model's 133 variables about 4,000 ops, over a third of the training
-    step's graph, which dominate its first-step tracing and graph optimisation.
-    `ResourceApplyAdam` is the kernel tf.keras 2's Adam used; it computes
-    the same formula in one op:
+    Keras 3's Adam writes the update (Kingma & Ba, Alg. 1) as a few dozen graph ops per
+    variable — moments, bias correction, the step — and the TensorFlow backend traces them once
+    per variable, so they make up much of the training step's graph, and of its first-step
+    tracing and graph optimisation. `ResourceApplyAdam`, tf.keras 2's kernel, computes the same
+    formula in one op:
         lr_t = lr · sqrt(1 − β2^t) / (1 − β1^t)
         m += (g − m)(1 − β1);  v += (g² − v)(1 − β2);  θ −= lr_t · m / (sqrt(v) + ε)
     and the step's scalars (t, β^t, ...) are made once per step, not once per variable.
@@ -58,7 +57,7 @@ class FusedAdamUpdate:
         return self._momentums[index], self._velocities[index], self._use_weight_decay(variable)
 
     def _apply_weight_decay(self, variables):
-        # Keras decays every variable before the updates, ~6 traced ops each; the fused
+        # Keras decays every variable before the updates, several traced ops each; the fused
         # update_step decays each variable itself just before its Adam step: the same θ −= lr·λ·θ
         # (Adam's step does not read θ), with Keras' exclusions (`_use_weight_decay`).
         if not self._fused():

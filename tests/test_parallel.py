@@ -26,7 +26,7 @@ def test_two_workers_into_one_sqlite_store_record_every_run_and_metric(tmp_path)
         assert {"test_top1", "best_val_top1", "param_count_total"} <= run.data.metrics.keys()
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.yaml", "history.csv", "learning_curves.png"} <= artifacts
-    assert "2 jobs, 2 completed, 0 failed" in result.stderr
+    assert "2 jobs: 2 trained" in result.stderr
     # One sweep run, the parent of both jobs' runs, its progress written from the workers
     [parent] = client.search_runs([runs[0].info.experiment_id], "tags.`eanet.run_type` = 'sweep'")
     assert parent.info.status == "FINISHED"

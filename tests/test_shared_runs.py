@@ -14,20 +14,24 @@ from eanet.tracking.record import SweepRecord
 
 QUICK = ["trainer.epochs=1", "tracking.log_model=false", "tracking.lease_s=3"]
 
-# A sweep whose epochs last EANET_TEST_EPOCH_S seconds (through the train.extra_callbacks seam),
-# started once the file EANET_TEST_GATE exists: TensorFlow is imported before, so the sweep
-# meets the store within a second of the gate opening.
+# A sweep that starts once the file EANET_TEST_GATE exists (TensorFlow imported before), and whose
+# first epoch ends only once the file EANET_TEST_HOLD exists (through the train.extra_callbacks
+# seam): the test decides when each side moves, whatever the machine's load.
 GATED = """
 import os, pathlib, runpy, time, keras, eanet.training.train
 
-class SlowEpochs(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        time.sleep(float(os.environ.get("EANET_TEST_EPOCH_S", "0")))
+def wait_for(name, limit=300):
+    deadline = time.monotonic() + limit
+    while name and not pathlib.Path(name).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
-eanet.training.train.extra_callbacks = lambda: [SlowEpochs()]
-gate = os.environ.get("EANET_TEST_GATE")
-while gate and not pathlib.Path(gate).exists():
-    time.sleep(0.05)
+class HeldEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            wait_for(os.environ.get("EANET_TEST_HOLD"))
+
+eanet.training.train.extra_callbacks = lambda: [HeldEpoch()]
+wait_for(os.environ.get("EANET_TEST_GATE"))
 runpy.run_module("eanet.run", run_name="__main__")
 """
 
@@ -86,22 +90,29 @@ def test_a_later_sweep_reports_what_an_earlier_one_trained(tmp_path):
 def test_a_sweep_started_mid_way_through_a_shared_job_waits_for_it(tmp_path):
     """The second sweep meets a live claim: it neither trains the job again nor takes it over;
     it waits, takes the result, and the run holds each epoch once."""
-    epochs = 6
-    gate = tmp_path / "gate"
+    epochs = 3
+    gate, hold = tmp_path / "gate", tmp_path / "hold"
     first = start_gated(tmp_path, tmp_path / "first.log", "-m", "seed=7", *QUICK,
-                        f"trainer.epochs={epochs}", EANET_TEST_EPOCH_S="1")
+                        f"trainer.epochs={epochs}", EANET_TEST_HOLD=str(hold))
     second = start_gated(tmp_path, tmp_path / "second.log", "-m", "seed=7,1", *QUICK,
                          f"trainer.epochs={epochs}", EANET_TEST_GATE=str(gate))
+
+    def wait(condition, what: str) -> None:
+        deadline = time.monotonic() + 300
+        while not condition():
+            for process, log in ((first, "first.log"), (second, "second.log")):
+                assert process.poll() is None, (tmp_path / log).read_text()[-3000:]
+            assert time.monotonic() < deadline, what
+            time.sleep(0.2)
+
     client = client_for(tmp_path)
-    deadline = time.monotonic() + 300
-    while True:  # mid-way: the first sweep's run has logged an epoch
-        runs = training_runs(client)
-        if runs and metric_steps(client, runs[0].info.run_id):
-            break
-        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "the first sweep never logged an epoch"
-        time.sleep(0.2)
+    # mid-way: the first sweep's run has logged its first epoch (and holds before the next)
+    wait(lambda: (runs := training_runs(client)) and metric_steps(client, runs[0].info.run_id),
+         "the first sweep never logged an epoch")
     gate.touch()
+    wait(lambda: "waiting for it" in (tmp_path / "second.log").read_text(),
+         "the second sweep never met the first one's claim")
+    hold.touch()
     assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()[-3000:]
     assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
     second = subprocess.CompletedProcess([], 0, (tmp_path / "second.log").read_text(), "")

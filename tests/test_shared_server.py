@@ -198,6 +198,7 @@ def test_server_on_a_postgres_backend(tmp_path):
         with engine.connect() as connection:
             names = connection.execute(sqlalchemy.text("SELECT name FROM runs")).scalars().all()
         engine.dispose()
-        training = [name for name in names if not name.startswith("sweep-")]  # + the sweep's run
-        assert training == ["ea-p2-h2-dc2-s0"] and len(names) == 2
+        # + the sweep's run and the experiment's claims ledger (eanet.tracking.ledger)
+        training = [name for name in names if not name.startswith("sweep-") and name != "ledger"]
+        assert training == ["ea-p2-h2-dc2-s0"] and len(names) == 3
     print(f"\nPostgreSQL-backed server: {time.monotonic() - start:.0f} s")

@@ -133,7 +133,10 @@ def test_one_finished_run_per_model_named_and_tagged(sweep):
         assert run.info.status == "FINISHED"
         tags = {k: v for k, v in run.data.tags.items() if k.startswith("eanet.")}
         assert sorted(tags) == ["eanet.backend", "eanet.fingerprint", "eanet.git_dirty",
-                                "eanet.ignored_settings", "eanet.job_num", "eanet.matmul_precision.effective",
+                                "eanet.ignored_settings", "eanet.implementation.attention",
+                                "eanet.implementation.dropout", "eanet.implementation.gelu",
+                                "eanet.implementation.norm", "eanet.implementation.optimizer",
+                                "eanet.job_num", "eanet.matmul_precision.effective",
                                 "eanet.model", "eanet.model_uri", "eanet.onednn",
                                 "eanet.overrides", "eanet.packages", "eanet.replicas",
                                 "eanet.run_type", "eanet.sweep_id"]  # eanet.backend: added with the JAX backend

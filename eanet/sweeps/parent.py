@@ -31,7 +31,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from eanet.config import NOT_COMPUTED
 from eanet.sweeps.estimate import process_age
-from eanet.tracking.sweep_run import log_sweep_metric
 from eanet.tracking.record import JobStatus, SweepRecord, eta_seconds, parent_run_id, write_parent_file
 from eanet.tracking.tags import TAG_NOT_STARTED
 
@@ -99,6 +98,8 @@ class SweepParent(Callback):
         # imports, composing and checking the jobs, this plan: what the next plan adds for it
         startup = process_age()
         if startup is not None:
+            from eanet.tracking.sweep_run import log_sweep_metric
+
             log_sweep_metric(config.tracking.tracking_uri, self.run_id, "sweep_startup_s", startup)
 
     def log_plan(self, config: DictConfig, config_name: str, jobs: list[list[str]]) -> None:

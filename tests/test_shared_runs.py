@@ -67,23 +67,19 @@ def test_settings_a_model_ignores_train_once_and_count_once(tmp_path):
 
 def test_a_later_sweep_reports_what_an_earlier_one_trained(tmp_path):
     """A sweep reports every job it covers, whichever sweep trained its run: after
-    `model=ea seed=0`, `model=ea,vit seed=0` reports both models and their comparison; a heads
-    sweep after it reports num_heads=2 (the earlier sweeps' setting) for both models."""
+    `model=ea seed=0` (the seed study's setting, num_heads=2 here), a heads sweep over both
+    models reports EANet's num_heads=2 run beside ViT's, and their comparison."""
     first = run_eanet(tmp_path, "-m", "model=ea", "seed=0", *QUICK)
     assert first.returncode == 0, first.stderr[-3000:]
-    second = run_eanet(tmp_path, "-m", "model=ea,vit", "seed=0", *QUICK)
-    assert second.returncode == 0, second.stderr[-3000:]
-    report = sweep_report(second, tmp_path)
-    assert pd.read_csv(report / "report.csv")["model"].tolist() == ["ea", "vit"]
-    assert len(pd.read_csv(report / "comparison.csv")) == 1
-
     heads = run_eanet(tmp_path, "-m", "model=ea,vit", "model.num_heads=1,2", "seed=0", *QUICK)
     assert heads.returncode == 0, heads.stderr[-3000:]
-    assert heads.stdout.count("skipped: FINISHED as run") == 2
-    table = pd.read_csv(sweep_report(heads, tmp_path) / "report.csv")
+    assert heads.stdout.count("skipped: FINISHED as run") == 1
+    report = sweep_report(heads, tmp_path)
+    table = pd.read_csv(report / "report.csv")
     assert sorted(zip(table["model"], table["model.num_heads"])) == [
         ("ea", 1), ("ea", 2), ("vit", 1), ("vit", 2)]
     assert set(table["n"]) == {1}
+    assert len(pd.read_csv(report / "comparison.csv")) == 2  # EANet vs ViT at each num_heads
     assert len(training_runs(client_for(tmp_path))) == 4  # ea, vit × heads 1, 2
 
 

@@ -125,7 +125,9 @@ def test_study_script_cpu_variant_packs_two_jobs(tmp_path):
 
 def test_sigkill_relaunch_resumes_and_model_loads_safely(tmp_path):
     # Epochs of 300 tiny steps: long enough to be killed between epochs.
-    schedule = ["trainer.epochs=4", "trainer.steps_per_epoch=300", "trainer.validation_steps=1"]
+    # A short claim lease: the relaunch takes the killed job's claim over after it.
+    schedule = ["trainer.epochs=4", "trainer.steps_per_epoch=300", "trainer.validation_steps=1",
+                "tracking.lease_s=2"]
     process = start_eanet(tmp_path, *EVEN, *schedule, log=tmp_path / "killed.log", env=JAX)
     deadline = time.monotonic() + 600
     while checkpointed_epoch(tmp_path) < 0:

@@ -13,8 +13,8 @@ from eanet.models.speed import SpeedPaths, choose_speed_paths, inside_xla, speed
 
 # inside_xla reads tensorflow.python; checked against this TensorFlow release.
 TENSORFLOW_CHECKED = "2.21.0"
-REFERENCE = SpeedPaths("reference", "keras", "keras", "keras", "keras")
-FUSED = SpeedPaths("fused", "fused", "fused", "fused", "fused")
+REFERENCE = SpeedPaths("reference", "keras", "keras", "keras")
+FUSED = SpeedPaths("fused", "fused", "fused", "fused")
 
 
 def never_asked() -> bool:
@@ -30,21 +30,21 @@ def choose(implementation="auto", attention="external", backend="tensorflow", de
 @pytest.mark.parametrize("facts, expected", [
     ({}, FUSED),
     ({"attention": "self"}, FUSED),
-    ({"kernels": lambda: False}, SpeedPaths("folded", "keras", "keras", "keras", "fused")),
+    ({"kernels": lambda: False}, SpeedPaths("folded", "keras", "keras", "fused")),
     ({"attention": "self", "kernels": lambda: False},
-     SpeedPaths("reference", "keras", "keras", "keras", "fused")),
+     SpeedPaths("reference", "keras", "keras", "fused")),
     ({"xla": True, "kernels": never_asked},
-     SpeedPaths("folded", "keras", "keras", "keras", "fused")),
+     SpeedPaths("folded", "keras", "keras", "fused")),
     ({"device": "gpu", "kernels": never_asked},
-     SpeedPaths("folded", "keras", "keras", "keras", "fused")),
+     SpeedPaths("folded", "keras", "keras", "fused")),
     # layer normalisation computes in float32 under every policy: its kernel still applies
-    ({"precision": "mixed_bfloat16"}, SpeedPaths("folded", "keras", "fused", "keras", "fused")),
+    ({"precision": "mixed_bfloat16"}, SpeedPaths("folded", "fused", "keras", "fused")),
     ({"backend": "jax", "kernels": never_asked},
-     SpeedPaths("folded", "keras", "keras", "keras", "keras")),
+     SpeedPaths("folded", "keras", "keras", "keras")),
     ({"backend": "jax", "device": "gpu", "attention": "self", "kernels": never_asked},
-     SpeedPaths("reference", "keras", "keras", "keras", "keras")),
-    ({"attention": None}, SpeedPaths("plug-in", "fused", "fused", "fused", "fused")),
-    ({"attention": "pool"}, SpeedPaths("plug-in", "fused", "fused", "fused", "fused")),
+     SpeedPaths("reference", "keras", "keras", "keras")),
+    ({"attention": None}, SpeedPaths("plug-in", "fused", "fused", "fused")),
+    ({"attention": "pool"}, SpeedPaths("plug-in", "fused", "fused", "fused")),
 ], ids=["tf-cpu", "tf-cpu-self", "no-kernels", "no-kernels-self", "xla", "gpu", "bfloat16",
         "jax", "jax-gpu-self", "no-attention", "plug-in"])
 def test_auto_chooses_by_backend_device_precision_and_xla(facts, expected):
@@ -56,7 +56,7 @@ def test_auto_chooses_by_backend_device_precision_and_xla(facts, expected):
 def test_reference_is_plain_keras_everywhere(backend, attention):
     assert choose("reference", attention, backend=backend, kernels=never_asked) == REFERENCE
     plug_in = choose("reference", None, backend=backend, kernels=never_asked)
-    assert plug_in == SpeedPaths("plug-in", "keras", "keras", "keras", "keras")
+    assert plug_in == SpeedPaths("plug-in", "keras", "keras", "keras")
 
 
 def test_an_unknown_implementation_is_refused_with_the_valid_values():
@@ -67,8 +67,8 @@ def test_an_unknown_implementation_is_refused_with_the_valid_values():
 
 def test_the_paths_print_and_tag_by_piece():
     paths = choose(kernels=lambda: False)
-    assert str(paths) == "attention=folded dropout=keras norm=keras gelu=keras optimizer=fused"
-    assert list(paths.as_dict()) == ["attention", "dropout", "norm", "gelu", "optimizer"]
+    assert str(paths) == "attention=folded norm=keras gelu=keras optimizer=fused"
+    assert list(paths.as_dict()) == ["attention", "norm", "gelu", "optimizer"]
 
 
 def test_inside_xla_reads_tensorflows_xla_context():
@@ -124,8 +124,6 @@ def test_a_block_holds_the_fused_ops_exactly_where_the_door_says(attention):
     core = "EanetExternalAttention" if attention == "external" else "EanetSelfAttention"
     training = op_types(tf.function(lambda x: auto(x, training=True)), x)
     assert {core, "EanetKeepMask16", "EanetLayerNorm", "EanetGeluDropout"} <= training
-    if attention == "external":
-        assert "EanetDropout16" in training  # the projection's dropout
     xla = tf.function(lambda x: auto(x, training=True), jit_compile=True)
     assert not {op for op in op_types(xla, x) if op.startswith("Eanet")}
     assert not {op for op in op_types(tf.function(lambda x: reference(x, training=True)), x)

@@ -7,11 +7,12 @@ raise where the library is missing. Their formulas, term for term, are the refer
 tests/test_attention.py, test_elementwise.py, test_kernels_property.py and test_native.py
 check outputs and every gradient against it.
 
-Dropout draws 16 random bits per element (csrc/dropout_stream.h): each
-32-bit word of `tf.random.stateless_uniform`'s Philox stream gives two elements; an element is
-kept when its 16 bits are at least round(rate · 2**16), and kept elements are scaled by
-1 / (1 − that threshold / 2**16), so the expectation is exact and the drop probability is `rate`
-to within 2**-17. The mask is drawn again for the gradient instead of stored.
+The dropout inside the attention and GELU ops draws 16 random bits per element
+(csrc/dropout_stream.h): each 32-bit word of `tf.random.stateless_uniform`'s Philox stream gives
+two elements; an element is kept when its 16 bits are at least round(rate · 2**16), and kept
+elements are scaled by 1 / (1 − that threshold / 2**16), so the expectation is exact and the drop
+probability is `rate` to within 2**-17: the same rate and expectation as Keras' Dropout, another
+random stream.
 """
 from __future__ import annotations
 
@@ -48,23 +49,6 @@ def keep_mask_16bit(shape, rate: float, seed_generator, dtype):
     seed, threshold, scale = seed_threshold_scale(rate, seed_generator)
     keep = library().eanet_keep_mask16(tf.cast(shape, tf.int32), seed, threshold=threshold)
     return keep, tf.constant(scale, dtype)
-
-
-def dropout_16bit(inputs, rate: float, seed_generator):
-    """keep · inputs · scale, the mask drawn inside the op and again for the gradient
-    (keep · upstream · scale) instead of kept."""
-    import tensorflow as tf
-
-    ops = library()
-    seed, threshold, scale = seed_threshold_scale(rate, seed_generator)
-    attrs = dict(threshold=threshold, scale=scale)
-
-    @tf.custom_gradient
-    def dropout(x):
-        return ops.eanet_dropout16(x, seed, **attrs), \
-            lambda upstream: ops.eanet_dropout16(upstream, seed, **attrs)
-
-    return dropout(inputs)
 
 
 def gelu_dropout(x, rate: float, seed_generator):

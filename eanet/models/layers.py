@@ -12,7 +12,7 @@ from keras import layers, ops
 
 from eanet.models.attention import (ExternalAttentionWeights, SelfAttentionWeights,
                                     external_attention, self_attention)
-from eanet.models.elementwise import dropout, gelu_then_dropout, layer_norm
+from eanet.models.elementwise import gelu_then_dropout, layer_norm
 from eanet.models.speed import check_implementation, speed_paths
 
 register = keras.saving.register_keras_serializable(package="eanet")
@@ -139,11 +139,11 @@ class ExternalAttention(layers.Layer):
             for weight in (dense.kernel, dense.bias)))
 
     def call(self, x, training=None):
-        paths = speed_paths(self.implementation, "external", self.dtype_policy.name)
+        path = speed_paths(self.implementation, "external", self.dtype_policy.name).attention
         x = external_attention(x, self.attention_weights(), heads=self.total_heads,
                                epsilon=self.epsilon, dropout=self.attention_dropout_layer,
-                               training=training, path=paths.attention)
-        return dropout(self.projection_dropout_layer, x, training, paths.dropout)  # (B, N, D)
+                               training=training, path=path)
+        return self.projection_dropout_layer(x, training=training)  # (B, N, D)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -249,7 +249,7 @@ class TransformerBlock(layers.Layer):
         x = x + self.attention(layer_norm(self.attention_norm, x, paths.norm), training=training)
         h = self.mlp_hidden(layer_norm(self.mlp_norm, x, paths.norm))
         h = gelu_then_dropout(h, self.mlp_hidden_dropout, training, paths.gelu)  # tanh GELU
-        return x + dropout(self.mlp_output_dropout, self.mlp_output(h), training, paths.dropout)
+        return x + self.mlp_output_dropout(self.mlp_output(h), training=training)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -1,8 +1,8 @@
 """The one door for speed: how each computation of a model runs, decided in one place.
 
-A layer's `call` is the paper's formula. How each of its pieces is computed — the attention,
-dropout, layer normalisation, the MLP's GELU (with the dropout after it) and the optimizer's
-update — is `choose_speed_paths`' answer, from `model.implementation`, the Keras backend, the
+A layer's `call` is the paper's formula. How each of its pieces is computed — the attention
+(with its dropout), layer normalisation, the MLP's GELU (with the dropout after it) and the
+optimizer's update — is `choose_speed_paths`' answer, from `model.implementation`, the Keras backend, the
 device, the dtype policy and whether the step is XLA-compiled; nothing else in eanet branches on
 those. `speed_paths` reads them from this process for a layer's call (eanet.models.attention,
 eanet.models.elementwise, eanet.models.layers) and `run_speed_paths` for a run, which tags its
@@ -12,11 +12,11 @@ answer (eanet.implementation.*) and prints it once.
   `LayerNormalization`, `ops.gelu`, `keras.optimizers.AdamW` / `Adam`.
 - "auto" on TensorFlow, a CPU, outside XLA, where eanet's C++ kernels are built
   (eanet.models.native): "fused", one C++ op per direction for each attention call (scores to
-  read-out, the (B, ·, N) tensors recomputed in the gradient instead of kept), for dropout
-  (16 random bits per element, the mask drawn again for the gradient), GELU-then-dropout and
-  layer normalisation, under the float32 policy (layer normalisation, which computes in float32,
-  under every policy); anywhere else EANet's attention with its projections folded ("folded",
-  keras.ops) and Keras' own layers. The optimizer: TensorFlow's fused Adam update on TensorFlow.
+  read-out, the (B, ·, N) tensors recomputed in the gradient instead of kept), for
+  GELU-then-dropout and for layer normalisation, under the float32 policy (layer normalisation,
+  which computes in float32, under every policy); anywhere else EANet's attention with its
+  projections folded ("folded", keras.ops) and Keras' own layers. The optimizer: TensorFlow's
+  fused Adam update on TensorFlow. The other dropouts are Keras' own everywhere.
 
 docs/performance.md has what each path measured. tests/test_attention.py, test_elementwise and
 test_optimization check every path against the reference, outputs and gradients.
@@ -39,7 +39,6 @@ PLUG_IN = "plug-in"  # an attention of the user's own (model.attention_layer): i
 class SpeedPaths:
     """How each piece is computed (tagged on a run as eanet.implementation.<piece>)."""
     attention: str  # reference | folded (EANet's projections folded, keras.ops) | fused | plug-in
-    dropout: str  # keras | fused
     norm: str  # keras | fused
     gelu: str  # keras | fused (GELU and the dropout after it, one op)
     optimizer: str  # keras | fused
@@ -67,13 +66,12 @@ def choose_speed_paths(implementation: str, attention: Optional[str], *, backend
     check_implementation(implementation)
     own = attention in KERAS_FORMS
     if implementation == "reference":
-        return SpeedPaths("reference" if own else PLUG_IN, KERAS, KERAS, KERAS, KERAS)
+        return SpeedPaths("reference" if own else PLUG_IN, KERAS, KERAS, KERAS)
     # The C++ ops are TensorFlow CPU kernels without an XLA lowering, written for float32.
     native = backend == "tensorflow" and device == "cpu" and not xla and kernels()
     float32 = native and precision == "float32"
     return SpeedPaths(
         attention=(FUSED if float32 else KERAS_FORMS[attention]) if own else PLUG_IN,
-        dropout=FUSED if float32 else KERAS,
         norm=FUSED if native else KERAS,
         gelu=FUSED if float32 else KERAS,
         optimizer=FUSED if backend == "tensorflow" else KERAS)

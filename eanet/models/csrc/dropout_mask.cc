@@ -1,10 +1,8 @@
-// The 16-bit dropout of eanet/models/kernels.py as one op (dropout_stream.h has the random
-// stream, TensorFlow's own, bit for bit):
+// The fused attention's 16-bit dropout mask (eanet/models/kernels.py's keep_mask_16bit) as one
+// op (dropout_stream.h has the random stream, TensorFlow's own, bit for bit):
 //   EanetKeepMask16(shape, seed)   keep (bool, `shape`), the mask TensorFlow's ops would give
 //                                  (tf.random.stateless_uniform(uint32) → bitcast to uint16 →
 //                                  `>= threshold`), in one pass, without the 16-bit intermediate
-//   EanetDropout16(x, seed)        keep ? x * scale : 0 with the same mask, never stored; its
-//                                  gradient is the same op on the upstream gradient
 #include "dropout_stream.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -18,21 +16,13 @@ using eanet::StreamFromSeed;
 
 namespace {
 
-class DropoutStreamOp : public OpKernel {
+class KeepMask16Op : public OpKernel {
  public:
-  explicit DropoutStreamOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit KeepMask16Op(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("threshold", &threshold_));
     OP_REQUIRES(ctx, threshold_ >= 0 && threshold_ <= 65536,
                 errors::InvalidArgument("threshold must be in [0, 65536]"));
   }
-
- protected:
-  int threshold_ = 0;
-};
-
-class KeepMask16Op : public DropoutStreamOp {
- public:
-  using DropoutStreamOp::DropoutStreamOp;
 
   void Compute(OpKernelContext* ctx) override {
     OP_REQUIRES(ctx, TensorShapeUtils::IsVector(ctx->input(0).shape()),
@@ -52,35 +42,9 @@ class KeepMask16Op : public DropoutStreamOp {
                    for (int64_t i = 0; i < count; ++i) out[first + i] = halves[i] >= threshold;
                  });
   }
-};
-
-class Dropout16Op : public DropoutStreamOp {
- public:
-  explicit Dropout16Op(OpKernelConstruction* ctx) : DropoutStreamOp(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
-  }
-
-  void Compute(OpKernelContext* ctx) override {
-    const Tensor& x = ctx->input(0);
-    const Tensor& seed = ctx->input(1);
-    if (!CheckSeed(ctx, seed)) return;
-    Tensor* y = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
-    const float* in = x.flat<float>().data();
-    float* out = y->flat<float>().data();
-    const int threshold = threshold_;
-    const float scale = scale_;
-    const eanet::Stream stream = StreamFromSeed(seed);
-    ForEachChunk(ctx, &stream, x.NumElements(),
-                 [&](int64_t first, int64_t count, const uint16_t* halves) {
-                   for (int64_t i = 0; i < count; ++i) {
-                     out[first + i] = halves[i] >= threshold ? in[first + i] * scale : 0.0f;
-                   }
-                 });
-  }
 
  private:
-  float scale_ = 1.0f;
+  int threshold_ = 0;
 };
 
 }  // namespace
@@ -99,18 +63,5 @@ REGISTER_OP("EanetKeepMask16")
       return OkStatus();
     });
 
-REGISTER_OP("EanetDropout16")
-    .Input("x: float")
-    .Input("seed: int32")
-    .Output("y: float")
-    .Attr("threshold: int")
-    .Attr("scale: float")
-    .SetShapeFn([](shape_inference::InferenceContext* c) {
-      TF_RETURN_IF_ERROR(eanet::SeedShape(c, 1));
-      c->set_output(0, c->input(0));
-      return OkStatus();
-    });
-
 REGISTER_KERNEL_BUILDER(Name("EanetKeepMask16").Device(DEVICE_CPU).HostMemory("shape"),
                         KeepMask16Op);
-REGISTER_KERNEL_BUILDER(Name("EanetDropout16").Device(DEVICE_CPU), Dropout16Op);

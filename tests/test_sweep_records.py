@@ -134,7 +134,7 @@ def test_one_finished_run_per_model_named_and_tagged(sweep):
         tags = {k: v for k, v in run.data.tags.items() if k.startswith("eanet.")}
         assert sorted(tags) == ["eanet.backend", "eanet.fingerprint", "eanet.git_dirty",
                                 "eanet.ignored_settings", "eanet.implementation.attention",
-                                "eanet.implementation.dropout", "eanet.implementation.gelu",
+                                "eanet.implementation.gelu",
                                 "eanet.implementation.norm", "eanet.implementation.optimizer",
                                 "eanet.job_num", "eanet.matmul_precision.effective",
                                 "eanet.model", "eanet.model_uri", "eanet.onednn",

@@ -1,6 +1,6 @@
 """A run's config checked against all of eanet, at start-up, before any data or Keras loads.
 
-`eanet.config.validate` checks the schema's own rules; the names it looks up come from here:
+`eanet.config_checks.validate` checks the schema's own rules; the names it looks up come from here:
 each registry's keys (`CHOICES`), the Keras backend this process will load
 (`eanet.backend.configured_backend`). Then what other modules know: whether this process can
 still give TensorFlow the requested matmul precision (`eanet.training.precision`), and whether
@@ -12,7 +12,8 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from eanet.backend import configured_backend
-from eanet.config import Config, ConfigError, validate as validate_schema
+from eanet.config import Config, ConfigError
+from eanet.config_checks import validate as validate_schema
 from eanet.data import DATASETS
 from eanet.models import ATTENTION_TYPES, IMPLEMENTATIONS
 from eanet.models.native import KEEP_LEVELS

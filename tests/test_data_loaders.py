@@ -14,7 +14,8 @@ import pytest
 
 from conftest import client_for, compose_config, run_eanet, training_runs
 from eanet.cifar import load_cifar10
-from eanet.config import DataConfig, validate
+from eanet.config import DataConfig
+from eanet.config_checks import validate
 from eanet.data import DataError, load_dataset
 from eanet.plugins import PluginError
 from eanet.validation import validate as validate_all

@@ -14,7 +14,7 @@ import pytest
 from mlflow.entities import ViewType
 
 from conftest import TINY, client_for, compose_config, metric_steps, run_eanet, training_runs
-from eanet.config import validate
+from eanet.config_checks import validate
 from eanet.data import DataError
 from eanet.tracking import StoreError
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import TINY, compose_config
 from eanet.training.checkpoint import TrainingCheckpoint
-from eanet.config import validate
+from eanet.config_checks import validate
 from eanet.cifar import read_cifar_batch
 from eanet.data import DataError
 from eanet.models.model import build_augmentation, build_model

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 sys.path.insert(0, "{tests}")
 from conftest import TINY, compose_config, store_uri
-from eanet.config import validate
+from eanet.config_checks import validate
 from eanet.tracking import lineage
 from eanet.training.train import train
 

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import TINY, compose_config
-from eanet.config import validate
+from eanet.config_checks import validate
 from eanet.models.model import build_augmentation, build_model
 from eanet.training.optimization import FusedAdam, FusedAdamW, build_optimizer, compile_model
 

@@ -106,7 +106,8 @@ def test_plan_without_a_store_creates_none_and_marks_the_budget(tmp_path):
 @pytest.mark.parametrize("setting", ["sweep.max_runs=0", "sweep.max_hours=-1",
                                      "tracking.system_metrics_interval_s=0"])
 def test_bad_budgets_fail_naming_the_setting(setting):
-    from eanet.config import ConfigError, validate
+    from eanet.config import ConfigError
+    from eanet.config_checks import validate
 
     with pytest.raises(ConfigError, match=setting.split("=")[0].replace(".", r"\.")):
         validate(compose_config([setting]))

@@ -3,7 +3,7 @@ configuration; `tracking.rerun=true` trains a finished configuration again."""
 from __future__ import annotations
 
 from conftest import TINY, client_for, compose_config, run_eanet, training_runs
-from eanet.config import validate
+from eanet.config_checks import validate
 from eanet.training.train import train
 
 SWEEP = ["-m", "seed=0,1", "trainer.epochs=1", "tracking.log_model=false"]

@@ -5,7 +5,7 @@ import pytest
 
 import eanet.training.train
 from conftest import TINY, client_for, compose_config
-from eanet.config import validate
+from eanet.config_checks import validate
 from eanet.models.speed import speed_paths
 from eanet.training.train import train
 

@@ -362,7 +362,7 @@ def test_sigkill_mid_tuning_then_relaunch_finishes_without_repeating(tmp_path):
 
 def test_the_tune_study_tunes_each_model_with_the_same_budget():
     from conftest import CONF_DIR, compose_config
-    from eanet.config import validate
+    from eanet.config_checks import validate
 
     text = (CONF_DIR / "experiment" / "tune.yaml").read_text()
     assert "python -m eanet.run -m +experiment=tune" in text and "Expected" in text

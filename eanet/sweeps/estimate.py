@@ -113,7 +113,7 @@ class StepTimer:
         x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
         y = keras.utils.to_categorical(rng.integers(0, cfg.data.num_classes, batch),
                                        cfg.data.num_classes)
-        compile_model(model, cfg.optimizer, cfg.trainer)
+        compile_model(model, cfg.optimizer, cfg.trainer, cfg.model.implementation)
         start = time.perf_counter()
         model.train_on_batch(x, y)  # traces the step: not a step's time, a job's start-up
         self.trace_seconds = time.perf_counter() - start

@@ -59,38 +59,37 @@ def runs_filter(run_ids: list[str]) -> str:
     return f"attributes.run_id IN ({', '.join(_literal(r) for r in run_ids)})"
 
 
-def read_training_runs(tracking_uri: Optional[str], experiment_name: str) -> pd.DataFrame:
-    """Every active training run of an experiment (`mlflow.search_runs`' DataFrame), reading
-    only: a local store that does not exist is not created, a missing experiment gives none."""
+def _existing_experiment_id(tracking_uri: Optional[str], experiment_name: str) -> Optional[str]:
+    """The experiment's id, reading only: a local store that does not exist is not created, a
+    missing experiment is None, an unreachable server a StoreError."""
     uri = tracking_uri or mlflow.get_tracking_uri()
     path = local_store_path(uri)
     if path is not None and not path.exists():
-        return pd.DataFrame()
+        return None
     use_store(tracking_uri)  # opening it creates a local store
     try:
         experiment = MlflowClient().get_experiment_by_name(experiment_name)
     except mlflow.exceptions.MlflowException as error:  # e.g. a tracking server that is down
         raise StoreError(f"Cannot read the tracking store {uri} "
                          f"(tracking.tracking_uri={tracking_uri}): {error.message}") from None
-    if experiment is None:
-        return pd.DataFrame()
-    return search_training_runs(experiment.experiment_id)
+    return None if experiment is None else experiment.experiment_id
+
+
+def read_training_runs(tracking_uri: Optional[str], experiment_name: str) -> pd.DataFrame:
+    """Every active training run of an experiment (`mlflow.search_runs`' DataFrame), reading
+    only; none when the store or the experiment does not exist."""
+    experiment_id = _existing_experiment_id(tracking_uri, experiment_name)
+    return pd.DataFrame() if experiment_id is None else search_training_runs(experiment_id)
 
 
 def read_sweep_runs(tracking_uri: Optional[str], experiment_name: str) -> pd.DataFrame:
     """Every sweep's parent run of an experiment, reading only (as `read_training_runs`)."""
     from eanet.tracking.tags import RUN_TYPE_SWEEP
 
-    uri = tracking_uri or mlflow.get_tracking_uri()
-    path = local_store_path(uri)
-    if path is not None and not path.exists():
+    experiment_id = _existing_experiment_id(tracking_uri, experiment_name)
+    if experiment_id is None:
         return pd.DataFrame()
-    use_store(tracking_uri)
-    experiment = MlflowClient().get_experiment_by_name(experiment_name)
-    if experiment is None:
-        return pd.DataFrame()
-    return mlflow.search_runs([experiment.experiment_id],
-                              f"tags.`{TAG_RUN_TYPE}` = '{RUN_TYPE_SWEEP}'")
+    return mlflow.search_runs([experiment_id], f"tags.`{TAG_RUN_TYPE}` = '{RUN_TYPE_SWEEP}'")
 
 
 def search_training_runs(experiment_id: str, sweep: Optional[str] = None,
